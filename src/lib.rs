@@ -1,0 +1,118 @@
+//! An embedded, file-backed cache: one file per key, written atomically, shared
+//! safely by threads and processes, bounded in size, honest about damage.
+//!
+//! fscache is Python cachelib's `FileSystemCache` (the store behind Flask-Session's
+//! file sessions) done right: no count file rewritten per write, no full directory
+//! scan per write once past the threshold, locks for read-modify-write, checksums so a
+//! damaged file is never returned as data.
+//!
+//! ```
+//! use std::time::Duration;
+//! use fscache::{FileSystemCache, Ttl};
+//!
+//! # fn main() -> fscache::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let cache = FileSystemCache::builder(dir.path().join("cache"))
+//!     .threshold(10_000)
+//!     .default_ttl(Duration::from_secs(600))
+//!     .open()?;
+//!
+//! cache.set("user:42", &("Ada", 36))?;
+//! assert_eq!(cache.get::<(String, u32)>("user:42")?, Some(("Ada".into(), 36)));
+//!
+//! assert!(cache.add("lock:report", &true, Ttl::After(Duration::from_secs(30)))?);
+//! assert!(!cache.add("lock:report", &true, Ttl::Default)?); // already there
+//!
+//! assert_eq!(cache.inc("visits", 1)?, 1);
+//! assert!(cache.delete("user:42")?);
+//! assert_eq!(cache.len()?, 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # On disk
+//!
+//! ```text
+//! <dir>/FSCACHE            marker naming the format version; open() refuses a non-empty
+//!                          directory without it (the cache deletes files)
+//! <dir>/fscache.state      the shared entry count, memory-mapped by every process
+//! <dir>/locks/             stripe lock files (flock)
+//! <dir>/00 … ff/           256 shards; an entry is <shard>/<blake3(key) in hex>
+//! ```
+//!
+//! An entry file holds a 36-byte header (magic `FSCE`, format version, codec, expiry
+//! in Unix milliseconds, a per-write id, lengths, a header check), the key, the
+//! payload and a 16-byte blake3 checksum of all of it. Keys never become path
+//! components, so no key can reach outside the directory. Files are created 0600
+//! and directories 0700 by default; no symlink inside the directory is followed.
+//!
+//! # Guarantees
+//!
+//! - **Atomic writes.** A write goes to a temp file in the entry's shard and is
+//!   renamed over the entry. Readers, and the cache after a crash of any process, see
+//!   the old entry or the new one, never a partial one. Temp files of crashed writers
+//!   are removed by the next sweep once [`STALE_TEMP_AGE`] old.
+//! - **Durability** is chosen with [`Durability`]: `Rename` (default) does not
+//!   `fsync` — a power loss may lose recent writes; `Fsync` syncs the file before the
+//!   rename and the directory after, so a returned write survives power loss.
+//! - **Many threads and processes.** `get`, `set` and `delete` take no lock.
+//!   [`add`](FileSystemCache::add), [`inc`](FileSystemCache::inc),
+//!   [`dec`](FileSystemCache::dec) and [`update`](FileSystemCache::update) hold the
+//!   key's stripe lock (an in-process mutex plus `flock`) and are atomic across
+//!   processes. Sweeps and [`clear`](FileSystemCache::clear) never delete an entry
+//!   written after they decided to remove it: the name is moved aside, checked
+//!   against the per-write id read earlier, and put back if it changed. (During that
+//!   moment — microseconds, only when a sweep races a rewrite of the very entry it is
+//!   evicting — a plain `get` of that key can miss; read-modify-write operations
+//!   cannot, as they wait for the stripe lock.)
+//! - **Damage is a miss.** A truncated, zero-byte, bit-flipped, foreign or
+//!   other-version file is never returned as data: it reads as a miss, is removed,
+//!   is counted in [`Stats::damaged`] and logged through the `log` crate.
+//! - **Not promised:** network filesystems (NFS, SMB) — the shared count is a memory
+//!   mapping and locks are `flock`, both local to one machine; Windows.
+//!
+//! # Threshold
+//!
+//! With a threshold `T > 0` (default 500), every write that creates a new entry adds
+//! one to a counter in the memory-mapped `fscache.state` (an atomic add: no syscall),
+//! and every delete subtracts one. When the count passes `T`, one writer sweeps (the
+//! others go on): expired and damaged entries go first, then live entries nearest to
+//! expiry, never-expiring ones last, until 80% of `T` remain. So a sweep runs once per
+//! `T/5` inserts, not per insert, and its cost per insert stays flat as `T` grows.
+//!
+//! Overshoot is bounded: while a sweep runs elsewhere, writers go on until the count
+//! reaches `T + T/4` (at least `T + 1`); past that they wait for the sweep. The number
+//! of entries on disk therefore stays below `T + T/4 + W`, where `W` is the number of
+//! threads (in all processes) inserting at that moment. The count may drift after a
+//! crash between a rename and the counter update, or when files are removed by hand;
+//! every sweep, [`len`](FileSystemCache::len) and [`clear`](FileSystemCache::clear)
+//! correct it. Opening a cache reads no entry, whatever its size.
+//!
+//! # Hot path
+//!
+//! A `set` of a new key is `openat2` (temp, `O_EXCL`) + `write` + `close` +
+//! `renameat2(RENAME_NOREPLACE)` — the last tells a new key from an overwrite, which
+//! adds one `rename`. A `get` is `openat2` + `read` ×2 + `close` (no `fstat`: the
+//! header declares the length), a miss one failed `openat2`, a `delete` one `unlinkat`.
+#![deny(unsafe_code, missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod cache;
+mod clock;
+mod codec;
+mod entry;
+mod error;
+mod layout;
+mod lock;
+mod open;
+mod options;
+mod prune;
+mod state;
+mod sys;
+
+pub use cache::{FileSystemCache, MAX_KEY_LEN, Stats};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::Format;
+pub use error::{BoxError, Error, Result};
+pub use options::{Durability, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl};
+pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};

@@ -1,0 +1,167 @@
+//! Adopting a directory: the marker file, the shard layout and the shared state.
+//!
+//! The marker is written first (atomically, by rename), so two processes opening a
+//! new directory at once both see an fscache; everything after it is idempotent.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::layout::{self, FORMAT_VERSION, LOCK_DIR, MARKER, SHARDS, STATE, TEMP_PREFIX};
+use crate::state::{self, SharedState};
+use crate::sys::{self, Root};
+
+fn marker_text() -> String {
+    format!(
+        "fscache cache directory: every file below is created and deleted by fscache.\n\
+         format={FORMAT_VERSION}\n"
+    )
+}
+
+/// Checks or writes the marker. `Ok(true)` if the directory was empty and is now
+/// adopted.
+pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<bool> {
+    match read_marker(root, dir)? {
+        Some(()) => return Ok(false),
+        None => {}
+    }
+    let foreign = sys::list_dir(root, ".")
+        .map_err(|e| Error::io("list cache directory", dir, e))?
+        .into_iter()
+        .any(|(name, _)| !name.starts_with(TEMP_PREFIX.as_bytes()));
+    if foreign {
+        return Err(Error::NotACache {
+            path: dir.to_path_buf(),
+        });
+    }
+    let tmp = format!("{TEMP_PREFIX}marker-{:016x}", layout::next_write_id());
+    let write = || -> io::Result<bool> {
+        let mut f = root.create_new(&tmp, file_mode)?;
+        f.write_all(marker_text().as_bytes())?;
+        drop(f);
+        root.rename_noreplace(&tmp, MARKER)
+    };
+    match write() {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another process adopted it first; check what it wrote.
+            let _ = root.unlink(&tmp);
+            read_marker(root, dir)?;
+        }
+        Err(e) => {
+            let _ = root.unlink(&tmp);
+            return Err(Error::io("write marker file", dir.join(MARKER), e));
+        }
+    }
+    Ok(true)
+}
+
+/// `Ok(Some(()))` for a marker of this format, `Ok(None)` if there is none.
+fn read_marker(root: &Root, dir: &Path) -> Result<Option<()>> {
+    let path = dir.join(MARKER);
+    let mut file = match root.open_read(MARKER) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open marker file", path, e)),
+    };
+    let mut text = String::new();
+    (&mut file)
+        .take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io("read marker file", &path, e))?;
+    if !text.starts_with("fscache") {
+        return Err(Error::IncompatibleFormat {
+            path: dir.to_path_buf(),
+            found: text.lines().next().unwrap_or("").chars().take(80).collect(),
+            supported: FORMAT_VERSION,
+        });
+    }
+    let found = text
+        .lines()
+        .find_map(|l| l.strip_prefix("format="))
+        .unwrap_or("")
+        .trim();
+    if found != FORMAT_VERSION.to_string() {
+        return Err(Error::IncompatibleFormat {
+            path: dir.to_path_buf(),
+            found: found.chars().take(80).collect(),
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(Some(()))
+}
+
+/// Maps the shared state, creating the layout and the state file if missing and
+/// rebuilding a damaged state file from a count of the entries.
+pub(crate) fn open_state(
+    root: &Root,
+    dir: &Path,
+    file_mode: u32,
+    dir_mode: u32,
+    fresh: bool,
+) -> Result<SharedState> {
+    let state_path = dir.join(STATE);
+    for _ in 0..3 {
+        match root.open_rw(STATE) {
+            Ok(file) => match SharedState::map(file) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    log::warn!(
+                        "fscache: {} is damaged ({e}); rebuilding it from a count of the entries",
+                        state_path.display()
+                    );
+                    create_state(root, dir, file_mode, false, true)?;
+                }
+                Err(e) => return Err(Error::io("map state file", &state_path, e)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_layout(root, dir, dir_mode)?;
+                create_state(root, dir, file_mode, fresh, false)?;
+            }
+            Err(e) => return Err(Error::io("open state file", &state_path, e)),
+        }
+    }
+    Err(Error::io(
+        "open state file",
+        state_path,
+        io::Error::other("it keeps being replaced or damaged by another program"),
+    ))
+}
+
+fn create_layout(root: &Root, dir: &Path, dir_mode: u32) -> Result<()> {
+    let mkdir = |rel: &str| {
+        root.mkdir(rel, dir_mode)
+            .map_err(|e| Error::io("create directory", dir.join(rel), e))
+    };
+    mkdir(LOCK_DIR)?;
+    for shard in 0..SHARDS {
+        mkdir(&layout::shard_str(shard as u8))?;
+    }
+    Ok(())
+}
+
+fn create_state(root: &Root, dir: &Path, file_mode: u32, fresh: bool, replace: bool) -> Result<()> {
+    let count = if fresh {
+        0
+    } else {
+        crate::prune::count_entry_names(root, dir)? as i64
+    };
+    let tmp = format!("{TEMP_PREFIX}state-{:016x}", layout::next_write_id());
+    let write = || -> io::Result<()> {
+        let mut f = root.create_new(&tmp, file_mode)?;
+        state::write_initial(&mut f, count)?;
+        drop(f);
+        if replace {
+            root.rename(&tmp, STATE)
+        } else if !root.rename_noreplace(&tmp, STATE)? {
+            // Another process created it first.
+            root.unlink(&tmp).map(drop)
+        } else {
+            Ok(())
+        }
+    };
+    write().map_err(|e| {
+        let _ = root.unlink(&tmp);
+        Error::io("create state file", dir.join(STATE), e)
+    })
+}

@@ -1,0 +1,258 @@
+//! Options: TTLs, durability, and the builder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::Format;
+use crate::error::{Error, Result};
+use crate::FileSystemCache;
+
+/// How long an entry lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Ttl {
+    /// The cache's default TTL (see [`FileSystemCacheBuilder::default_ttl`]).
+    #[default]
+    Default,
+    /// Never expires (it can still be evicted by the threshold, last of all).
+    Never,
+    /// Expires after this long, counted in whole milliseconds (rounded up). Must not
+    /// be zero: use [`Ttl::Never`] for "no expiry".
+    After(Duration),
+}
+
+/// What a completed write guarantees after a crash.
+///
+/// Both modes are atomic: a reader, or the cache after a crash of the writing
+/// process, sees the old entry or the new one, never a mix. They differ on power loss
+/// or a kernel crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Write a temp file and rename it over the entry; no `fsync`. A crash of the
+    /// process loses nothing that was written; a power loss may lose recent writes
+    /// (or, on filesystems without rename ordering, leave the entry empty — such a
+    /// file is detected by its checksum and read as a miss). The default: right for a
+    /// cache and for sessions.
+    #[default]
+    Rename,
+    /// Additionally `fsync` the temp file before the rename and the shard directory
+    /// after it (and after a delete): once the call returns, the change survives power
+    /// loss, at the cost of a few milliseconds per write on real disks.
+    Fsync,
+}
+
+/// Builds a [`FileSystemCache`] with options; see [`FileSystemCache::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "call .open() to open the cache"]
+pub struct FileSystemCacheBuilder {
+    pub(crate) dir: PathBuf,
+    pub(crate) threshold: usize,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) format: Format,
+    pub(crate) file_mode: u32,
+    pub(crate) dir_mode: u32,
+    pub(crate) durability: Durability,
+    pub(crate) max_value_size: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// Largest value size `max_value_size` accepts: the entry format stores a `u32` length.
+pub const MAX_VALUE_SIZE_LIMIT: usize = u32::MAX as usize - 1;
+
+impl FileSystemCacheBuilder {
+    pub(crate) fn new(dir: &Path) -> Self {
+        FileSystemCacheBuilder {
+            dir: dir.to_path_buf(),
+            threshold: 500,
+            default_ttl: Some(Duration::from_secs(300)),
+            format: Format::Json,
+            file_mode: 0o600,
+            dir_mode: 0o700,
+            durability: Durability::Rename,
+            max_value_size: 16 << 20,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The number of entries above which the cache prunes; 0 = unbounded.
+    /// Default: 500 (cachelib's default).
+    ///
+    /// Past the threshold a sweep removes expired entries, then the entries nearest to
+    /// expiry (never-expiring ones last), down to 80% of the threshold. See the crate
+    /// docs ("Threshold") for the bound on overshoot.
+    pub fn threshold(mut self, entries: usize) -> Self {
+        self.threshold = entries;
+        self
+    }
+
+    /// The TTL used by `set` and [`Ttl::Default`]. Default: 300 seconds (cachelib's).
+    /// Must not be zero; use [`no_default_ttl`](Self::no_default_ttl) for no expiry.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Entries written with [`Ttl::Default`] never expire.
+    pub fn no_default_ttl(mut self) -> Self {
+        self.default_ttl = None;
+        self
+    }
+
+    /// How typed values are encoded. Default: [`Format::Json`].
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Permission bits of entry files. Default: `0o600`. Must include owner read and
+    /// write; the process umask is honoured only if it removes none of these bits
+    /// (otherwise they are set explicitly).
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode;
+        self
+    }
+
+    /// Permission bits of directories the cache creates. Default: `0o700`. Must
+    /// include owner read, write and search.
+    pub fn dir_mode(mut self, mode: u32) -> Self {
+        self.dir_mode = mode;
+        self
+    }
+
+    /// Crash guarantees of writes. Default: [`Durability::Rename`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Largest encoded value accepted by `set`, in bytes; larger ones are refused
+    /// with [`Error::ValueTooLarge`], and larger files on disk are treated as damaged.
+    /// Default: 16 MiB. At most [`MAX_VALUE_SIZE_LIMIT`].
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// The clock used for expiry. Default: [`SystemClock`]. Tests use
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Opens (creating if needed) the cache directory.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid options, [`Error::NotACache`] for a non-empty
+    /// directory that is not an fscache, [`Error::IncompatibleFormat`] for one of
+    /// another format version, [`Error::Io`] when the directory cannot be created or
+    /// read.
+    pub fn open(self) -> Result<FileSystemCache> {
+        self.validate()?;
+        FileSystemCache::open_with(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let config = |message: String| Err(Error::Config { message });
+        if self.file_mode & !0o777 != 0 || self.file_mode & 0o600 != 0o600 {
+            return config(format!(
+                "file_mode {:#o} must be permission bits (at most 0o777) including owner \
+                 read and write (0o600)",
+                self.file_mode
+            ));
+        }
+        if self.dir_mode & !0o777 != 0 || self.dir_mode & 0o700 != 0o700 {
+            return config(format!(
+                "dir_mode {:#o} must be permission bits (at most 0o777) including owner \
+                 read, write and search (0o700)",
+                self.dir_mode
+            ));
+        }
+        if self.default_ttl == Some(Duration::ZERO) {
+            return config(
+                "default_ttl must not be zero; use no_default_ttl() for entries that never \
+                 expire"
+                    .into(),
+            );
+        }
+        if let Some(ttl) = self.default_ttl {
+            ttl_millis(ttl)?;
+        }
+        if self.max_value_size == 0 || self.max_value_size > MAX_VALUE_SIZE_LIMIT {
+            return config(format!(
+                "max_value_size {} must be between 1 and {MAX_VALUE_SIZE_LIMIT}",
+                self.max_value_size
+            ));
+        }
+        if !self.format.is_available() {
+            return config(format!(
+                "format {:?} needs the crate feature that enables it",
+                self.format
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TTL in whole milliseconds, rounded up, refusing zero and overflow.
+pub(crate) fn ttl_millis(ttl: Duration) -> Result<u64> {
+    if ttl.is_zero() {
+        return Err(Error::InvalidTtl {
+            message: "a TTL of zero; use Ttl::Never for entries that never expire".into(),
+        });
+    }
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).map_err(|_| Error::InvalidTtl {
+        message: format!("{ttl:?} does not fit in 64-bit milliseconds"),
+    })
+}
+
+/// The absolute expiry (Unix ms, 0 = never) of an entry written `now_ms` with `ttl`.
+pub(crate) fn expires_at(ttl: Ttl, default: Option<Duration>, now_ms: u64) -> Result<u64> {
+    let ttl = match ttl {
+        Ttl::Never => return Ok(0),
+        Ttl::After(d) => d,
+        Ttl::Default => match default {
+            None => return Ok(0),
+            Some(d) => d,
+        },
+    };
+    let ms = ttl_millis(ttl)?;
+    now_ms
+        .checked_add(ms)
+        .ok_or_else(|| Error::InvalidTtl {
+            message: format!("{ttl:?} from now is past the end of 64-bit Unix milliseconds"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_resolution() {
+        let d = Some(Duration::from_secs(300));
+        assert_eq!(expires_at(Ttl::Never, d, 1000).unwrap(), 0);
+        assert_eq!(expires_at(Ttl::Default, d, 1000).unwrap(), 301_000);
+        assert_eq!(expires_at(Ttl::Default, None, 1000).unwrap(), 0);
+        assert_eq!(
+            expires_at(Ttl::After(Duration::from_micros(1)), d, 1000).unwrap(),
+            1001,
+            "sub-millisecond TTLs round up"
+        );
+        assert!(matches!(
+            expires_at(Ttl::After(Duration::ZERO), d, 1000),
+            Err(Error::InvalidTtl { .. })
+        ));
+        assert!(matches!(
+            expires_at(Ttl::After(Duration::MAX), d, 1000),
+            Err(Error::InvalidTtl { .. })
+        ));
+        assert!(matches!(
+            expires_at(Ttl::After(Duration::from_millis(u64::MAX - 10)), d, 1000),
+            Err(Error::InvalidTtl { .. })
+        ));
+    }
+}

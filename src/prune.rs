@@ -1,0 +1,499 @@
+//! Whole-directory work: threshold sweeps, `prune`, `len`, `clear`, `keys`.
+//!
+//! A sweep lists each shard, reads only the 36-byte header of each entry, removes
+//! expired and damaged entries and stale temp files, then — if more live entries than
+//! the threshold remain — evicts the ones nearest to expiry (never-expiring last)
+//! down to the low-water mark. Every removal goes through
+//! [`Inner::evict_if_same`], so an entry rewritten after the sweep looked at it
+//! survives.
+
+use std::collections::BinaryHeap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crate::cache::{Fingerprint, FileSystemCache, Inner};
+use crate::entry::{self, HEADER_LEN, Header};
+use crate::error::{Error, Result};
+use crate::layout::{self, EVICT_PREFIX, EntryPath, SHARDS, TEMP_PREFIX};
+use crate::sys::{self, Kind, Root};
+
+/// Temp files older than this belong to a writer that crashed; sweeps remove them.
+/// Writes take milliseconds, so a live writer's file is never this old.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
+
+/// What a sweep removed and what is left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Expired entries removed.
+    pub expired: usize,
+    /// Live entries evicted because the threshold was passed.
+    pub evicted: usize,
+    /// Damaged or foreign files removed (truncated, bit-flipped, wrong version,
+    /// symlinks, files of other programs inside shard directories).
+    pub damaged: usize,
+    /// Temp files older than [`STALE_TEMP_AGE`] (from crashed writers) removed.
+    pub stale_temp: usize,
+    /// Live entries left.
+    pub remaining: usize,
+}
+
+/// The count a sweep prunes down to: 80% of the threshold (at least 1).
+pub(crate) fn low_water(threshold: usize) -> usize {
+    (threshold / 5 * 4 + threshold % 5 * 4 / 5).max(1)
+}
+
+/// Past this count, writers wait for a running sweep instead of going on.
+pub(crate) fn hard_limit(threshold: usize) -> usize {
+    threshold.saturating_add((threshold / 4).max(1))
+}
+
+/// A thing found in a shard directory.
+enum Item<'a> {
+    Entry(EntryPath),
+    Temp(&'a str),
+    Foreign(&'a str, Kind),
+}
+
+/// Visits every name in every shard. Missing shards are recreated; a shard that is a
+/// symlink or a file is removed and recreated (counted in `bad_shards`).
+fn for_each_item(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
+    mut f: impl FnMut(Item<'_>) -> Result<()>,
+) -> Result<usize> {
+    let mut bad_shards = 0;
+    for shard in 0..SHARDS {
+        let shard = shard as u8;
+        let rel = layout::shard_str(shard);
+        let names = match sys::list_dir(root, &rel) {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                root.mkdir(&rel, dir_mode)
+                    .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory || is_loop(&e) => {
+                log::warn!(
+                    "fscache: shard {} is not a directory (symlink or file); replacing it",
+                    dir.join(&rel).display()
+                );
+                root.unlink(&rel)
+                    .map_err(|e| Error::io("remove bad shard", dir.join(&rel), e))?;
+                root.mkdir(&rel, dir_mode)
+                    .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
+                bad_shards += 1;
+                continue;
+            }
+            Err(e) => return Err(Error::io("list shard directory", dir.join(&rel), e)),
+        };
+        for (name, kind) in names {
+            let child = format!("{rel}/{}", String::from_utf8_lossy(&name));
+            if name.starts_with(TEMP_PREFIX.as_bytes()) || name.starts_with(EVICT_PREFIX.as_bytes()) {
+                f(Item::Temp(&child))?;
+                continue;
+            }
+            match (EntryPath::from_name(shard, &name), kind) {
+                (Some(path), Kind::File) => f(Item::Entry(path))?,
+                _ => f(Item::Foreign(&child, kind))?,
+            }
+        }
+    }
+    Ok(bad_shards)
+}
+
+fn is_loop(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Counts entry names (used when the state file must be rebuilt).
+pub(crate) fn count_entry_names(root: &Root, dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    for_each_item(root, dir, 0o700, |item| {
+        if let Item::Entry(_) = item {
+            n += 1;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// What an entry's header says.
+enum Peek {
+    Valid(Header, [u8; HEADER_LEN]),
+    Damaged(Fingerprint),
+    Gone,
+}
+
+fn peek(inner: &Inner, path: &EntryPath) -> Result<Peek> {
+    let io_err = |op, e| Error::io(op, inner.dir.join(path.rel()), e);
+    let mut file = match inner.root.open_read(path.rel()) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peek::Gone),
+        Err(e) => return Err(io_err("open entry", e)),
+    };
+    let prefix = sys::read_prefix(&mut file, HEADER_LEN).map_err(|e| io_err("read entry", e))?;
+    match Header::parse(&prefix) {
+        Ok(h) if (h.payload_len as usize) <= inner.max_value_size && h.key_len as usize <= crate::MAX_KEY_LEN => {
+            Ok(Peek::Valid(h, prefix.try_into().expect("header length")))
+        }
+        Ok(_) => {
+            inner.report_damage(path.rel(), entry::Damage::TooLarge);
+            Ok(Peek::Damaged(content_fingerprint(inner, path)?))
+        }
+        Err(damage) => {
+            inner.report_damage(path.rel(), damage);
+            Ok(Peek::Damaged(content_fingerprint(inner, path)?))
+        }
+    }
+}
+
+fn content_fingerprint(inner: &Inner, path: &EntryPath) -> Result<Fingerprint> {
+    let bytes = inner
+        .root
+        .open_read(path.rel())
+        .and_then(|mut f| sys::read_entry_file(&mut f, inner.max_file_len()))
+        .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) })
+        .map_err(|e| Error::io("read entry", inner.dir.join(path.rel()), e))?;
+    Ok(Fingerprint::Content(blake3::hash(&bytes)))
+}
+
+fn evict(inner: &Inner, path: &EntryPath, fp: &Fingerprint) -> Result<bool> {
+    let _guard = inner.lock(path)?;
+    inner.evict_if_same(path, fp)
+}
+
+fn is_stale_temp(inner: &Inner, rel: &str) -> bool {
+    let Ok(st) = inner.root.lstat(rel) else {
+        return false;
+    };
+    let mtime = SystemTime::UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+    SystemTime::now()
+        .duration_since(mtime)
+        .is_ok_and(|age| age >= STALE_TEMP_AGE)
+}
+
+/// A live entry that may be evicted; ordered by expiry, never-expiring last.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    expires: u64,
+    write_id: u64,
+    path: EntryPath,
+    header: [u8; HEADER_LEN],
+}
+
+impl PartialOrd for EntryPath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EntryPath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rel().cmp(other.rel())
+    }
+}
+
+/// Runs a full sweep. The caller holds the sweep lock.
+pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
+    inner.stats.sweeps.fetch_add(1, Ordering::Relaxed);
+    let now = inner.clock.now_ms();
+    let threshold = inner.threshold;
+    let start_count = inner.state.load();
+    let keep = low_water(threshold);
+    // The heap keeps the `cap` nearest-expiry live entries seen: memory is bounded by
+    // how many may need evicting, not by the number of entries.
+    let cap = if threshold == 0 {
+        0
+    } else {
+        (start_count.max(0) as usize).saturating_sub(keep).saturating_add(64)
+    };
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
+    let mut report = PruneReport::default();
+    let mut names_seen = 0usize;
+    let mut live = 0usize;
+    let bad_shards = for_each_item(&inner.root, &inner.dir, 0o700, |item| {
+        match item {
+            Item::Temp(rel) => {
+                if is_stale_temp(inner, rel) && inner.root.unlink(rel).unwrap_or(false) {
+                    report.stale_temp += 1;
+                    inner.stats.stale_temp.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Item::Foreign(rel, Kind::Dir) => {
+                log::warn!(
+                    "fscache: leaving foreign directory {} alone",
+                    inner.dir.join(rel).display()
+                );
+            }
+            Item::Foreign(rel, _) => {
+                inner.report_damage(rel, "not an entry file");
+                if inner.root.unlink(rel).unwrap_or(false) {
+                    report.damaged += 1;
+                }
+            }
+            Item::Entry(path) => {
+                names_seen += 1;
+                match peek(inner, &path)? {
+                    Peek::Gone => {}
+                    Peek::Damaged(fp) => {
+                        if evict(inner, &path, &fp)? {
+                            report.damaged += 1;
+                        }
+                    }
+                    Peek::Valid(h, header) if h.is_expired(now) => {
+                        if evict(inner, &path, &Fingerprint::Header(header))? {
+                            report.expired += 1;
+                            inner.stats.expired.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Peek::Valid(h, header) => {
+                        live += 1;
+                        if cap > 0 {
+                            heap.push(Candidate {
+                                expires: if h.expires_at == 0 { u64::MAX } else { h.expires_at },
+                                write_id: h.write_id,
+                                path,
+                                header,
+                            });
+                            if heap.len() > cap {
+                                heap.pop();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    report.damaged += bad_shards;
+    if threshold > 0 && live > threshold {
+        for c in heap.into_sorted_vec() {
+            if live <= keep {
+                break;
+            }
+            if evict(inner, &c.path, &Fingerprint::Header(c.header))? {
+                live -= 1;
+                report.evicted += 1;
+                inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    // Correct drift (crashes, files removed by hand) while keeping the increments of
+    // writers that ran during the sweep: the removals above were already counted.
+    inner.state.add(names_seen as i64 - start_count);
+    report.remaining = live;
+    if report != (PruneReport { remaining: live, ..PruneReport::default() }) {
+        log::debug!("fscache: sweep of {}: {report:?}", inner.dir.display());
+    }
+    Ok(report)
+}
+
+/// Called after a write created a new name and the count passed the threshold.
+pub(crate) fn on_over_threshold(inner: &Inner, count: i64) -> Result<()> {
+    let guard = match inner.locks.try_sweep(&inner.root)? {
+        Some(g) => g,
+        // Another thread or process is sweeping; go on unless far past the threshold.
+        None if count <= hard_limit(inner.threshold) as i64 => return Ok(()),
+        None => inner.locks.sweep(&inner.root)?,
+    };
+    if inner.state.load() > inner.threshold as i64 {
+        sweep(inner)?;
+    }
+    drop(guard);
+    Ok(())
+}
+
+impl FileSystemCache {
+    /// Sweeps the whole directory now: removes expired and damaged entries and stale
+    /// temp files, evicts nearest-expiry entries if more live entries than the
+    /// threshold remain, and resets the shared count to the exact figure.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a shard cannot be listed or an entry removed; [`Error::Lock`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use fscache::{FileSystemCache, ManualClock, Ttl};
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new();
+    /// let cache = FileSystemCache::builder(dir.path()).clock(clock.clone()).open()?;
+    /// cache.set_with_ttl("a", &1, Ttl::After(Duration::from_secs(1)))?;
+    /// cache.set_with_ttl("b", &2, Ttl::Never)?;
+    /// clock.advance(Duration::from_secs(2));
+    /// let report = cache.prune()?;
+    /// assert_eq!((report.expired, report.remaining), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn prune(&self) -> Result<PruneReport> {
+        let inner = &*self.inner;
+        let _guard = inner.locks.sweep(&inner.root)?;
+        sweep(inner)
+    }
+
+    /// The exact number of live entries (a full scan of the headers; O(entries)).
+    /// Also corrects the shared count kept per operation.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a shard cannot be listed or an entry read.
+    pub fn len(&self) -> Result<usize> {
+        let inner = &*self.inner;
+        let now = inner.clock.now_ms();
+        let start_count = inner.state.load();
+        let (mut names, mut live) = (0usize, 0usize);
+        for_each_item(&inner.root, &inner.dir, 0o700, |item| {
+            if let Item::Entry(path) = item {
+                names += 1;
+                if let Peek::Valid(h, _) = peek(inner, &path)? {
+                    live += usize::from(!h.is_expired(now));
+                }
+            }
+            Ok(())
+        })?;
+        inner.state.add(names as i64 - start_count);
+        Ok(live)
+    }
+
+    /// Whether there are no live entries (a scan, stopping at the first live one).
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.keys().next().transpose()?.is_none())
+    }
+
+    /// Removes every entry present when it runs; returns how many it removed. An
+    /// entry written while it runs is not lost: only entries it has read are removed,
+    /// each only if unchanged since.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Lock`].
+    pub fn clear(&self) -> Result<usize> {
+        let inner = &*self.inner;
+        let start_count = inner.state.load();
+        let (mut names, mut removed) = (0usize, 0usize);
+        for_each_item(&inner.root, &inner.dir, 0o700, |item| {
+            if let Item::Entry(path) = item {
+                names += 1;
+                let fp = match peek(inner, &path)? {
+                    Peek::Gone => return Ok(()),
+                    Peek::Valid(_, header) => Fingerprint::Header(header),
+                    Peek::Damaged(fp) => fp,
+                };
+                if evict(inner, &path, &fp)? {
+                    removed += 1;
+                    inner.stats.deletes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        inner.state.add(names as i64 - start_count);
+        Ok(removed)
+    }
+
+    /// Iterates over the keys of live entries, one shard at a time (memory bounded by
+    /// one shard's listing). Entries written or removed during the iteration may or
+    /// may not be seen. Damaged and expired entries are skipped (`prune` removes them).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = fscache::FileSystemCache::open(dir.path())?;
+    /// cache.set("a", &1)?;
+    /// cache.set("b", &2)?;
+    /// let mut keys = cache.keys().collect::<fscache::Result<Vec<_>>>()?;
+    /// keys.sort();
+    /// assert_eq!(keys, ["a", "b"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keys(&self) -> Keys<'_> {
+        Keys {
+            inner: &self.inner,
+            next_shard: 0,
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// Iterator over live keys; see [`FileSystemCache::keys`].
+#[derive(Debug)]
+pub struct Keys<'a> {
+    inner: &'a Inner,
+    next_shard: usize,
+    pending: Vec<EntryPath>,
+}
+
+impl Iterator for Keys<'_> {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        loop {
+            while let Some(path) = self.pending.pop() {
+                let inner = self.inner;
+                let bytes = match inner
+                    .root
+                    .open_read(path.rel())
+                    .and_then(|mut f| sys::read_entry_file(&mut f, inner.max_file_len()))
+                {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if is_loop(&e) => continue,
+                    Err(e) => return Some(Err(Error::io("read entry", inner.dir.join(path.rel()), e))),
+                };
+                if let Ok(entry) = entry::decode(&bytes, inner.max_value_size)
+                    && !entry.header.is_expired(inner.clock.now_ms())
+                    && EntryPath::for_key(entry.key) == path
+                {
+                    return Some(Ok(entry.key.to_owned()));
+                }
+            }
+            if self.next_shard >= SHARDS {
+                return None;
+            }
+            let shard = self.next_shard as u8;
+            self.next_shard += 1;
+            let rel = layout::shard_str(shard);
+            match sys::list_dir(&self.inner.root, &rel) {
+                Ok(names) => {
+                    self.pending = names
+                        .into_iter()
+                        .filter(|(_, kind)| *kind == Kind::File)
+                        .filter_map(|(name, _)| EntryPath::from_name(shard, &name))
+                        .collect();
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory
+                    || is_loop(&e) => {}
+                Err(e) => {
+                    return Some(Err(Error::io("list shard directory", self.inner.dir.join(&rel), e)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_water_and_hard_limit() {
+        assert_eq!(low_water(1), 1);
+        assert_eq!(low_water(2), 1);
+        assert_eq!(low_water(5), 4);
+        assert_eq!(low_water(500), 400);
+        assert_eq!(low_water(1001), 800);
+        assert_eq!(low_water(usize::MAX), usize::MAX / 5 * 4);
+        assert_eq!(hard_limit(1), 2);
+        assert_eq!(hard_limit(500), 625);
+        assert_eq!(hard_limit(usize::MAX), usize::MAX);
+    }
+}

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use fscache::{FileSystemCache, ManualClock};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A fresh cache directory path (not yet created) inside a temp dir.
+pub fn temp_cache_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("cache");
+    (tmp, dir)
+}
+
+/// A cache with a manual clock and the given threshold.
+pub fn open_with_clock(dir: &Path, threshold: usize) -> (FileSystemCache, ManualClock) {
+    let clock = ManualClock::at(1_800_000_000_000);
+    let cache = FileSystemCache::builder(dir)
+        .threshold(threshold)
+        .clock(clock.clone())
+        .open()
+        .expect("open cache");
+    (cache, clock)
+}
+
+/// Every entry file (not temp files) under the cache directory.
+pub fn entry_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).expect("read cache dir") {
+        let shard = shard.expect("dir entry");
+        let name = shard.file_name();
+        let name = name.to_string_lossy();
+        if name.len() != 2 || !shard.file_type().expect("file type").is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path()).expect("read shard") {
+            let f = f.expect("dir entry");
+            if f.file_name().len() == 64 {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every temp or evict file left in shard directories.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).expect("read cache dir") {
+        let shard = shard.expect("dir entry");
+        if !shard.file_type().expect("file type").is_dir() || shard.file_name().len() != 2 {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path()).expect("read shard") {
+            let f = f.expect("dir entry");
+            if f.file_name().to_string_lossy().starts_with(".fscache-") {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+/// The path of `key`'s entry file (the documented layout: shard = first two hex digits).
+pub fn entry_path(dir: &Path, key: &str) -> PathBuf {
+    let hex = blake3::hash(key.as_bytes()).to_hex();
+    dir.join(&hex[..2]).join(hex.as_str())
+}
