@@ -21,15 +21,15 @@ fn marker_text() -> String {
 /// Checks or writes the marker. `Ok(true)` if the directory was empty and is now
 /// adopted.
 pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<bool> {
-    match read_marker(root, dir)? {
-        Some(()) => return Ok(false),
-        None => {}
+    if read_marker(root, dir)?.is_some() {
+        return Ok(false);
     }
-    let foreign = sys::list_dir(root, ".")
-        .map_err(|e| Error::io("list cache directory", dir, e))?
-        .into_iter()
-        .any(|(name, _)| !name.starts_with(TEMP_PREFIX.as_bytes()));
-    if foreign {
+    let names = sys::list_dir(root, ".").map_err(|e| Error::io("list cache directory", dir, e))?;
+    if names.iter().any(|(name, _)| name == MARKER.as_bytes()) {
+        // Another process adopted the directory after we looked for the marker.
+        return read_marker(root, dir).map(|_| false);
+    }
+    if names.iter().any(|(name, _)| !name.starts_with(TEMP_PREFIX.as_bytes())) {
         return Err(Error::NotACache {
             path: dir.to_path_buf(),
         });

@@ -1,0 +1,267 @@
+//! Damaged, foreign and hostile files in the cache directory, and bad input.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::fs::symlink;
+use std::time::{Duration, SystemTime};
+
+use common::{TestResult, entry_files, entry_path, open_with_clock, temp_cache_dir, temp_files};
+use fscache::{Error, FileSystemCache, Ttl};
+
+fn damage_kinds(original: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut flipped = original.to_vec();
+    flipped[original.len() - 20] ^= 0x10; // in the payload
+    let mut header_flip = original.to_vec();
+    header_flip[9] ^= 0x01; // in the expiry
+    let mut wrong_version = original.to_vec();
+    wrong_version[4] = 9;
+    let mut trailing = original.to_vec();
+    trailing.extend_from_slice(b"junk");
+    vec![
+        ("zero-byte", Vec::new()),
+        ("truncated header", original[..10].to_vec()),
+        ("truncated payload", original[..original.len() - 5].to_vec()),
+        ("payload bit flip", flipped),
+        ("header bit flip", header_flip),
+        ("wrong version", wrong_version),
+        ("trailing bytes", trailing),
+        ("foreign text", b"{\"user\": \"mallory\", \"admin\": true}".to_vec()),
+        ("pickle-like", b"\x80\x04\x95\x10\x00\x00\x00".to_vec()),
+    ]
+}
+
+#[test]
+fn every_kind_of_damage_is_a_counted_miss_and_removed_on_touch() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    c.set("victim", "a value that is long enough to damage in the middle")?;
+    let path = entry_path(&dir, "victim");
+    let original = std::fs::read(&path)?;
+    let kinds = damage_kinds(&original);
+    for (what, bytes) in &kinds {
+        let before = c.stats().damaged;
+        std::fs::write(&path, bytes)?;
+        assert_eq!(c.get::<String>("victim")?, None, "{what}");
+        assert!(!path.exists(), "{what}: removed on the read that found it");
+        assert_eq!(c.stats().damaged, before + 1, "{what}");
+        // has() reads only the header (documented): it sees damage there; damage
+        // past the header is found by the next full read.
+        std::fs::write(&path, bytes)?;
+        let header_intact = bytes.len() >= 36 && bytes[..36] == original[..36];
+        if header_intact {
+            assert!(c.has("victim")?, "{what}");
+            assert_eq!(c.get::<String>("victim")?, None, "{what}");
+        } else {
+            assert!(!c.has("victim")?, "{what}");
+        }
+        assert!(!path.exists(), "{what}: removed by has or the read after it");
+        // And get_bytes never returns the bytes either.
+        std::fs::write(&path, bytes)?;
+        assert_eq!(c.get_bytes("victim")?, None, "{what}");
+        std::fs::write(&path, bytes)?;
+        assert_eq!(c.inc("victim", 1)?, 1, "{what}: inc starts over on a damaged counter");
+        c.delete("victim")?;
+        assert_eq!(c.stats().damaged, before + 4, "{what}: each touch found it once");
+    }
+    Ok(())
+}
+
+#[test]
+fn an_entry_copied_under_another_keys_name_is_not_returned() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    c.set("alice", "alice's secret")?;
+    c.set("bob", "bob's data")?;
+    // Someone copies alice's entry file over bob's name: valid checksum, wrong key.
+    std::fs::copy(entry_path(&dir, "alice"), entry_path(&dir, "bob"))?;
+    assert_eq!(c.get::<String>("bob")?, None);
+    assert!(!c.has("bob")?);
+    assert_eq!(c.get::<String>("alice")?.as_deref(), Some("alice's secret"));
+    Ok(())
+}
+
+#[test]
+fn sweep_removes_damage_and_never_evicts_valid_entries_because_of_it() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 10);
+    for i in 0..5 {
+        c.set(&format!("valid{i}"), &i)?;
+    }
+    // 20 damaged files under entry names, as a crash or another program might leave.
+    for i in 0..20 {
+        let p = entry_path(&dir, &format!("ghost{i}"));
+        std::fs::write(&p, if i % 2 == 0 { vec![] } else { vec![0xAB; 100] })?;
+    }
+    // Make the shared count see them (a count corrected by a scan).
+    assert_eq!(c.len()?, 5);
+    assert_eq!(c.approximate_len(), 25);
+    c.set("valid5", &5)?; // 26 > 10: sweep
+    let s = c.stats();
+    assert_eq!(s.evicted, 0, "damaged files must not push valid entries out");
+    assert!(s.damaged >= 20);
+    assert_eq!(entry_files(&dir).len(), 6);
+    for i in 0..6 {
+        assert_eq!(c.get::<i32>(&format!("valid{i}"))?, Some(i));
+    }
+    Ok(())
+}
+
+#[test]
+fn files_of_other_programs_in_shards_are_removed_by_prune_top_level_left_alone() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    c.set("k", &1)?;
+    std::fs::write(dir.join("00").join("notes.txt"), "x")?;
+    std::fs::write(dir.join("ab").join("ABCDEF"), "x")?;
+    std::fs::create_dir(dir.join("cd").join("subdir"))?;
+    std::fs::write(dir.join("README-not-ours"), "top-level files are not touched")?;
+    let report = c.prune()?;
+    assert_eq!(report.damaged, 2);
+    assert_eq!(report.remaining, 1);
+    assert!(!dir.join("00/notes.txt").exists());
+    assert!(dir.join("cd/subdir").is_dir(), "foreign directories are left alone");
+    assert!(dir.join("README-not-ours").exists());
+    assert_eq!(c.get::<i32>("k")?, Some(1));
+    Ok(())
+}
+
+#[test]
+fn planted_symlinks_are_never_followed() -> TestResult {
+    let (tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    c.set("warmup", &0)?;
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, "outside data")?;
+
+    // A symlink where an entry should be.
+    let p = entry_path(&dir, "k");
+    symlink(&outside, &p)?;
+    assert_eq!(c.get_bytes("k")?, None);
+    assert!(std::fs::symlink_metadata(&p).is_err(), "the link itself was removed");
+    assert_eq!(std::fs::read_to_string(&outside)?, "outside data", "target untouched");
+    symlink(&outside, &p)?;
+    assert!(!c.has("k")?);
+    // Writing replaces the link, never writes through it.
+    symlink(&outside, &p)?;
+    c.set("k", "mine")?;
+    assert_eq!(std::fs::read_to_string(&outside)?, "outside data");
+    assert!(std::fs::symlink_metadata(&p)?.is_file());
+    assert_eq!(c.get::<String>("k")?.as_deref(), Some("mine"));
+
+    // A shard directory replaced by a symlink to a directory outside.
+    let evil = tmp.path().join("evil-shard");
+    std::fs::create_dir(&evil)?;
+    let victim_key = "in-evil-shard";
+    let vp = entry_path(&dir, victim_key);
+    let shard = vp.parent().unwrap().to_path_buf();
+    c.set(victim_key, "v")?;
+    std::fs::remove_dir_all(&shard)?;
+    symlink(&evil, &shard)?;
+    // An entry-looking file outside, reachable only through the link.
+    std::fs::write(evil.join(vp.file_name().unwrap()), std::fs::read(&p)?)?;
+    assert_eq!(c.get::<String>(victim_key)?, None, "not read through the shard link");
+    let err = c.set(victim_key, "w").unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_dir(&evil)?.count(), 1, "nothing written outside");
+    // prune repairs the shard.
+    let report = c.prune()?;
+    assert!(report.damaged >= 1);
+    assert!(std::fs::symlink_metadata(&shard)?.is_dir());
+    c.set(victim_key, "w")?;
+    assert_eq!(c.get::<String>(victim_key)?.as_deref(), Some("w"));
+    Ok(())
+}
+
+#[test]
+fn serialization_failure_is_an_error_and_leaves_nothing() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    c.set("k", "old")?;
+    // JSON maps need string keys.
+    let bad: HashMap<(i32, i32), i32> = [((1, 2), 3)].into();
+    let err = c.set("k", &bad).unwrap_err();
+    assert!(matches!(err, Error::Serialize { .. }), "{err:?}");
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(c.get::<String>("k")?.as_deref(), Some("old"));
+    let err = c.set("new", &bad).unwrap_err();
+    assert!(matches!(err, Error::Serialize { .. }));
+    assert!(!c.has("new")?);
+    assert_eq!(entry_files(&dir).len(), 1);
+    assert!(temp_files(&dir).is_empty());
+    Ok(())
+}
+
+#[test]
+fn oversized_values_are_refused() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = FileSystemCache::builder(&dir).max_value_size(1000).open()?;
+    c.set_bytes("ok", &[1u8; 1000])?;
+    let err = c.set_bytes("big", &[1u8; 1001]).unwrap_err();
+    assert!(matches!(err, Error::ValueTooLarge { size: 1001, max: 1000, .. }), "{err:?}");
+    assert!(matches!(c.set("big", &"x".repeat(2000)), Err(Error::ValueTooLarge { .. })));
+    assert!(!c.has("big")?);
+    assert!(temp_files(&dir).is_empty());
+    // A cache opened with a smaller limit treats bigger files as damaged, not data.
+    drop(c);
+    let small = FileSystemCache::builder(&dir).max_value_size(10).open()?;
+    assert_eq!(small.get_bytes("ok")?, None);
+    assert_eq!(small.stats().damaged, 1);
+    Ok(())
+}
+
+#[test]
+fn any_utf8_key_works_and_stays_inside() -> TestResult {
+    let (tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    let long = "k".repeat(10_000);
+    let keys = ["", "../x", "../../etc/passwd", "/abs/path", "a/b", "\0", "nul\0inside", "ünïcødé 🔑", ".", "..", long.as_str()];
+    for (i, k) in keys.iter().enumerate() {
+        c.set(k, &i)?;
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(c.get::<usize>(k)?, Some(i), "{k:?}");
+    }
+    let mut listed = c.keys().collect::<fscache::Result<Vec<_>>>()?;
+    listed.sort();
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Nothing appeared next to the cache directory.
+    let siblings: Vec<_> = std::fs::read_dir(tmp.path())?.map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(siblings, vec![std::ffi::OsString::from("cache")]);
+    assert!(matches!(c.set(&"x".repeat(fscache::MAX_KEY_LEN + 1), &1), Err(Error::KeyTooLong { .. })));
+    assert!(matches!(c.get::<i32>(&"x".repeat(fscache::MAX_KEY_LEN + 1)), Err(Error::KeyTooLong { .. })));
+    Ok(())
+}
+
+#[test]
+fn stale_temp_files_are_swept_fresh_ones_kept() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    let stale = dir.join("3f").join(".fscache-tmp-00000000deadbeef");
+    let fresh = dir.join("3f").join(".fscache-tmp-00000000cafebabe");
+    std::fs::write(&stale, b"half a write")?;
+    std::fs::write(&fresh, b"a write in progress")?;
+    let old = SystemTime::now() - fscache::STALE_TEMP_AGE - Duration::from_secs(1);
+    std::fs::File::options().write(true).open(&stale)?.set_modified(old)?;
+    let report = c.prune()?;
+    assert_eq!(report.stale_temp, 1);
+    assert!(!stale.exists());
+    assert!(fresh.exists(), "a live writer's temp file is not removed");
+    Ok(())
+}
+
+#[test]
+fn ttl_errors_are_typed() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let (c, _) = open_with_clock(&dir, 0);
+    assert!(matches!(c.set_with_ttl("k", &1, Ttl::After(Duration::ZERO)), Err(Error::InvalidTtl { .. })));
+    assert!(matches!(c.set_with_ttl("k", &1, Ttl::After(Duration::MAX)), Err(Error::InvalidTtl { .. })));
+    // Past 2^32 seconds (cachelib crashes here) is fine.
+    c.set_with_ttl("k", &1, Ttl::After(Duration::from_secs(1 << 33)))?;
+    assert_eq!(c.get::<i32>("k")?, Some(1));
+    assert!(temp_files(&dir).is_empty());
+    Ok(())
+}
