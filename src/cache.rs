@@ -193,11 +193,8 @@ impl FileSystemCache {
                     .create(&dir)
                     .map_err(|e| io_err("create cache directory", e))?;
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(
-                    &dir,
-                    std::fs::Permissions::from_mode(opts.dir_mode),
-                )
-                .map_err(|e| io_err("set cache directory permissions", e))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(opts.dir_mode))
+                    .map_err(|e| io_err("set cache directory permissions", e))?;
             }
             Err(e) => return Err(io_err("inspect cache directory", e)),
         }
@@ -355,7 +352,12 @@ impl FileSystemCache {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn set_with_ttl<T: Serialize + ?Sized>(&self, key: &str, value: &T, ttl: Ttl) -> Result<()> {
+    pub fn set_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Ttl,
+    ) -> Result<()> {
         let path = self.inner.path_for(key)?;
         let expires = self.inner.expires_at(ttl)?;
         let bytes = self.inner.encode(key, value, expires)?;
@@ -448,7 +450,11 @@ impl FileSystemCache {
             let (current, expires, codec) = match inner.load(key, &path, Some(&guard))? {
                 Some(l) => {
                     let v: i64 = codec::decode(l.header.codec, key, l.payload())?;
-                    let codec = if l.header.codec == Codec::Raw { inner.codec } else { l.header.codec };
+                    let codec = if l.header.codec == Codec::Raw {
+                        inner.codec
+                    } else {
+                        l.header.codec
+                    };
                     (v, l.header.expires_at, codec)
                 }
                 None => (0, inner.expires_at(Ttl::Default)?, inner.codec),
@@ -593,7 +599,12 @@ impl Inner {
         HEADER_LEN + crate::MAX_KEY_LEN + self.max_value_size + CHECKSUM_LEN
     }
 
-    pub(crate) fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T, expires: u64) -> Result<Vec<u8>> {
+    pub(crate) fn encode<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        expires: u64,
+    ) -> Result<Vec<u8>> {
         self.encode_with(self.codec, key, value, expires)
     }
 
@@ -612,7 +623,13 @@ impl Inner {
 
     pub(crate) fn encode_raw(&self, key: &str, payload: &[u8], expires: u64) -> Result<Vec<u8>> {
         self.check_size(key, payload.len())?;
-        let mut w = EntryWriter::start(Codec::Raw, expires, layout::next_write_id(), key, payload.len());
+        let mut w = EntryWriter::start(
+            Codec::Raw,
+            expires,
+            layout::next_write_id(),
+            key,
+            payload.len(),
+        );
         w.payload().extend_from_slice(payload);
         Ok(w.finish())
     }
@@ -722,7 +739,12 @@ impl Inner {
 
     /// Reads `key`'s entry. Expired and damaged files read as `None` and are removed
     /// (under the stripe lock: `held` if the caller has it, else taken here).
-    pub(crate) fn load(&self, key: &str, path: &EntryPath, held: Option<&LockGuard<'_>>) -> Result<Option<Loaded>> {
+    pub(crate) fn load(
+        &self,
+        key: &str,
+        path: &EntryPath,
+        held: Option<&LockGuard<'_>>,
+    ) -> Result<Option<Loaded>> {
         match self.read(key, path)? {
             Found::Live(l) => {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -740,7 +762,12 @@ impl Inner {
         }
     }
 
-    fn remove_stale(&self, path: &EntryPath, fp: &Fingerprint, held: Option<&LockGuard<'_>>) -> Result<()> {
+    fn remove_stale(
+        &self,
+        path: &EntryPath,
+        fp: &Fingerprint,
+        held: Option<&LockGuard<'_>>,
+    ) -> Result<()> {
         match held {
             Some(_) => self.evict_if_same(path, fp)?,
             None => {
@@ -767,7 +794,7 @@ impl Inner {
         let entry = match entry::decode(&bytes, self.max_value_size) {
             Ok(e) => e,
             Err(damage) => {
-                self.report_damage(path.rel(), &damage);
+                self.report_damage(path.rel(), damage);
                 return Ok(Found::Stale(Fingerprint::Content(blake3::hash(&bytes))));
             }
         };
@@ -789,7 +816,12 @@ impl Inner {
     }
 
     /// Whether `key` has a live entry, from its header and key alone.
-    pub(crate) fn has(&self, key: &str, path: &EntryPath, held: Option<&LockGuard<'_>>) -> Result<bool> {
+    pub(crate) fn has(
+        &self,
+        key: &str,
+        path: &EntryPath,
+        held: Option<&LockGuard<'_>>,
+    ) -> Result<bool> {
         let mut file = match self.root.open_read(path.rel()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -804,7 +836,9 @@ impl Inner {
             .map_err(|e| self.io("read entry", path.rel(), e))?;
         drop(file);
         let header = match Header::parse(&prefix) {
-            Ok(h) if h.key_len as usize == key.len() && &prefix[HEADER_LEN..] == key.as_bytes() => h,
+            Ok(h) if h.key_len as usize == key.len() && &prefix[HEADER_LEN..] == key.as_bytes() => {
+                h
+            }
             // Damaged or foreign: the full read classifies and removes it.
             _ => return Ok(self.load(key, path, held)?.is_some()),
         };
@@ -886,4 +920,69 @@ impl Inner {
 fn assert_send_sync() {
     fn check<T: Send + Sync>() {}
     check::<FileSystemCache>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_fp(cache: &FileSystemCache, key: &str) -> Fingerprint {
+        let path = EntryPath::for_key(key);
+        let bytes = std::fs::read(cache.path().join(path.rel())).unwrap();
+        fingerprint_header(&bytes)
+    }
+
+    #[test]
+    fn eviction_removes_only_the_write_it_decided_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileSystemCache::builder(dir.path())
+            .threshold(0)
+            .open()
+            .unwrap();
+        let inner = &cache.inner;
+        let path = EntryPath::for_key("k");
+
+        // Decided on write 1; write 2 replaced it: eviction must put write 2 back.
+        cache.set("k", &1).unwrap();
+        let decided = header_fp(&cache, "k");
+        cache.set("k", &2).unwrap();
+        assert!(!inner.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(cache.get::<i32>("k").unwrap(), Some(2));
+        assert_eq!(cache.approximate_len(), 1);
+
+        // The same value rewritten is still another write (a new write id).
+        cache.set("k", &2).unwrap();
+        assert!(!inner.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(cache.get::<i32>("k").unwrap(), Some(2));
+
+        // Unchanged since the decision: removed.
+        let decided = header_fp(&cache, "k");
+        assert!(inner.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(cache.get::<i32>("k").unwrap(), None);
+        assert_eq!(cache.approximate_len(), 0);
+        // Already gone: nothing to do.
+        assert!(!inner.evict_if_same(&path, &decided).unwrap());
+        assert!(
+            std::fs::read_dir(dir.path().join(path.shard_rel()))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn damaged_content_is_removed_only_if_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileSystemCache::builder(dir.path())
+            .threshold(0)
+            .open()
+            .unwrap();
+        let path = EntryPath::for_key("k");
+        let file = dir.path().join(path.rel());
+        std::fs::write(&file, b"garbage").unwrap();
+        let decided = Fingerprint::Content(blake3::hash(b"garbage"));
+        cache.set("k", &7).unwrap();
+        assert!(!cache.inner.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(cache.get::<i32>("k").unwrap(), Some(7));
+    }
 }

@@ -64,8 +64,7 @@ impl ManualClock {
 
     /// Moves time forward.
     pub fn advance(&self, by: Duration) {
-        self.now
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.now.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Sets the time.

@@ -38,6 +38,10 @@ impl Format {
 }
 
 /// Appends `value` encoded with `codec` to `out`.
+#[cfg_attr(
+    not(all(feature = "json", feature = "msgpack")),
+    allow(unused_variables, clippy::ptr_arg)
+)]
 pub(crate) fn encode<T: Serialize + ?Sized>(
     codec: Codec,
     key: &str,
@@ -65,6 +69,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 }
 
 /// Decodes a payload stored with `codec`.
+#[cfg_attr(
+    not(all(feature = "json", feature = "msgpack")),
+    allow(unused_variables, clippy::ptr_arg)
+)]
 pub(crate) fn decode<T: DeserializeOwned>(codec: Codec, key: &str, payload: &[u8]) -> Result<T> {
     let failed = |source| Error::Deserialize {
         key: key.to_owned(),

@@ -146,7 +146,10 @@ impl fmt::Display for Error {
             Error::Config { message } => write!(f, "invalid cache configuration: {message}"),
             Error::InvalidTtl { message } => write!(f, "invalid TTL: {message}"),
             Error::KeyTooLong { len, max } => {
-                write!(f, "key is {len} bytes long; keys are limited to {max} bytes")
+                write!(
+                    f,
+                    "key is {len} bytes long; keys are limited to {max} bytes"
+                )
             }
             Error::ValueTooLarge { key, size, max } => write!(
                 f,
@@ -162,7 +165,10 @@ impl fmt::Display for Error {
                  type: {source}"
             ),
             Error::Overflow { key } => {
-                write!(f, "counter {key:?} would overflow i64; it was left unchanged")
+                write!(
+                    f,
+                    "counter {key:?} would overflow i64; it was left unchanged"
+                )
             }
             Error::UnsupportedCodec { key, codec } => write!(
                 f,

@@ -163,7 +163,15 @@ mod tests {
 
     #[test]
     fn hostile_keys_stay_inside() {
-        for key in ["../x", "/etc/passwd", "a/b", "\0", "..", ".", &"k".repeat(10_000)] {
+        for key in [
+            "../x",
+            "/etc/passwd",
+            "a/b",
+            "\0",
+            "..",
+            ".",
+            &"k".repeat(10_000),
+        ] {
             let p = EntryPath::for_key(key);
             let (shard, name) = p.rel().split_once('/').unwrap();
             assert_eq!(shard.len(), 2);
@@ -178,7 +186,10 @@ mod tests {
         assert_eq!(EntryPath::from_name(p.shard(), name), Some(p));
         assert_eq!(EntryPath::from_name(p.shard().wrapping_add(1), name), None);
         assert_eq!(EntryPath::from_name(p.shard(), b"notes.txt"), None);
-        assert_eq!(EntryPath::from_name(p.shard(), &name.to_ascii_uppercase()), None);
+        assert_eq!(
+            EntryPath::from_name(p.shard(), &name.to_ascii_uppercase()),
+            None
+        );
     }
 
     #[test]

@@ -91,8 +91,9 @@ impl Locks {
             let file = match root.open_rw_create(rel, self.file_mode) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // The locks directory was removed: recreate it.
-                    root.mkdir(layout::LOCK_DIR, 0o700)
-                        .map_err(|e| Error::io("create lock directory", self.dir.join(layout::LOCK_DIR), e))?;
+                    root.mkdir(layout::LOCK_DIR, 0o700).map_err(|e| {
+                        Error::io("create lock directory", self.dir.join(layout::LOCK_DIR), e)
+                    })?;
                     root.open_rw_create(rel, self.file_mode)
                 }
                 other => other,

@@ -29,7 +29,10 @@ pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<b
         // Another process adopted the directory after we looked for the marker.
         return read_marker(root, dir).map(|_| false);
     }
-    if names.iter().any(|(name, _)| !name.starts_with(TEMP_PREFIX.as_bytes())) {
+    if names
+        .iter()
+        .any(|(name, _)| !name.starts_with(TEMP_PREFIX.as_bytes()))
+    {
         return Err(Error::NotACache {
             path: dir.to_path_buf(),
         });

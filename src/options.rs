@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::FileSystemCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Format;
 use crate::error::{Error, Result};
-use crate::FileSystemCache;
 
 /// How long an entry lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -220,11 +220,9 @@ pub(crate) fn expires_at(ttl: Ttl, default: Option<Duration>, now_ms: u64) -> Re
         },
     };
     let ms = ttl_millis(ttl)?;
-    now_ms
-        .checked_add(ms)
-        .ok_or_else(|| Error::InvalidTtl {
-            message: format!("{ttl:?} from now is past the end of 64-bit Unix milliseconds"),
-        })
+    now_ms.checked_add(ms).ok_or_else(|| Error::InvalidTtl {
+        message: format!("{ttl:?} from now is past the end of 64-bit Unix milliseconds"),
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crate::cache::{Fingerprint, FileSystemCache, Inner};
+use crate::cache::{FileSystemCache, Fingerprint, Inner};
 use crate::entry::{self, HEADER_LEN, Header};
 use crate::error::{Error, Result};
 use crate::layout::{self, EVICT_PREFIX, EntryPath, SHARDS, TEMP_PREFIX};
@@ -92,7 +92,8 @@ fn for_each_item(
         };
         for (name, kind) in names {
             let child = format!("{rel}/{}", String::from_utf8_lossy(&name));
-            if name.starts_with(TEMP_PREFIX.as_bytes()) || name.starts_with(EVICT_PREFIX.as_bytes()) {
+            if name.starts_with(TEMP_PREFIX.as_bytes()) || name.starts_with(EVICT_PREFIX.as_bytes())
+            {
                 f(Item::Temp(&child))?;
                 continue;
             }
@@ -137,7 +138,10 @@ fn peek(inner: &Inner, path: &EntryPath) -> Result<Peek> {
     };
     let prefix = sys::read_prefix(&mut file, HEADER_LEN).map_err(|e| io_err("read entry", e))?;
     match Header::parse(&prefix) {
-        Ok(h) if (h.payload_len as usize) <= inner.max_value_size && h.key_len as usize <= crate::MAX_KEY_LEN => {
+        Ok(h)
+            if (h.payload_len as usize) <= inner.max_value_size
+                && h.key_len as usize <= crate::MAX_KEY_LEN =>
+        {
             Ok(Peek::Valid(h, prefix.try_into().expect("header length")))
         }
         Ok(_) => {
@@ -156,7 +160,13 @@ fn content_fingerprint(inner: &Inner, path: &EntryPath) -> Result<Fingerprint> {
         .root
         .open_read(path.rel())
         .and_then(|mut f| sys::read_entry_file(&mut f, inner.max_file_len()))
-        .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) })
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })
         .map_err(|e| Error::io("read entry", inner.dir.join(path.rel()), e))?;
     Ok(Fingerprint::Content(blake3::hash(&bytes)))
 }
@@ -170,7 +180,8 @@ fn is_stale_temp(inner: &Inner, rel: &str) -> bool {
     let Ok(st) = inner.root.lstat(rel) else {
         return false;
     };
-    let mtime = SystemTime::UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+    let mtime =
+        SystemTime::UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
     SystemTime::now()
         .duration_since(mtime)
         .is_ok_and(|age| age >= STALE_TEMP_AGE)
@@ -209,7 +220,9 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     let cap = if threshold == 0 {
         0
     } else {
-        (start_count.max(0) as usize).saturating_sub(keep).saturating_add(64)
+        (start_count.max(0) as usize)
+            .saturating_sub(keep)
+            .saturating_add(64)
     };
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
     let mut report = PruneReport::default();
@@ -254,7 +267,11 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
                         live += 1;
                         if cap > 0 {
                             heap.push(Candidate {
-                                expires: if h.expires_at == 0 { u64::MAX } else { h.expires_at },
+                                expires: if h.expires_at == 0 {
+                                    u64::MAX
+                                } else {
+                                    h.expires_at
+                                },
                                 write_id: h.write_id,
                                 path,
                                 header,
@@ -286,7 +303,12 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     // writers that ran during the sweep: the removals above were already counted.
     inner.state.add(names_seen as i64 - start_count);
     report.remaining = live;
-    if report != (PruneReport { remaining: live, ..PruneReport::default() }) {
+    if report
+        != (PruneReport {
+            remaining: live,
+            ..PruneReport::default()
+        })
+    {
         log::debug!("fscache: sweep of {}: {report:?}", inner.dir.display());
     }
     Ok(report)
@@ -446,7 +468,9 @@ impl Iterator for Keys<'_> {
                     Ok(b) => b,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) if is_loop(&e) => continue,
-                    Err(e) => return Some(Err(Error::io("read entry", inner.dir.join(path.rel()), e))),
+                    Err(e) => {
+                        return Some(Err(Error::io("read entry", inner.dir.join(path.rel()), e)));
+                    }
                 };
                 if let Ok(entry) = entry::decode(&bytes, inner.max_value_size)
                     && !entry.header.is_expired(inner.clock.now_ms())
@@ -469,11 +493,16 @@ impl Iterator for Keys<'_> {
                         .filter_map(|(name, _)| EntryPath::from_name(shard, &name))
                         .collect();
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound
-                    || e.kind() == io::ErrorKind::NotADirectory
-                    || is_loop(&e) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory
+                        || is_loop(&e) => {}
                 Err(e) => {
-                    return Some(Err(Error::io("list shard directory", self.inner.dir.join(&rel), e)));
+                    return Some(Err(Error::io(
+                        "list shard directory",
+                        self.inner.dir.join(&rel),
+                        e,
+                    )));
                 }
             }
         }

@@ -114,7 +114,6 @@ impl SharedState {
     pub(crate) fn add(&self, delta: i64) -> i64 {
         self.count_cell().fetch_add(delta, Ordering::Relaxed) + delta
     }
-
 }
 
 impl Drop for SharedState {
@@ -180,9 +179,15 @@ mod tests {
         let path = dir.path().join("bad");
         std::fs::write(&path, b"short").unwrap();
         let f = File::options().read(true).write(true).open(&path).unwrap();
-        assert_eq!(SharedState::map(f).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            SharedState::map(f).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
         std::fs::write(&path, vec![7u8; STATE_LEN]).unwrap();
         let f = File::options().read(true).write(true).open(&path).unwrap();
-        assert_eq!(SharedState::map(f).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            SharedState::map(f).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 }

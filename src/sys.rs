@@ -130,7 +130,9 @@ impl Root {
                     return Ok(Commit::Replaced);
                 }
                 Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
-                    log::info!("fscache: renameat2(RENAME_NOREPLACE) unsupported here; using stat + rename");
+                    log::info!(
+                        "fscache: renameat2(RENAME_NOREPLACE) unsupported here; using stat + rename"
+                    );
                     self.no_noreplace.store(true, Ordering::Relaxed);
                 }
                 Err(e) => return Err(io_err(e)),
@@ -188,12 +190,7 @@ impl Root {
         match rustix::fs::mkdirat(&self.fd, rel, Mode::from_raw_mode(mode)) {
             Ok(()) => {
                 // The umask may have removed bits the caller asked for.
-                rustix::fs::chmodat(
-                    &self.fd,
-                    rel,
-                    Mode::from_raw_mode(mode),
-                    AtFlags::empty(),
-                )?;
+                rustix::fs::chmodat(&self.fd, rel, Mode::from_raw_mode(mode), AtFlags::empty())?;
                 Ok(true)
             }
             Err(Errno::EXIST) => Ok(false),

@@ -17,7 +17,10 @@ fn set_get() -> TestResult {
         c.set(&format!("key{i}"), &format!("value{i}"))?;
     }
     for i in 0..3 {
-        assert_eq!(c.get::<String>(&format!("key{i}"))?, Some(format!("value{i}")));
+        assert_eq!(
+            c.get::<String>(&format!("key{i}"))?,
+            Some(format!("value{i}"))
+        );
     }
     assert_eq!(c.get::<String>("absent")?, None);
     Ok(())
@@ -28,7 +31,10 @@ fn set_get_many_and_dict_like_access() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let (c, _) = open_with_clock(&dir, 0);
     c.set_many([("a", 1), ("b", 2), ("c", 3)], Ttl::Default)?;
-    assert_eq!(c.get_many::<i32, _>(["a", "b", "x", "c"])?, vec![Some(1), Some(2), None, Some(3)]);
+    assert_eq!(
+        c.get_many::<i32, _>(["a", "b", "x", "c"])?,
+        vec![Some(1), Some(2), None, Some(3)]
+    );
     // get_dict: the same as a map.
     let keys = ["a", "b", "x"];
     let dict: HashMap<&str, Option<i32>> = keys.iter().copied().zip(c.get_many(keys)?).collect();
@@ -97,7 +103,11 @@ fn bool_and_other_types_round_trip() -> TestResult {
     c.set("list", &vec![1.5, -2.0])?;
     assert_eq!(c.get::<bool>("t")?, Some(true));
     assert_eq!(c.get::<bool>("f")?, Some(false));
-    assert_eq!(c.get::<Option<i32>>("none")?, Some(None), "a stored None is not a miss");
+    assert_eq!(
+        c.get::<Option<i32>>("none")?,
+        Some(None),
+        "a stored None is not a miss"
+    );
     assert_eq!(c.get::<Vec<f64>>("list")?, Some(vec![1.5, -2.0]));
     Ok(())
 }
@@ -114,7 +124,11 @@ fn expiration_never_vs_short_ttl() -> TestResult {
     clock.advance(Duration::from_millis(1));
     assert_eq!(c.get::<String>("short")?, None);
     assert!(!c.has("short")?);
-    assert_eq!(entry_files(&dir).len(), 2, "reading the expired entry removed its file");
+    assert_eq!(
+        entry_files(&dir).len(),
+        2,
+        "reading the expired entry removed its file"
+    );
     clock.advance(Duration::from_secs(298)); // 299 s after the write
     assert!(c.has("default")?);
     clock.advance(Duration::from_secs(1));
@@ -207,7 +221,14 @@ fn prune_removes_expired_first_then_keeps_longer_lived() -> TestResult {
     c.set_with_ttl("t500", &6, Ttl::After(Duration::from_secs(500)))?;
     // Six live > 5: evict nearest-expiry down to 4: t100 and t200 go, never stays.
     assert_eq!(c.stats().evicted, 2);
-    for (k, live) in [("t100", false), ("t200", false), ("t300", true), ("never", true), ("t400", true), ("t500", true)] {
+    for (k, live) in [
+        ("t100", false),
+        ("t200", false),
+        ("t300", true),
+        ("never", true),
+        ("t400", true),
+        ("t500", true),
+    ] {
         assert_eq!(c.has(k)?, live, "{k}");
     }
     Ok(())

@@ -31,7 +31,9 @@ fn values_written_in_one_format_read_after_reopening_with_the_other() -> TestRes
     let json = FileSystemCache::builder(&dir).format(Format::Json).open()?;
     json.set("j", &sample())?;
     drop(json);
-    let mp = FileSystemCache::builder(&dir).format(Format::MessagePack).open()?;
+    let mp = FileSystemCache::builder(&dir)
+        .format(Format::MessagePack)
+        .open()?;
     assert_eq!(mp.get::<Session>("j")?, Some(sample()));
     mp.set("m", &sample())?;
     // MessagePack is not JSON on disk.
@@ -40,7 +42,11 @@ fn values_written_in_one_format_read_after_reopening_with_the_other() -> TestRes
     drop(mp);
     let json = FileSystemCache::builder(&dir).format(Format::Json).open()?;
     assert_eq!(json.get::<Session>("m")?, Some(sample()));
-    assert_eq!(json.inc("count-m", 1)?, 3, "a counter keeps working across formats");
+    assert_eq!(
+        json.inc("count-m", 1)?,
+        3,
+        "a counter keeps working across formats"
+    );
     Ok(())
 }
 
@@ -89,7 +95,10 @@ fn update_reads_modifies_writes_and_deletes() -> TestResult {
     })?;
     assert_eq!(v.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
     assert_eq!(c.approximate_len(), 1);
-    assert_eq!(c.update("cart", Ttl::Default, |_: Option<Vec<String>>| None)?, None);
+    assert_eq!(
+        c.update("cart", Ttl::Default, |_: Option<Vec<String>>| None)?,
+        None
+    );
     assert!(!c.has("cart")?);
     assert_eq!(c.approximate_len(), 0);
     // A type mismatch does not call the closure and leaves the entry.
@@ -107,7 +116,9 @@ fn a_panicking_update_closure_releases_the_lock() -> TestResult {
     c.set("k", &1)?;
     let c2 = c.clone();
     let r = std::thread::spawn(move || {
-        c2.update("k", Ttl::Default, |_: Option<i32>| -> Option<i32> { panic!("boom") })
+        c2.update("k", Ttl::Default, |_: Option<i32>| -> Option<i32> {
+            panic!("boom")
+        })
     })
     .join();
     assert!(r.is_err());
@@ -118,7 +129,9 @@ fn a_panicking_update_closure_releases_the_lock() -> TestResult {
 #[test]
 fn fsync_durability_writes_and_deletes() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
-    let c = FileSystemCache::builder(&dir).durability(fscache::Durability::Fsync).open()?;
+    let c = FileSystemCache::builder(&dir)
+        .durability(fscache::Durability::Fsync)
+        .open()?;
     c.set("k", &sample())?;
     assert_eq!(c.get::<Session>("k")?, Some(sample()));
     assert!(c.delete("k")?);

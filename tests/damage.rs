@@ -26,7 +26,10 @@ fn damage_kinds(original: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("header bit flip", header_flip),
         ("wrong version", wrong_version),
         ("trailing bytes", trailing),
-        ("foreign text", b"{\"user\": \"mallory\", \"admin\": true}".to_vec()),
+        (
+            "foreign text",
+            b"{\"user\": \"mallory\", \"admin\": true}".to_vec(),
+        ),
         ("pickle-like", b"\x80\x04\x95\x10\x00\x00\x00".to_vec()),
     ]
 }
@@ -35,7 +38,10 @@ fn damage_kinds(original: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 fn every_kind_of_damage_is_a_counted_miss_and_removed_on_touch() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let (c, _) = open_with_clock(&dir, 0);
-    c.set("victim", "a value that is long enough to damage in the middle")?;
+    c.set(
+        "victim",
+        "a value that is long enough to damage in the middle",
+    )?;
     let path = entry_path(&dir, "victim");
     let original = std::fs::read(&path)?;
     let kinds = damage_kinds(&original);
@@ -55,14 +61,25 @@ fn every_kind_of_damage_is_a_counted_miss_and_removed_on_touch() -> TestResult {
         } else {
             assert!(!c.has("victim")?, "{what}");
         }
-        assert!(!path.exists(), "{what}: removed by has or the read after it");
+        assert!(
+            !path.exists(),
+            "{what}: removed by has or the read after it"
+        );
         // And get_bytes never returns the bytes either.
         std::fs::write(&path, bytes)?;
         assert_eq!(c.get_bytes("victim")?, None, "{what}");
         std::fs::write(&path, bytes)?;
-        assert_eq!(c.inc("victim", 1)?, 1, "{what}: inc starts over on a damaged counter");
+        assert_eq!(
+            c.inc("victim", 1)?,
+            1,
+            "{what}: inc starts over on a damaged counter"
+        );
         c.delete("victim")?;
-        assert_eq!(c.stats().damaged, before + 4, "{what}: each touch found it once");
+        assert_eq!(
+            c.stats().damaged,
+            before + 4,
+            "{what}: each touch found it once"
+        );
     }
     Ok(())
 }
@@ -98,7 +115,10 @@ fn sweep_removes_damage_and_never_evicts_valid_entries_because_of_it() -> TestRe
     assert_eq!(c.approximate_len(), 25);
     c.set("valid5", &5)?; // 26 > 10: sweep
     let s = c.stats();
-    assert_eq!(s.evicted, 0, "damaged files must not push valid entries out");
+    assert_eq!(
+        s.evicted, 0,
+        "damaged files must not push valid entries out"
+    );
     assert!(s.damaged >= 20);
     assert_eq!(entry_files(&dir).len(), 6);
     for i in 0..6 {
@@ -115,12 +135,18 @@ fn files_of_other_programs_in_shards_are_removed_by_prune_top_level_left_alone()
     std::fs::write(dir.join("00").join("notes.txt"), "x")?;
     std::fs::write(dir.join("ab").join("ABCDEF"), "x")?;
     std::fs::create_dir(dir.join("cd").join("subdir"))?;
-    std::fs::write(dir.join("README-not-ours"), "top-level files are not touched")?;
+    std::fs::write(
+        dir.join("README-not-ours"),
+        "top-level files are not touched",
+    )?;
     let report = c.prune()?;
     assert_eq!(report.damaged, 2);
     assert_eq!(report.remaining, 1);
     assert!(!dir.join("00/notes.txt").exists());
-    assert!(dir.join("cd/subdir").is_dir(), "foreign directories are left alone");
+    assert!(
+        dir.join("cd/subdir").is_dir(),
+        "foreign directories are left alone"
+    );
     assert!(dir.join("README-not-ours").exists());
     assert_eq!(c.get::<i32>("k")?, Some(1));
     Ok(())
@@ -138,8 +164,15 @@ fn planted_symlinks_are_never_followed() -> TestResult {
     let p = entry_path(&dir, "k");
     symlink(&outside, &p)?;
     assert_eq!(c.get_bytes("k")?, None);
-    assert!(std::fs::symlink_metadata(&p).is_err(), "the link itself was removed");
-    assert_eq!(std::fs::read_to_string(&outside)?, "outside data", "target untouched");
+    assert!(
+        std::fs::symlink_metadata(&p).is_err(),
+        "the link itself was removed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outside)?,
+        "outside data",
+        "target untouched"
+    );
     symlink(&outside, &p)?;
     assert!(!c.has("k")?);
     // Writing replaces the link, never writes through it.
@@ -160,11 +193,19 @@ fn planted_symlinks_are_never_followed() -> TestResult {
     symlink(&evil, &shard)?;
     // An entry-looking file outside, reachable only through the link.
     std::fs::write(evil.join(vp.file_name().unwrap()), std::fs::read(&p)?)?;
-    assert_eq!(c.get::<String>(victim_key)?, None, "not read through the shard link");
+    assert_eq!(
+        c.get::<String>(victim_key)?,
+        None,
+        "not read through the shard link"
+    );
     let err = c.set(victim_key, "w").unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("symlink"), "{err}");
-    assert_eq!(std::fs::read_dir(&evil)?.count(), 1, "nothing written outside");
+    assert_eq!(
+        std::fs::read_dir(&evil)?.count(),
+        1,
+        "nothing written outside"
+    );
     // prune repairs the shard.
     let report = c.prune()?;
     assert!(report.damaged >= 1);
@@ -199,8 +240,21 @@ fn oversized_values_are_refused() -> TestResult {
     let c = FileSystemCache::builder(&dir).max_value_size(1000).open()?;
     c.set_bytes("ok", &[1u8; 1000])?;
     let err = c.set_bytes("big", &[1u8; 1001]).unwrap_err();
-    assert!(matches!(err, Error::ValueTooLarge { size: 1001, max: 1000, .. }), "{err:?}");
-    assert!(matches!(c.set("big", &"x".repeat(2000)), Err(Error::ValueTooLarge { .. })));
+    assert!(
+        matches!(
+            err,
+            Error::ValueTooLarge {
+                size: 1001,
+                max: 1000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        c.set("big", &"x".repeat(2000)),
+        Err(Error::ValueTooLarge { .. })
+    ));
     assert!(!c.has("big")?);
     assert!(temp_files(&dir).is_empty());
     // A cache opened with a smaller limit treats bigger files as damaged, not data.
@@ -216,7 +270,19 @@ fn any_utf8_key_works_and_stays_inside() -> TestResult {
     let (tmp, dir) = temp_cache_dir();
     let (c, _) = open_with_clock(&dir, 0);
     let long = "k".repeat(10_000);
-    let keys = ["", "../x", "../../etc/passwd", "/abs/path", "a/b", "\0", "nul\0inside", "ünïcødé 🔑", ".", "..", long.as_str()];
+    let keys = [
+        "",
+        "../x",
+        "../../etc/passwd",
+        "/abs/path",
+        "a/b",
+        "\0",
+        "nul\0inside",
+        "ünïcødé 🔑",
+        ".",
+        "..",
+        long.as_str(),
+    ];
     for (i, k) in keys.iter().enumerate() {
         c.set(k, &i)?;
     }
@@ -229,10 +295,18 @@ fn any_utf8_key_works_and_stays_inside() -> TestResult {
     expected.sort();
     assert_eq!(listed, expected);
     // Nothing appeared next to the cache directory.
-    let siblings: Vec<_> = std::fs::read_dir(tmp.path())?.map(|e| e.unwrap().file_name()).collect();
+    let siblings: Vec<_> = std::fs::read_dir(tmp.path())?
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(siblings, vec![std::ffi::OsString::from("cache")]);
-    assert!(matches!(c.set(&"x".repeat(fscache::MAX_KEY_LEN + 1), &1), Err(Error::KeyTooLong { .. })));
-    assert!(matches!(c.get::<i32>(&"x".repeat(fscache::MAX_KEY_LEN + 1)), Err(Error::KeyTooLong { .. })));
+    assert!(matches!(
+        c.set(&"x".repeat(fscache::MAX_KEY_LEN + 1), &1),
+        Err(Error::KeyTooLong { .. })
+    ));
+    assert!(matches!(
+        c.get::<i32>(&"x".repeat(fscache::MAX_KEY_LEN + 1)),
+        Err(Error::KeyTooLong { .. })
+    ));
     Ok(())
 }
 
@@ -245,7 +319,10 @@ fn stale_temp_files_are_swept_fresh_ones_kept() -> TestResult {
     std::fs::write(&stale, b"half a write")?;
     std::fs::write(&fresh, b"a write in progress")?;
     let old = SystemTime::now() - fscache::STALE_TEMP_AGE - Duration::from_secs(1);
-    std::fs::File::options().write(true).open(&stale)?.set_modified(old)?;
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)?
+        .set_modified(old)?;
     let report = c.prune()?;
     assert_eq!(report.stale_temp, 1);
     assert!(!stale.exists());
@@ -257,8 +334,14 @@ fn stale_temp_files_are_swept_fresh_ones_kept() -> TestResult {
 fn ttl_errors_are_typed() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let (c, _) = open_with_clock(&dir, 0);
-    assert!(matches!(c.set_with_ttl("k", &1, Ttl::After(Duration::ZERO)), Err(Error::InvalidTtl { .. })));
-    assert!(matches!(c.set_with_ttl("k", &1, Ttl::After(Duration::MAX)), Err(Error::InvalidTtl { .. })));
+    assert!(matches!(
+        c.set_with_ttl("k", &1, Ttl::After(Duration::ZERO)),
+        Err(Error::InvalidTtl { .. })
+    ));
+    assert!(matches!(
+        c.set_with_ttl("k", &1, Ttl::After(Duration::MAX)),
+        Err(Error::InvalidTtl { .. })
+    ));
     // Past 2^32 seconds (cachelib crashes here) is fine.
     c.set_with_ttl("k", &1, Ttl::After(Duration::from_secs(1 << 33)))?;
     assert_eq!(c.get::<i32>("k")?, Some(1));

@@ -118,7 +118,9 @@ fn run(ops: Vec<Op>, threshold: usize) -> Result<(), TestCaseError> {
     let dir = tmp.path().join("c");
     let clock = ManualClock::at(1_800_000_000_000);
     let mut cache = open(&dir, threshold, &clock);
-    let mut model = Model { map: HashMap::new() };
+    let mut model = Model {
+        map: HashMap::new(),
+    };
     // With a threshold, entries may be evicted: a miss is then allowed (and the model
     // forgets the key), but a hit must still be the model's value.
     let bounded = threshold > 0;
@@ -132,7 +134,9 @@ fn run(ops: Vec<Op>, threshold: usize) -> Result<(), TestCaseError> {
             }
             Op::SetBytes(k, b) => {
                 cache.set_bytes(&key(k), &b).unwrap();
-                model.map.insert(key(k), (Val::Bytes(b), Some(now + DEFAULT_TTL_MS)));
+                model
+                    .map
+                    .insert(key(k), (Val::Bytes(b), Some(now + DEFAULT_TTL_MS)));
             }
             Op::Get(k) => {
                 let got = cache.get::<i64>(&key(k));
@@ -200,19 +204,29 @@ fn run(ops: Vec<Op>, threshold: usize) -> Result<(), TestCaseError> {
                         model.map.insert(key(k), (Val::Int(g), exp));
                     }
                     (Some(_), Ok(g)) if bounded && g == d => {
-                        model.map.insert(key(k), (Val::Int(g), Some(now + DEFAULT_TTL_MS)));
+                        model
+                            .map
+                            .insert(key(k), (Val::Int(g), Some(now + DEFAULT_TTL_MS)));
                     }
                     (None, Ok(g)) => {
                         prop_assert_eq!(g, d);
-                        model.map.insert(key(k), (Val::Int(g), Some(now + DEFAULT_TTL_MS)));
+                        model
+                            .map
+                            .insert(key(k), (Val::Int(g), Some(now + DEFAULT_TTL_MS)));
                     }
                     (Some(Val::Bytes(_)), Err(Error::Deserialize { .. })) => {}
-                    (m, g) => prop_assert!(false, "inc {} by {}: model {:?}, cache {:?}", k, d, m, g),
+                    (m, g) => {
+                        prop_assert!(false, "inc {} by {}: model {:?}, cache {:?}", k, d, m, g)
+                    }
                 }
             }
             Op::Update(k, t, delete) => {
                 let got = cache.update(&key(k), t.ttl(), |cur: Option<i64>| {
-                    if delete { None } else { Some(cur.unwrap_or(0) * 2 + 1) }
+                    if delete {
+                        None
+                    } else {
+                        Some(cur.unwrap_or(0) * 2 + 1)
+                    }
                 });
                 let entry = model.live(&key(k), now).cloned();
                 let cur = match (&entry, &got) {
@@ -232,7 +246,9 @@ fn run(ops: Vec<Op>, threshold: usize) -> Result<(), TestCaseError> {
                     if !(bounded && got == Some(1)) {
                         prop_assert_eq!(got, Some(want), "update {}", k);
                     }
-                    model.map.insert(key(k), (Val::Int(got.unwrap()), t.expires(now)));
+                    model
+                        .map
+                        .insert(key(k), (Val::Int(got.unwrap()), t.expires(now)));
                 }
             }
             Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
@@ -264,7 +280,11 @@ fn run(ops: Vec<Op>, threshold: usize) -> Result<(), TestCaseError> {
         }
         if bounded {
             let files = common::entry_files(&dir).len();
-            prop_assert!(files <= threshold + (threshold / 4).max(1), "{} files", files);
+            prop_assert!(
+                files <= threshold + (threshold / 4).max(1),
+                "{} files",
+                files
+            );
         }
         prop_assert!(common::temp_files(&dir).is_empty(), "temp files left");
     }

@@ -13,7 +13,10 @@ fn missing_directory_is_created_0700_with_marker() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let nested = dir.join("a/b");
     let c = FileSystemCache::open(&nested)?;
-    assert_eq!(std::fs::metadata(&nested)?.permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&nested)?.permissions().mode() & 0o777,
+        0o700
+    );
     let marker = std::fs::read_to_string(nested.join("FSCACHE"))?;
     assert!(marker.contains("format=1"), "{marker}");
     c.set("k", &1)?;
@@ -36,9 +39,16 @@ fn non_empty_foreign_directory_is_refused_and_untouched() -> TestResult {
     std::fs::write(tmp.path().join("notes.txt"), "precious")?;
     let err = FileSystemCache::open(tmp.path()).unwrap_err();
     assert!(matches!(err, Error::NotACache { .. }), "{err:?}");
-    assert!(err.to_string().contains("not an fscache directory"), "{err}");
+    assert!(
+        err.to_string().contains("not an fscache directory"),
+        "{err}"
+    );
     let names: Vec<_> = std::fs::read_dir(tmp.path())?.collect();
-    assert_eq!(names.len(), 1, "nothing was created next to the user's file");
+    assert_eq!(
+        names.len(),
+        1,
+        "nothing was created next to the user's file"
+    );
     Ok(())
 }
 
@@ -49,13 +59,18 @@ fn other_format_versions_are_refused() -> TestResult {
     std::fs::write(dir.join("FSCACHE"), "fscache cache directory\nformat=2\n")?;
     let err = FileSystemCache::open(&dir).unwrap_err();
     match &err {
-        Error::IncompatibleFormat { found, supported, .. } => {
+        Error::IncompatibleFormat {
+            found, supported, ..
+        } => {
             assert_eq!((found.as_str(), *supported), ("2", 1));
         }
         other => panic!("{other:?}"),
     }
     std::fs::write(dir.join("FSCACHE"), "something else entirely")?;
-    assert!(matches!(FileSystemCache::open(&dir), Err(Error::IncompatibleFormat { .. })));
+    assert!(matches!(
+        FileSystemCache::open(&dir),
+        Err(Error::IncompatibleFormat { .. })
+    ));
     Ok(())
 }
 
@@ -88,7 +103,11 @@ fn open_does_not_scan_entries() -> TestResult {
     state[8..16].copy_from_slice(&1_000_000i64.to_ne_bytes());
     std::fs::write(dir.join("fscache.state"), &state)?;
     let c = FileSystemCache::builder(&dir).threshold(0).open()?;
-    assert_eq!(c.approximate_len(), 1_000_000, "open trusted the shared count");
+    assert_eq!(
+        c.approximate_len(),
+        1_000_000,
+        "open trusted the shared count"
+    );
     assert_eq!(c.stats().damaged, 0);
     assert_eq!(c.len()?, 3);
     assert_eq!(c.approximate_len(), 3, "len corrected it");
@@ -140,7 +159,10 @@ fn invalid_options_are_config_errors_not_panics() {
 fn no_default_ttl_means_entries_never_expire() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let clock = fscache::ManualClock::new();
-    let c = FileSystemCache::builder(&dir).no_default_ttl().clock(clock.clone()).open()?;
+    let c = FileSystemCache::builder(&dir)
+        .no_default_ttl()
+        .clock(clock.clone())
+        .open()?;
     c.set("k", &1)?;
     clock.advance(Duration::from_secs(10 * 365 * 86400));
     assert_eq!(c.get::<i32>("k")?, Some(1));
@@ -158,8 +180,10 @@ fn two_handles_opening_a_new_directory_at_once_agree() -> TestResult {
                 std::thread::spawn(move || FileSystemCache::open(dir))
             })
             .collect();
-        let caches: Vec<FileSystemCache> =
-            handles.into_iter().map(|h| h.join().expect("thread")).collect::<Result<_, _>>()?;
+        let caches: Vec<FileSystemCache> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect::<Result<_, _>>()?;
         caches[0].set("k", &1)?;
         assert_eq!(caches[3].get::<i32>("k")?, Some(1));
         assert_eq!(caches[2].approximate_len(), 1);

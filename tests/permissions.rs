@@ -16,7 +16,11 @@ fn modes(dir: &Path) -> Vec<(String, u32, bool)> {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let md = std::fs::symlink_metadata(e.path()).unwrap();
-            out.push((e.path().display().to_string(), md.permissions().mode() & 0o7777, md.is_dir()));
+            out.push((
+                e.path().display().to_string(),
+                md.permissions().mode() & 0o7777,
+                md.is_dir(),
+            ));
             if md.is_dir() {
                 stack.push(e.path());
             }
@@ -45,11 +49,17 @@ fn default_and_custom_modes_hold_under_any_umask() -> TestResult {
         // Custom modes are applied exactly, also when the umask would strip them.
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let (_tmp2, dir2) = temp_cache_dir();
-        let c = FileSystemCache::builder(&dir2).file_mode(0o640).dir_mode(0o750).open()?;
+        let c = FileSystemCache::builder(&dir2)
+            .file_mode(0o640)
+            .dir_mode(0o750)
+            .open()?;
         c.set("a", &1)?;
         let p = common::entry_path(&dir2, "a");
         assert_eq!(std::fs::metadata(&p)?.permissions().mode() & 0o777, 0o640);
-        assert_eq!(std::fs::metadata(p.parent().unwrap())?.permissions().mode() & 0o777, 0o750);
+        assert_eq!(
+            std::fs::metadata(p.parent().unwrap())?.permissions().mode() & 0o777,
+            0o750
+        );
         Ok(())
     })();
     rustix::process::umask(old);
