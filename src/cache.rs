@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) state: SharedState,
     pub(crate) locks: Locks,
     pub(crate) threshold: usize,
+    pub(crate) low_water_percent: u8,
     default_ttl: Option<Duration>,
     codec: Codec,
     file_mode: u32,
@@ -213,6 +214,7 @@ impl FileSystemCache {
                 state,
                 locks,
                 threshold: opts.threshold,
+                low_water_percent: opts.low_water_percent,
                 default_ttl: opts.default_ttl,
                 codec: opts.format.codec(),
                 file_mode: opts.file_mode,
@@ -768,13 +770,16 @@ impl Inner {
         fp: &Fingerprint,
         held: Option<&LockGuard<'_>>,
     ) -> Result<()> {
-        match held {
+        let removed = match held {
             Some(_) => self.evict_if_same(path, fp)?,
             None => {
                 let _guard = self.lock(path)?;
                 self.evict_if_same(path, fp)?
             }
         };
+        if removed && matches!(fp, Fingerprint::Header(_)) {
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

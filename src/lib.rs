@@ -77,8 +77,11 @@
 //! one to a counter in the memory-mapped `fscache.state` (an atomic add: no syscall),
 //! and every delete subtracts one. When the count passes `T`, one writer sweeps (the
 //! others go on): expired and damaged entries go first, then live entries nearest to
-//! expiry, never-expiring ones last, until 80% of `T` remain. So a sweep runs once per
-//! `T/5` inserts, not per insert, and its cost per insert stays flat as `T` grows.
+//! expiry, never-expiring ones last, until a low-water mark remains (50% of `T` by
+//! default, see
+//! [`low_water_percent`](FileSystemCacheBuilder::low_water_percent)). So a sweep runs
+//! once per `T/2` inserts, not per insert, and its cost per insert stays flat as `T`
+//! grows.
 //!
 //! Overshoot is bounded: while a sweep runs elsewhere, writers go on until the count
 //! reaches `T + T/4` (at least `T + 1`); past that they wait for the sweep. The number

@@ -40,9 +40,10 @@ pub struct PruneReport {
     pub remaining: usize,
 }
 
-/// The count a sweep prunes down to: 80% of the threshold (at least 1).
-pub(crate) fn low_water(threshold: usize) -> usize {
-    (threshold / 5 * 4 + threshold % 5 * 4 / 5).max(1)
+/// The count a sweep prunes down to: `percent` of the threshold (at least 1).
+pub(crate) fn low_water(threshold: usize, percent: u8) -> usize {
+    let p = percent as usize;
+    (threshold / 100 * p + threshold % 100 * p / 100).max(1)
 }
 
 /// Past this count, writers wait for a running sweep instead of going on.
@@ -214,7 +215,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     let now = inner.clock.now_ms();
     let threshold = inner.threshold;
     let start_count = inner.state.load();
-    let keep = low_water(threshold);
+    let keep = low_water(threshold, inner.low_water_percent);
     // The heap keeps the `cap` nearest-expiry live entries seen: memory is bounded by
     // how many may need evicting, not by the number of entries.
     let cap = if threshold == 0 {
@@ -288,14 +289,19 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     })?;
     report.damaged += bad_shards;
     if threshold > 0 && live > threshold {
-        for c in heap.into_sorted_vec() {
-            if live <= keep {
-                break;
-            }
-            if evict(inner, &c.path, &Fingerprint::Header(c.header))? {
-                live -= 1;
-                report.evicted += 1;
-                inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        // The nearest-expiry `live - keep`, grouped by stripe so each stripe lock is
+        // taken once per sweep rather than once per eviction.
+        let mut chosen = heap.into_sorted_vec();
+        chosen.truncate(live - keep);
+        chosen.sort_by_key(|c| c.path.stripe());
+        for group in chosen.chunk_by(|a, b| a.path.stripe() == b.path.stripe()) {
+            let _guard = inner.lock(&group[0].path)?;
+            for c in group {
+                if inner.evict_if_same(&c.path, &Fingerprint::Header(c.header))? {
+                    live -= 1;
+                    report.evicted += 1;
+                    inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -515,12 +521,16 @@ mod tests {
 
     #[test]
     fn low_water_and_hard_limit() {
-        assert_eq!(low_water(1), 1);
-        assert_eq!(low_water(2), 1);
-        assert_eq!(low_water(5), 4);
-        assert_eq!(low_water(500), 400);
-        assert_eq!(low_water(1001), 800);
-        assert_eq!(low_water(usize::MAX), usize::MAX / 5 * 4);
+        assert_eq!(low_water(1, 50), 1);
+        assert_eq!(low_water(2, 50), 1);
+        assert_eq!(low_water(5, 80), 4);
+        assert_eq!(low_water(500, 50), 250);
+        assert_eq!(low_water(500, 80), 400);
+        assert_eq!(low_water(1001, 80), 800);
+        assert_eq!(
+            low_water(usize::MAX, 99),
+            usize::MAX / 100 * 99 + 15 * 99 / 100
+        );
         assert_eq!(hard_limit(1), 2);
         assert_eq!(hard_limit(500), 625);
         assert_eq!(hard_limit(usize::MAX), usize::MAX);

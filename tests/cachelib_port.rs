@@ -203,7 +203,12 @@ fn threshold_bounds_the_entry_count() -> TestResult {
 #[test]
 fn prune_removes_expired_first_then_keeps_longer_lived() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
-    let (c, clock) = open_with_clock(&dir, 5);
+    let clock = fscache::ManualClock::new();
+    let c = fscache::FileSystemCache::builder(&dir)
+        .threshold(5)
+        .low_water_percent(80)
+        .clock(clock.clone())
+        .open()?;
     // Two already-expired-soon entries, and entries with growing TTLs.
     c.set_with_ttl("expired1", &0, Ttl::After(Duration::from_secs(1)))?;
     c.set_with_ttl("expired2", &0, Ttl::After(Duration::from_secs(1)))?;

@@ -144,6 +144,8 @@ fn invalid_options_are_config_errors_not_panics() {
         FileSystemCache::builder(&dir).default_ttl(Duration::MAX),
         FileSystemCache::builder(&dir).max_value_size(0),
         FileSystemCache::builder(&dir).max_value_size(usize::MAX),
+        FileSystemCache::builder(&dir).low_water_percent(0),
+        FileSystemCache::builder(&dir).low_water_percent(100),
     ];
     for (i, b) in cases.into_iter().enumerate() {
         match b.open() {
