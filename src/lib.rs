@@ -119,3 +119,8 @@ pub use codec::Format;
 pub use error::{BoxError, Error, Result};
 pub use options::{Durability, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl};
 pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
