@@ -207,7 +207,10 @@ fn main() {
         let inserts = threshold * 10;
         let run = |threshold: usize| {
             let dir = base.join(format!("churn-{threshold}"));
-            let c = FileSystemCache::builder(&dir).threshold(threshold).open().unwrap();
+            let c = FileSystemCache::builder(&dir)
+                .threshold(threshold)
+                .open()
+                .unwrap();
             let mut worst = Duration::ZERO;
             let start = Instant::now();
             for i in 0..inserts {
