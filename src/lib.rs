@@ -110,7 +110,10 @@ mod lock;
 mod open;
 mod options;
 mod prune;
+#[cfg(feature = "sessions")]
+pub mod session;
 mod state;
+mod store;
 mod sys;
 
 pub use cache::{FileSystemCache, MAX_KEY_LEN, Stats};
@@ -119,6 +122,7 @@ pub use codec::Format;
 pub use error::{BoxError, Error, Result};
 pub use options::{Durability, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl};
 pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
+pub use store::Store;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -49,7 +49,9 @@ fn encode(bytes: &[u8; ID_BYTES]) -> String {
 
 /// Whether `s` has the shape of an id (checked before any disk access).
 pub(crate) fn is_well_formed(s: &str) -> bool {
-    s.len() == ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() == ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A signing key derived from a secret.
@@ -134,15 +136,21 @@ mod tests {
         let new = SigningKey::derive(b"new secret");
         let id = generate().unwrap();
         let by_old = old.sign(&id);
-        assert_eq!(verify(&by_old, &[new.clone(), old.clone()]), Some(id.as_str()));
+        assert_eq!(
+            verify(&by_old, &[new.clone(), old.clone()]),
+            Some(id.as_str())
+        );
         assert_eq!(verify(&by_old, std::slice::from_ref(&new)), None);
         let mut tampered = by_old.clone().into_bytes();
         let last = tampered.len() - 1;
         tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
-        assert_eq!(verify(std::str::from_utf8(&tampered).unwrap(), &[old.clone()]), None);
+        assert_eq!(
+            verify(std::str::from_utf8(&tampered).unwrap(), std::slice::from_ref(&old)),
+            None
+        );
         let other = generate().unwrap();
         let forged = format!("{other}.{}", &by_old[ID_LEN + 1..]);
-        assert_eq!(verify(&forged, &[old.clone()]), None);
+        assert_eq!(verify(&forged, std::slice::from_ref(&old)), None);
         assert_eq!(verify(&id, &[old]), None, "unsigned value with keys set");
         assert_eq!(verify(&id, &[]), Some(id.as_str()));
         assert_eq!(verify("short", &[]), None);

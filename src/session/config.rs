@@ -1,0 +1,238 @@
+//! Session and cookie settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+
+use super::id::SigningKey;
+
+/// The cookie's `SameSite` attribute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SameSite {
+    /// Sent only on same-site requests.
+    Strict,
+    /// Sent on same-site requests and top-level navigations (the default).
+    #[default]
+    Lax,
+    /// Sent everywhere; browsers require `Secure` with it.
+    None,
+}
+
+/// How sessions and their cookie behave. Defaults follow Flask / Flask-Session.
+///
+/// | setting | default |
+/// |---|---|
+/// | cookie name | `session` |
+/// | store key prefix | `session:` (followed by a hash of the id) |
+/// | permanent | `true` |
+/// | lifetime | 31 days |
+/// | refresh each request | `true` (expiry slides on every request) |
+/// | idle timeout | none |
+/// | absolute lifetime | none |
+/// | signing keys | none (ids are 256-bit random; signing is defence in depth) |
+/// | Path / Domain | `/` / none |
+/// | HttpOnly / Secure / SameSite | on / **off** (turn on behind HTTPS) / `Lax` |
+///
+/// ```
+/// use std::time::Duration;
+/// use fscache::session::{SameSite, SessionConfig};
+///
+/// let config = SessionConfig::default()
+///     .cookie_name("__Host-sid")
+///     .secure(true)
+///     .same_site(SameSite::Strict)
+///     .idle_timeout(Duration::from_secs(30 * 60))
+///     .absolute_lifetime(Duration::from_secs(12 * 3600))
+///     .signing_keys(["new secret", "previous secret"]);
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SessionConfig {
+    pub(crate) cookie_name: String,
+    pub(crate) key_prefix: String,
+    pub(crate) permanent: bool,
+    pub(crate) lifetime: Duration,
+    pub(crate) refresh_each_request: bool,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) absolute_lifetime: Option<Duration>,
+    pub(crate) signing_keys: Vec<SigningKey>,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) http_only: bool,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            cookie_name: "session".into(),
+            key_prefix: "session:".into(),
+            permanent: true,
+            lifetime: Duration::from_secs(31 * 24 * 3600),
+            refresh_each_request: true,
+            idle_timeout: None,
+            absolute_lifetime: None,
+            signing_keys: Vec::new(),
+            path: "/".into(),
+            domain: None,
+            http_only: true,
+            secure: false,
+            same_site: SameSite::Lax,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The cookie's name. Default: `session`. A `__Host-` name requires
+    /// [`secure`](Self::secure), Path `/` and no Domain; `__Secure-` requires `secure`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Prefix of store keys. Default: `session:`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Whether new sessions are permanent (a cookie with Max-Age/Expires) or last the
+    /// browser session. Default: `true`. Per session: [`Session::set_permanent`].
+    ///
+    /// [`Session::set_permanent`]: super::Session::set_permanent
+    pub fn permanent(mut self, permanent: bool) -> Self {
+        self.permanent = permanent;
+        self
+    }
+
+    /// How long a session lives without activity (and the permanent cookie's
+    /// Max-Age). Default: 31 days (Flask's `PERMANENT_SESSION_LIFETIME`).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Whether every request slides the expiry (and re-sends a permanent cookie).
+    /// Default: `true`. Reads count as activity.
+    pub fn refresh_each_request(mut self, refresh: bool) -> Self {
+        self.refresh_each_request = refresh;
+        self
+    }
+
+    /// Ends a session after this long without a request, if shorter than the
+    /// lifetime. Default: none. OWASP suggests 15–30 minutes for sensitive apps.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Ends a session this long after it was created, however active. Default: none.
+    pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Secrets that sign the cookie value: the first signs new cookies, all verify
+    /// (list the previous secret second while rotating). Default: none.
+    pub fn signing_keys<I, K>(mut self, secrets: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        self.signing_keys = secrets
+            .into_iter()
+            .map(|s| SigningKey::derive(s.as_ref()))
+            .collect();
+        self
+    }
+
+    /// The cookie's Path. Default: `/`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The cookie's Domain. Default: none (host-only).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// The HttpOnly attribute (no access from JavaScript). Default: on.
+    pub fn http_only(mut self, on: bool) -> Self {
+        self.http_only = on;
+        self
+    }
+
+    /// The Secure attribute (HTTPS only). Default: off, so plain-HTTP development
+    /// works; turn it on in production behind HTTPS.
+    pub fn secure(mut self, on: bool) -> Self {
+        self.secure = on;
+        self
+    }
+
+    /// The SameSite attribute. Default: [`SameSite::Lax`].
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// The clock for expiry and the absolute lifetime. Default: the system clock.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let config = |message: String| Err(Error::Config { message });
+        let name = &self.cookie_name;
+        let token = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
+        if name.is_empty() || !name.chars().all(token) {
+            return config(format!("cookie name {name:?} is not a valid cookie token"));
+        }
+        if name.starts_with("__Host-")
+            && (!self.secure || self.path != "/" || self.domain.is_some())
+        {
+            return config(format!(
+                "cookie name {name:?} has the __Host- prefix, which browsers accept only with \
+                 Secure, Path=/ and no Domain"
+            ));
+        }
+        if name.starts_with("__Secure-") && !self.secure {
+            return config(format!(
+                "cookie name {name:?} has the __Secure- prefix, which requires Secure"
+            ));
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return config("SameSite=None requires Secure (browsers reject it otherwise)".into());
+        }
+        if self.lifetime.is_zero() || self.idle_timeout.is_some_and(|d| d.is_zero()) {
+            return config("session lifetimes must not be zero".into());
+        }
+        if self.absolute_lifetime.is_some_and(|d| d.is_zero()) {
+            return config("the absolute lifetime must not be zero".into());
+        }
+        if self.lifetime.as_secs() > i64::MAX as u64 / 1000 {
+            return config("the session lifetime is too long to represent".into());
+        }
+        if !self.path.starts_with('/') || self.path.contains(';') {
+            return config(format!(
+                "cookie path {:?} must start with / and hold no ;",
+                self.path
+            ));
+        }
+        if self
+            .domain
+            .as_deref()
+            .is_some_and(|d| d.is_empty() || d.contains(';'))
+        {
+            return config("cookie domain must be non-empty and hold no ;".into());
+        }
+        Ok(())
+    }
+}

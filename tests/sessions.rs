@@ -1,0 +1,389 @@
+//! The session layer through its API: lifetimes, merging, signing, config rules, and
+//! a second (in-memory) backend through the `Store` trait.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fscache::session::{SameSite, SaveOutcome, SessionConfig, Sessions};
+use fscache::{Error, FileSystemCache, ManualClock, Store};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn setup(
+    config: impl FnOnce(SessionConfig) -> SessionConfig,
+) -> (tempfile::TempDir, Sessions, ManualClock) {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let cache = FileSystemCache::builder(tmp.path())
+        .threshold(0)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    let sessions =
+        Sessions::new(cache, config(SessionConfig::default().clock(clock.clone()))).unwrap();
+    (tmp, sessions, clock)
+}
+
+fn cookie_of(outcome: &SaveOutcome) -> String {
+    outcome
+        .set_cookie
+        .as_deref()
+        .expect("Set-Cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn new_session_cookie(sessions: &Sessions<impl Store>) -> String {
+    let mut s = sessions.load(None).unwrap();
+    s.insert("k", &0).unwrap();
+    cookie_of(&sessions.save(&mut s).unwrap())
+}
+
+#[test]
+fn empty_sessions_are_not_stored_and_get_no_cookie() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let mut s = sessions.load(None)?;
+    assert!(s.is_empty());
+    let out = sessions.save(&mut s)?;
+    assert_eq!(out.set_cookie, None);
+    assert!(out.vary_cookie, "is_empty() read the session");
+    assert_eq!(sessions.store().len()?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_stored_session_that_becomes_empty_is_deleted_and_its_cookie_expired() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let c = new_session_cookie(&sessions);
+    let mut s = sessions.load(Some(&c))?;
+    assert!(s.remove("k"));
+    let out = sessions.save(&mut s)?;
+    assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_eq!(sessions.store().len()?, 0);
+    Ok(())
+}
+
+#[test]
+fn concurrent_requests_merge_key_level_changes() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let c = new_session_cookie(&sessions);
+    let mut a = sessions.load(Some(&c))?;
+    let mut b = sessions.load(Some(&c))?;
+    a.insert("from_a", &1)?;
+    b.insert("from_b", &2)?;
+    a.insert("same", &"a")?;
+    b.insert("same", &"b")?;
+    b.update("counter", |n: Option<i32>| Some(n.unwrap_or(0) + 1))?;
+    a.update("counter", |n: Option<i32>| Some(n.unwrap_or(0) + 1))?;
+    sessions.save(&mut a)?;
+    sessions.save(&mut b)?;
+    let s = sessions.load(Some(&c))?;
+    assert_eq!(s.get::<i32>("from_a")?, Some(1));
+    assert_eq!(s.get::<i32>("from_b")?, Some(2));
+    assert_eq!(
+        s.get::<String>("same")?.as_deref(),
+        Some("b"),
+        "last writer wins"
+    );
+    assert_eq!(
+        s.get::<i32>("counter")?,
+        Some(2),
+        "updates are replayed, not overwritten"
+    );
+    assert_eq!(s.get::<i32>("k")?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn destroy_wins_over_a_concurrent_change() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let c = new_session_cookie(&sessions);
+    let mut a = sessions.load(Some(&c))?;
+    let mut b = sessions.load(Some(&c))?;
+    a.destroy();
+    b.insert("late", &true)?;
+    assert!(
+        sessions
+            .save(&mut a)?
+            .set_cookie
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let out = sessions.save(&mut b)?;
+    assert!(
+        out.set_cookie.unwrap().contains("Max-Age=0"),
+        "b learns it is gone"
+    );
+    assert_eq!(sessions.store().len()?, 0, "not resurrected");
+    assert!(sessions.load(Some(&c))?.is_new());
+    Ok(())
+}
+
+#[test]
+fn sliding_expiry_idle_timeout_and_absolute_cap() -> TestResult {
+    let (_t, sessions, clock) = setup(|c| {
+        c.lifetime(Duration::from_secs(100))
+            .idle_timeout(Duration::from_secs(10))
+            .absolute_lifetime(Duration::from_secs(25))
+    });
+    let c = new_session_cookie(&sessions);
+    // Activity every 8 s keeps it alive past the 10 s idle timeout...
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(8));
+        let mut s = sessions.load(Some(&c))?;
+        assert!(!s.is_new());
+        let out = sessions.save(&mut s)?;
+        let max_age: u64 = out
+            .set_cookie
+            .unwrap()
+            .split("Max-Age=")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()?;
+        assert!(max_age <= 10);
+    }
+    // ...and the cookie's Max-Age never passes the absolute cap (25 − 16 = 9 s left).
+    clock.advance(Duration::from_secs(8)); // t = 24
+    let mut s = sessions.load(Some(&c))?;
+    let out = sessions.save(&mut s)?;
+    assert!(out.set_cookie.unwrap().contains("Max-Age=1;"));
+    clock.advance(Duration::from_secs(1)); // t = 25: past the cap however active
+    assert!(sessions.load(Some(&c))?.is_new());
+
+    // Idle: 10 s without a request ends it.
+    let c = new_session_cookie(&sessions);
+    clock.advance(Duration::from_secs(10));
+    assert!(sessions.load(Some(&c))?.is_new());
+    Ok(())
+}
+
+#[test]
+fn non_permanent_sessions_get_a_browser_session_cookie_and_a_server_ttl() -> TestResult {
+    let (_t, sessions, clock) = setup(|c| c.permanent(false).lifetime(Duration::from_secs(60)));
+    let mut s = sessions.load(None)?;
+    s.insert("k", &1)?;
+    let out = sessions.save(&mut s)?;
+    let set = out.set_cookie.clone().unwrap();
+    assert!(
+        !set.contains("Max-Age") && !set.contains("Expires"),
+        "{set}"
+    );
+    let c = cookie_of(&out);
+    // No cookie re-sent for an unchanged non-permanent session.
+    let mut s = sessions.load(Some(&c))?;
+    assert_eq!(sessions.save(&mut s)?.set_cookie, None);
+    // Switching to permanent sends Max-Age.
+    let mut s = sessions.load(Some(&c))?;
+    s.set_permanent(true);
+    assert!(
+        sessions
+            .save(&mut s)?
+            .set_cookie
+            .unwrap()
+            .contains("Max-Age=60")
+    );
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        sessions.load(Some(&c))?.is_new(),
+        "the server-side TTL ended it"
+    );
+    Ok(())
+}
+
+#[test]
+fn without_refresh_an_unchanged_session_is_not_rewritten() -> TestResult {
+    let (_t, sessions, clock) = setup(|c| {
+        c.refresh_each_request(false)
+            .lifetime(Duration::from_secs(10))
+    });
+    let c = new_session_cookie(&sessions);
+    clock.advance(Duration::from_secs(6));
+    let mut s = sessions.load(Some(&c))?;
+    assert_eq!(s.get::<i32>("k")?, Some(0));
+    let out = sessions.save(&mut s)?;
+    assert_eq!(out.set_cookie, None);
+    assert!(out.vary_cookie);
+    clock.advance(Duration::from_secs(5));
+    assert!(
+        sessions.load(Some(&c))?.is_new(),
+        "reads did not slide the expiry"
+    );
+    Ok(())
+}
+
+#[test]
+fn regenerate_moves_data_to_a_new_id_and_deletes_the_old() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let c = new_session_cookie(&sessions);
+    let mut s = sessions.load(Some(&c))?;
+    let old_id = s.id().to_owned();
+    s.regenerate()?;
+    s.insert("user", &"ada")?;
+    assert_ne!(s.id(), old_id);
+    let c2 = cookie_of(&sessions.save(&mut s)?);
+    assert_ne!(c2, c);
+    assert!(sessions.load(Some(&c))?.is_new());
+    let s = sessions.load(Some(&c2))?;
+    assert_eq!(s.get::<i32>("k")?, Some(0));
+    assert_eq!(sessions.store().len()?, 1);
+    Ok(())
+}
+
+#[test]
+fn signing_key_rotation() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let cache = FileSystemCache::builder(tmp.path()).threshold(0).open()?;
+    let old = Sessions::new(
+        cache.clone(),
+        SessionConfig::default().signing_keys(["old"]),
+    )?;
+    let c = new_session_cookie(&old);
+    assert!(c.contains('.'), "signed: id.signature");
+    let rotated = Sessions::new(
+        cache.clone(),
+        SessionConfig::default().signing_keys(["new", "old"]),
+    )?;
+    let mut s = rotated.load(Some(&c))?;
+    assert!(!s.is_new(), "old signatures still verify");
+    s.insert("x", &1)?;
+    let c2 = cookie_of(&rotated.save(&mut s)?);
+    let new_only = Sessions::new(cache, SessionConfig::default().signing_keys(["new"]))?;
+    assert!(new_only.load(Some(&c))?.is_new(), "old key retired");
+    assert!(
+        !new_only.load(Some(&c2))?.is_new(),
+        "re-signed with the newest key"
+    );
+    Ok(())
+}
+
+#[test]
+fn hostile_cookie_headers_never_error() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let long = "a".repeat(100_000);
+    for header in [
+        "",
+        ";",
+        "session",
+        "session=",
+        "=",
+        "session=ünïcødé",
+        "session=\u{0}\u{7f}",
+        &long,
+        "session=\"\"",
+        &format!("session={long}"),
+    ] {
+        let s = sessions.load(Some(header))?;
+        assert!(s.is_new(), "{header:.30}");
+    }
+    Ok(())
+}
+
+#[test]
+fn cookie_rules_are_validated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FileSystemCache::open(tmp.path()).unwrap();
+    let bad = [
+        SessionConfig::default().cookie_name("__Host-sid"),
+        SessionConfig::default()
+            .cookie_name("__Host-sid")
+            .secure(true)
+            .path("/app"),
+        SessionConfig::default()
+            .cookie_name("__Host-sid")
+            .secure(true)
+            .domain("example.com"),
+        SessionConfig::default().cookie_name("__Secure-sid"),
+        SessionConfig::default().same_site(SameSite::None),
+        SessionConfig::default().cookie_name("bad name"),
+        SessionConfig::default().cookie_name(""),
+        SessionConfig::default().lifetime(Duration::ZERO),
+    ];
+    for config in bad {
+        assert!(matches!(
+            Sessions::new(cache.clone(), config),
+            Err(Error::Config { .. })
+        ));
+    }
+    let ok = SessionConfig::default()
+        .cookie_name("__Host-sid")
+        .secure(true);
+    let sessions = Sessions::new(cache, ok).unwrap();
+    let mut s = sessions.load(None).unwrap();
+    s.insert("k", &1).unwrap();
+    let set = sessions.save(&mut s).unwrap().set_cookie.unwrap();
+    assert!(
+        set.starts_with("__Host-sid=") && set.contains("Secure") && set.contains("Path=/"),
+        "{set}"
+    );
+}
+
+/// A second backend: sessions work unchanged on anything implementing `Store`.
+#[derive(Default)]
+struct MemoryStore(Mutex<HashMap<String, serde_json::Value>>);
+
+impl Store for MemoryStore {
+    fn load<T: DeserializeOwned>(&self, key: &str) -> fscache::Result<Option<T>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|v| serde_json::from_value(v.clone()).unwrap()))
+    }
+    fn save<T: Serialize>(&self, key: &str, value: &T, _ttl: Duration) -> fscache::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.into(), serde_json::to_value(value).unwrap());
+        Ok(())
+    }
+    fn remove(&self, key: &str) -> fscache::Result<bool> {
+        Ok(self.0.lock().unwrap().remove(key).is_some())
+    }
+    fn update<T, F>(&self, key: &str, _ttl: Duration, merge: F) -> fscache::Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Option<T>) -> Option<T>,
+    {
+        let mut map = self.0.lock().unwrap();
+        let current = map
+            .get(key)
+            .map(|v| serde_json::from_value(v.clone()).unwrap());
+        let new = merge(current);
+        match &new {
+            Some(v) => map.insert(key.into(), serde_json::to_value(v).unwrap()),
+            None => map.remove(key),
+        };
+        Ok(new)
+    }
+}
+
+#[test]
+fn sessions_run_on_another_store() -> TestResult {
+    let sessions = Sessions::new(MemoryStore::default(), SessionConfig::default())?;
+    let c = new_session_cookie(&sessions);
+    let mut s = sessions.load(Some(&c))?;
+    assert_eq!(s.get::<i32>("k")?, Some(0));
+    s.insert("x", &"y")?;
+    sessions.save(&mut s)?;
+    assert_eq!(sessions.store().0.lock().unwrap().len(), 1);
+    let key = sessions
+        .store()
+        .0
+        .lock()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert!(key.starts_with("session:") && !key.contains(c.trim_start_matches("session=")));
+    Ok(())
+}
