@@ -145,7 +145,10 @@ mod tests {
         let last = tampered.len() - 1;
         tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
         assert_eq!(
-            verify(std::str::from_utf8(&tampered).unwrap(), std::slice::from_ref(&old)),
+            verify(
+                std::str::from_utf8(&tampered).unwrap(),
+                std::slice::from_ref(&old)
+            ),
             None
         );
         let other = generate().unwrap();
