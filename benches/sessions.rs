@@ -1,0 +1,80 @@
+//! A request's session round trip: load from the Cookie header, modify, save.
+//!
+//! `FSCACHE_BENCH_DIR` chooses the filesystem (default: a temp dir under /dev/shm if
+//! present, else the system temp dir). `cargo bench --bench sessions`.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fscache::FileSystemCache;
+use fscache::session::{SessionConfig, Sessions};
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("FSCACHE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let shm = PathBuf::from("/dev/shm");
+            if shm.is_dir() {
+                shm
+            } else {
+                std::env::temp_dir()
+            }
+        });
+    tempfile::tempdir_in(base).expect("bench dir")
+}
+
+fn round_trip(c: &mut Criterion) {
+    let dir = bench_dir();
+    let store = FileSystemCache::builder(dir.path())
+        .threshold(0)
+        .open()
+        .unwrap();
+    let sessions = Sessions::new(
+        store,
+        SessionConfig::default().signing_keys(["bench secret"]),
+    )
+    .unwrap();
+    // A typical ~200 B session: user id, csrf token, a small cart.
+    let mut s = sessions.load(None).unwrap();
+    s.insert("user_id", &4242u64).unwrap();
+    s.insert("csrf", &"3q2-7wFh0v9sT4kYbL1xZ8mN5pR6cJ0eD2gA")
+        .unwrap();
+    s.insert("cart", &[("apple", 3u32), ("pear", 1), ("plum", 12)])
+        .unwrap();
+    let set_cookie = sessions.save(&mut s).unwrap().set_cookie.unwrap();
+    let cookie = format!(
+        "theme=dark; {}; lang=en",
+        set_cookie.split(';').next().unwrap()
+    );
+
+    let mut group = c.benchmark_group("session");
+    group.bench_function("load+read+save (refresh)", |b| {
+        b.iter(|| {
+            let mut s = sessions.load(Some(&cookie)).unwrap();
+            assert!(s.get::<u64>("user_id").unwrap().is_some());
+            sessions.save(&mut s).unwrap()
+        })
+    });
+    group.bench_function("load+update+save", |b| {
+        b.iter(|| {
+            let mut s = sessions.load(Some(&cookie)).unwrap();
+            s.update("hits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+                .unwrap();
+            sessions.save(&mut s).unwrap()
+        })
+    });
+    group.bench_function("load (no cookie) + insert + save (new session)", |b| {
+        b.iter(|| {
+            let mut s = sessions.load(None).unwrap();
+            s.insert("user_id", &1u64).unwrap();
+            let out = sessions.save(&mut s).unwrap();
+            s.destroy();
+            sessions.save(&mut s).unwrap();
+            out
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, round_trip);
+criterion_main!(benches);
