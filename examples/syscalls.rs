@@ -5,6 +5,7 @@
 //! ```
 //! Pass `--setup-only` as a fourth argument to run only the setup, and subtract.
 //! Operations: set-new, overwrite, get, miss, has, delete, inc, churn (threshold 1000).
+//! Set `FSCACHE_FSYNC=1` for `Durability::Fsync`.
 
 use fscache::FileSystemCache;
 
@@ -20,7 +21,15 @@ fn main() -> fscache::Result<()> {
     let setup_only = args.get(4).is_some_and(|a| a == "--setup-only");
     let _ = std::fs::remove_dir_all(dir);
     let threshold = if op == "churn" { 1000 } else { n * 10 };
-    let cache = FileSystemCache::builder(dir).threshold(threshold).open()?;
+    let durability = if std::env::var_os("FSCACHE_FSYNC").is_some() {
+        fscache::Durability::Fsync
+    } else {
+        fscache::Durability::Rename
+    };
+    let cache = FileSystemCache::builder(dir)
+        .threshold(threshold)
+        .durability(durability)
+        .open()?;
     let keys: Vec<String> = (0..n).map(|i| format!("key-{i}")).collect();
     let value = [b'x'; 200];
     if matches!(op, "overwrite" | "get" | "has" | "delete") {

@@ -30,6 +30,9 @@
 //! # }
 //! ```
 //!
+//! Server-side sessions for sync web servers (Flask-Session's model) are in
+//! [`session`] (feature `sessions`, on by default), on top of any [`Store`].
+//!
 //! # On disk
 //!
 //! ```text
