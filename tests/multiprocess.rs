@@ -14,19 +14,9 @@ const PROCS: usize = 6;
 
 /// Runs `job` in `n` child processes at once; returns their stdouts.
 fn spawn_children(dir: &Path, job: &str, n: usize) -> Vec<String> {
-    let exe = std::env::current_exe().expect("test binary");
     let children: Vec<_> = (0..n)
         .map(|i| {
-            Command::new(&exe)
-                .args([
-                    "child_entry_point",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env("FSCACHE_CHILD", job)
-                .env("FSCACHE_CHILD_DIR", dir)
-                .env("FSCACHE_CHILD_ID", i.to_string())
+            common::child_command(job, dir, i)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

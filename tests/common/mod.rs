@@ -69,3 +69,21 @@ pub fn entry_path(dir: &Path, key: &str) -> PathBuf {
     let hex = blake3::hash(key.as_bytes()).to_hex();
     dir.join(&hex[..2]).join(hex.as_str())
 }
+
+/// A command that re-runs this test binary as a child process running only the test
+/// named `child_entry_point`, with `FSCACHE_CHILD=<job>`, the cache directory and an
+/// id in its environment. Each test file that spawns children defines that test.
+pub fn child_command(job: &str, dir: &Path, id: usize) -> std::process::Command {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "child_entry_point",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("FSCACHE_CHILD", job)
+    .env("FSCACHE_CHILD_DIR", dir)
+    .env("FSCACHE_CHILD_ID", id.to_string());
+    cmd
+}
