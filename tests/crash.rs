@@ -111,7 +111,7 @@ fn child_entry_point() -> TestResult {
                 cache.prune()?;
             }
             _ => {
-                if rng.next() % 10 == 0 {
+                if rng.next().is_multiple_of(10) {
                     cache.clear()?;
                 }
             }
