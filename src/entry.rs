@@ -80,6 +80,7 @@ pub(crate) enum Damage {
     TrailingBytes,
     TooLarge,
     KeyNotUtf8,
+    ReservedBits,
 }
 
 impl std::fmt::Display for Damage {
@@ -94,6 +95,7 @@ impl std::fmt::Display for Damage {
             Damage::TrailingBytes => f.write_str("bytes after the checksum"),
             Damage::TooLarge => f.write_str("declared length over the configured limit"),
             Damage::KeyNotUtf8 => f.write_str("stored key is not UTF-8"),
+            Damage::ReservedBits => f.write_str("reserved header bytes are not zero"),
         }
     }
 }
@@ -123,6 +125,9 @@ impl Header {
             return Err(Damage::BadHeaderCheck);
         }
         let codec = Codec::from_tag(h[5]).ok_or(Damage::UnknownCodec(h[5]))?;
+        if h[6..8] != [0, 0] {
+            return Err(Damage::ReservedBits);
+        }
         Ok(Header {
             codec,
             expires_at: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),

@@ -127,6 +127,25 @@ pub use options::{Durability, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl}
 pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
 pub use store::Store;
 
+/// Internal entry points for `fuzz/` (feature `fuzzing`); not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::entry::{self, EntryWriter};
+
+    /// Decodes arbitrary bytes as an entry file; whatever decodes must re-encode to
+    /// the same bytes. Panics on a violation.
+    pub fn check_entry_bytes(data: &[u8]) {
+        let _ = entry::Header::parse(data);
+        if let Ok(e) = entry::decode(data, 1 << 20) {
+            let h = e.header;
+            let mut w = EntryWriter::start(h.codec, h.expires_at, h.write_id, e.key, e.payload.len());
+            w.payload().extend_from_slice(e.payload);
+            assert_eq!(w.finish(), data, "decoded entry does not re-encode identically");
+        }
+    }
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
