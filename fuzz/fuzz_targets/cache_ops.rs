@@ -40,7 +40,11 @@ fn fixture() -> &'static Fixture {
             .clock(clock.clone())
             .open()
             .unwrap();
-        Fixture { _dir: dir, cache, clock }
+        Fixture {
+            _dir: dir,
+            cache,
+            clock,
+        }
     })
 }
 
@@ -58,7 +62,9 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut model: HashMap<u8, (Val, Option<u64>)> = HashMap::new();
     let now = || fscache::Clock::now_ms(clock);
     let live = |m: &HashMap<u8, (Val, Option<u64>)>, k: u8| {
-        m.get(&k).filter(|(_, e)| e.is_none_or(|e| now() < e)).map(|(v, _)| v.clone())
+        m.get(&k)
+            .filter(|(_, e)| e.is_none_or(|e| now() < e))
+            .map(|(v, _)| v.clone())
     };
     let name = |k: u8| format!("key{}", k % 16);
     for op in ops.into_iter().take(64) {
