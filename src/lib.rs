@@ -139,9 +139,14 @@ pub mod fuzzing {
         let _ = entry::Header::parse(data);
         if let Ok(e) = entry::decode(data, 1 << 20) {
             let h = e.header;
-            let mut w = EntryWriter::start(h.codec, h.expires_at, h.write_id, e.key, e.payload.len());
+            let mut w =
+                EntryWriter::start(h.codec, h.expires_at, h.write_id, e.key, e.payload.len());
             w.payload().extend_from_slice(e.payload);
-            assert_eq!(w.finish(), data, "decoded entry does not re-encode identically");
+            assert_eq!(
+                w.finish(),
+                data,
+                "decoded entry does not re-encode identically"
+            );
         }
     }
 }

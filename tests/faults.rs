@@ -27,7 +27,13 @@ impl Mount {
         let path = tmp.path().join("mnt");
         std::fs::create_dir(&path).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(&path)
             .status()
             .is_ok_and(|s| s.success());
@@ -60,7 +66,9 @@ fn io_kind(e: &Error) -> Option<ErrorKind> {
 
 #[test]
 fn full_filesystem_fails_the_write_and_keeps_the_old_value() -> TestResult {
-    let Some(mnt) = Mount::tmpfs("512k") else { return Ok(()) };
+    let Some(mnt) = Mount::tmpfs("512k") else {
+        return Ok(());
+    };
     let dir = mnt.path.join("cache");
     let c = FileSystemCache::builder(&dir).threshold(0).open()?;
     c.set("victim", "the old value")?;
@@ -79,7 +87,10 @@ fn full_filesystem_fails_the_write_and_keeps_the_old_value() -> TestResult {
     let err = c.set_bytes("victim", &big).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert_eq!(c.get::<String>("victim")?.as_deref(), Some("the old value"));
-    assert!(temp_files(&dir).is_empty(), "no temp file left by a failed write");
+    assert!(
+        temp_files(&dir).is_empty(),
+        "no temp file left by a failed write"
+    );
     assert_eq!(c.len()?, stored + 1);
     // Freeing space makes writes work again.
     c.delete_many((0..stored).map(|i| format!("fill{i}")))?;
@@ -91,14 +102,21 @@ fn full_filesystem_fails_the_write_and_keeps_the_old_value() -> TestResult {
 
 #[test]
 fn read_only_mount_is_refused_at_open_with_a_clear_error() -> TestResult {
-    let Some(mnt) = Mount::tmpfs("4m") else { return Ok(()) };
+    let Some(mnt) = Mount::tmpfs("4m") else {
+        return Ok(());
+    };
     let dir = mnt.path.join("cache");
     let c = FileSystemCache::builder(&dir).threshold(0).open()?;
     c.set("k", &1)?;
     // A read-only bind mount of the same directory.
     let ro = mnt.path.join("ro");
     std::fs::create_dir(&ro)?;
-    let run = |args: &[&str]| Command::new("mount").args(args).status().is_ok_and(|s| s.success());
+    let run = |args: &[&str]| {
+        Command::new("mount")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     let (ro_s, dir_s) = (ro.to_str().unwrap(), dir.to_str().unwrap());
     assert!(run(&["--bind", dir_s, ro_s]) && run(&["-o", "remount,bind,ro", ro_s]));
     let result = FileSystemCache::open(&ro);
@@ -106,12 +124,20 @@ fn read_only_mount_is_refused_at_open_with_a_clear_error() -> TestResult {
     let err = result.unwrap_err();
     assert_eq!(io_kind(&err), Some(ErrorKind::ReadOnlyFilesystem), "{err}");
     assert!(err.to_string().contains("state file"), "{err}");
-    assert_eq!(c.get::<i32>("k")?, Some(1), "the writable handle is unaffected");
+    assert_eq!(
+        c.get::<i32>("k")?,
+        Some(1),
+        "the writable handle is unaffected"
+    );
     Ok(())
 }
 
 fn chattr(flag: &str, path: &Path) -> bool {
-    Command::new("chattr").arg(flag).arg(path).status().is_ok_and(|s| s.success())
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[test]
@@ -155,7 +181,11 @@ fn a_write_protected_shard_fails_writes_and_serves_reads() -> TestResult {
     }
     let result = (|| -> TestResult {
         assert_eq!(c.get::<i32>("k")?, Some(1));
-        for err in [c.set("k", &2).unwrap_err(), c.delete("k").unwrap_err(), c.inc("k", 1).unwrap_err()] {
+        for err in [
+            c.set("k", &2).unwrap_err(),
+            c.delete("k").unwrap_err(),
+            c.inc("k", 1).unwrap_err(),
+        ] {
             assert_eq!(io_kind(&err), Some(ErrorKind::PermissionDenied), "{err}");
         }
         assert_eq!(c.get::<i32>("k")?, Some(1));
@@ -177,7 +207,10 @@ fn cache_directory_deleted_while_open() -> TestResult {
     assert_eq!(c.get::<i32>("k")?, None, "reads miss");
     let err = c.set("k", &2).unwrap_err();
     assert_eq!(io_kind(&err), Some(ErrorKind::NotFound), "{err}");
-    assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
     // Replaced by a new directory: the open handle keeps failing clearly (it holds
     // the old, deleted directory); a new open uses the new one.
     std::fs::create_dir(&dir)?;
