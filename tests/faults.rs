@@ -43,15 +43,6 @@ impl Mount {
         }
         Some(Mount { path, _tmp: tmp })
     }
-
-    fn remount(&self, opt: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,{opt}")])
-            .arg(&self.path)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
 }
 
 impl Drop for Mount {
