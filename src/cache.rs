@@ -1,7 +1,6 @@
 //! `FileSystemCache`: opening a directory and the per-key operations.
 
-use std::io::{self, Write};
-use std::ops::Range;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,13 +11,13 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::Clock;
 use crate::codec;
-use crate::entry::{self, CHECKSUM_LEN, Codec, EntryWriter, HEADER_LEN, Header};
+use crate::entry::{CHECKSUM_LEN, Codec, EntryWriter, HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::layout::{self, EVICT_PREFIX, EntryPath, TEMP_PREFIX};
+use crate::layout::{self, EntryPath, TEMP_PREFIX};
 use crate::lock::{LockGuard, Locks};
 use crate::options::{Durability, FileSystemCacheBuilder, Ttl, expires_at};
 use crate::state::SharedState;
-use crate::sys::{self, Commit, Root};
+use crate::sys::{Commit, Root};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 64 * 1024;
@@ -41,13 +40,13 @@ pub(crate) struct Inner {
     pub(crate) locks: Locks,
     pub(crate) threshold: usize,
     pub(crate) low_water_percent: u8,
-    default_ttl: Option<Duration>,
-    codec: Codec,
-    file_mode: u32,
-    dir_mode: u32,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) codec: Codec,
+    pub(crate) file_mode: u32,
+    pub(crate) dir_mode: u32,
     /// The umask strips bits of `file_mode`, so new files need an explicit `fchmod`.
-    needs_fchmod: bool,
-    durability: Durability,
+    pub(crate) needs_fchmod: bool,
+    pub(crate) durability: Durability,
     pub(crate) max_value_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) stats: StatCounters,
@@ -89,52 +88,6 @@ pub struct Stats {
     pub sweeps: u64,
     /// Stale temp files of crashed writers removed.
     pub stale_temp: u64,
-}
-
-/// How a stored entry is recognised when it is removed: an eviction deletes only
-/// the very write it decided on, never one that replaced it meanwhile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Fingerprint {
-    /// A valid entry: its header, which holds a per-write unique id.
-    Header([u8; HEADER_LEN]),
-    /// A damaged file: a hash of all its bytes.
-    Content(blake3::Hash),
-    /// A symlink where a file should be.
-    Symlink,
-}
-
-/// A live entry read from disk.
-pub(crate) struct Loaded {
-    bytes: Vec<u8>,
-    header: Header,
-    payload: Range<usize>,
-}
-
-impl Loaded {
-    fn payload(&self) -> &[u8] {
-        &self.bytes[self.payload.clone()]
-    }
-}
-
-/// What a read found.
-enum Found {
-    Live(Loaded),
-    Missing,
-    /// Expired or damaged: to be removed, then reported as a miss.
-    Stale(Fingerprint),
-}
-
-fn fingerprint_header(bytes: &[u8]) -> Fingerprint {
-    Fingerprint::Header(bytes[..HEADER_LEN].try_into().expect("header length"))
-}
-
-fn is_symlink_error(e: &io::Error) -> bool {
-    // ELOOP from O_NOFOLLOW / RESOLVE_NO_SYMLINKS, EXDEV from RESOLVE_BENEATH.
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::LOOP.raw_os_error()
-            || code == rustix::io::Errno::XDEV.raw_os_error()
-    )
 }
 
 impl FileSystemCache {
@@ -593,7 +546,7 @@ impl Inner {
         expires_at(ttl, self.default_ttl, self.clock.now_ms())
     }
 
-    fn io(&self, op: &'static str, rel: &str, e: io::Error) -> Error {
+    pub(crate) fn io(&self, op: &'static str, rel: &str, e: io::Error) -> Error {
         Error::io(op, self.dir.join(rel), e)
     }
 
@@ -647,87 +600,6 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn lock(&self, path: &EntryPath) -> Result<LockGuard<'_>> {
-        self.locks.stripe(&self.root, path.stripe())
-    }
-
-    /// Writes `bytes` to a temp file in the entry's shard and renames it over the
-    /// entry: the rename is the commit point. Counts a new name in the shared count.
-    pub(crate) fn write_entry(&self, path: &EntryPath, bytes: &[u8]) -> Result<Commit> {
-        let write_id = u64::from_le_bytes(bytes[16..24].try_into().expect("header"));
-        let mut attempt = 0u64;
-        let (tmp, mut file) = loop {
-            let tmp = path.sibling(TEMP_PREFIX, write_id.wrapping_add(attempt));
-            match self.root.create_new(&tmp, self.file_mode) {
-                Ok(file) => break (tmp, file),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => {
-                    // The shard directory is gone (removed by hand): recreate it.
-                    self.root
-                        .mkdir(path.shard_rel(), self.dir_mode)
-                        .map_err(|e| self.io("create shard directory", path.shard_rel(), e))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => {}
-                Err(e) if is_symlink_error(&e) => {
-                    return Err(self.io(
-                        "create temp file (the shard directory is a symlink; run prune to repair)",
-                        &tmp,
-                        e,
-                    ));
-                }
-                Err(e) => return Err(self.io("create temp file", &tmp, e)),
-            }
-            attempt += 1;
-        };
-        let written = (|| {
-            if self.needs_fchmod {
-                use std::os::unix::fs::PermissionsExt;
-                file.set_permissions(std::fs::Permissions::from_mode(self.file_mode))?;
-            }
-            file.write_all(bytes)?;
-            if self.durability == Durability::Fsync {
-                file.sync_all()?;
-            }
-            Ok(())
-        })();
-        drop(file);
-        let committed = written.and_then(|()| self.root.rename_commit(&tmp, path.rel()));
-        let commit = match committed {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self.root.unlink(&tmp);
-                return Err(self.io("write entry", path.rel(), e));
-            }
-        };
-        if self.durability == Durability::Fsync {
-            self.root
-                .sync_dir(path.shard_rel())
-                .map_err(|e| self.io("fsync shard directory", path.shard_rel(), e))?;
-        }
-        if commit == Commit::Created {
-            self.state.add(1);
-        }
-        self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(commit)
-    }
-
-    /// Removes an entry name unconditionally (user `delete`).
-    pub(crate) fn remove(&self, path: &EntryPath) -> Result<bool> {
-        let removed = self
-            .root
-            .unlink(path.rel())
-            .map_err(|e| self.io("delete entry", path.rel(), e))?;
-        if removed {
-            self.state.add(-1);
-            self.stats.deletes.fetch_add(1, Ordering::Relaxed);
-            if self.durability == Durability::Fsync {
-                self.root
-                    .sync_dir(path.shard_rel())
-                    .map_err(|e| self.io("fsync shard directory", path.shard_rel(), e))?;
-            }
-        }
-        Ok(removed)
-    }
-
     /// After a write outside any stripe lock: start a sweep if the threshold is passed.
     pub(crate) fn after_write(&self, commit: Commit) -> Result<()> {
         if commit == Commit::Created && self.threshold > 0 {
@@ -739,185 +611,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads `key`'s entry. Expired and damaged files read as `None` and are removed
-    /// (under the stripe lock: `held` if the caller has it, else taken here).
-    pub(crate) fn load(
-        &self,
-        key: &str,
-        path: &EntryPath,
-        held: Option<&LockGuard<'_>>,
-    ) -> Result<Option<Loaded>> {
-        match self.read(key, path)? {
-            Found::Live(l) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(l))
-            }
-            Found::Missing => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                Ok(None)
-            }
-            Found::Stale(fp) => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                self.remove_stale(path, &fp, held)?;
-                Ok(None)
-            }
-        }
-    }
-
-    fn remove_stale(
-        &self,
-        path: &EntryPath,
-        fp: &Fingerprint,
-        held: Option<&LockGuard<'_>>,
-    ) -> Result<()> {
-        let removed = match held {
-            Some(_) => self.evict_if_same(path, fp)?,
-            None => {
-                let _guard = self.lock(path)?;
-                self.evict_if_same(path, fp)?
-            }
-        };
-        if removed && matches!(fp, Fingerprint::Header(_)) {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn read(&self, key: &str, path: &EntryPath) -> Result<Found> {
-        let mut file = match self.root.open_read(path.rel()) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(e) if is_symlink_error(&e) => {
-                self.report_damage(path.rel(), "a symlink, not followed");
-                return Ok(Found::Stale(Fingerprint::Symlink));
-            }
-            Err(e) => return Err(self.io("open entry", path.rel(), e)),
-        };
-        let bytes = sys::read_entry_file(&mut file, self.max_file_len())
-            .map_err(|e| self.io("read entry", path.rel(), e))?;
-        drop(file);
-        let entry = match entry::decode(&bytes, self.max_value_size) {
-            Ok(e) => e,
-            Err(damage) => {
-                self.report_damage(path.rel(), damage);
-                return Ok(Found::Stale(Fingerprint::Content(blake3::hash(&bytes))));
-            }
-        };
-        if entry.key != key {
-            self.report_damage(path.rel(), "holds another key (foreign file)");
-            return Ok(Found::Stale(Fingerprint::Content(blake3::hash(&bytes))));
-        }
-        if entry.header.is_expired(self.clock.now_ms()) {
-            return Ok(Found::Stale(fingerprint_header(&bytes)));
-        }
-        let header = entry.header;
-        let start = HEADER_LEN + header.key_len as usize;
-        let payload = start..start + entry.payload.len();
-        Ok(Found::Live(Loaded {
-            bytes,
-            header,
-            payload,
-        }))
-    }
-
-    /// Whether `key` has a live entry, from its header and key alone.
-    pub(crate) fn has(
-        &self,
-        key: &str,
-        path: &EntryPath,
-        held: Option<&LockGuard<'_>>,
-    ) -> Result<bool> {
-        let mut file = match self.root.open_read(path.rel()) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                return Ok(false);
-            }
-            // Symlinks and other oddities: the full read path classifies and removes.
-            Err(e) if is_symlink_error(&e) => return Ok(self.load(key, path, held)?.is_some()),
-            Err(e) => return Err(self.io("open entry", path.rel(), e)),
-        };
-        let prefix = sys::read_prefix(&mut file, HEADER_LEN + key.len())
-            .map_err(|e| self.io("read entry", path.rel(), e))?;
-        drop(file);
-        let header = match Header::parse(&prefix) {
-            Ok(h) if h.key_len as usize == key.len() && &prefix[HEADER_LEN..] == key.as_bytes() => {
-                h
-            }
-            // Damaged or foreign: the full read classifies and removes it.
-            _ => return Ok(self.load(key, path, held)?.is_some()),
-        };
-        if header.is_expired(self.clock.now_ms()) {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
-            self.remove_stale(path, &fingerprint_header(&prefix), held)?;
-            return Ok(false);
-        }
-        self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    pub(crate) fn report_damage(&self, rel: &str, what: impl std::fmt::Display) {
-        self.stats.damaged.fetch_add(1, Ordering::Relaxed);
-        log::warn!(
-            "fscache: {} is damaged or foreign ({what}); treating it as a miss and removing it",
-            self.dir.join(rel).display()
-        );
-    }
-
-    /// Removes the entry at `path` only if it is still the one `fp` describes; a write
-    /// that replaced it meanwhile survives. The caller holds the key's stripe lock, so
-    /// no read-modify-write runs during the brief moment the name is moved aside.
-    ///
-    /// Moving the name aside is the decision point: after the rename, whatever was
-    /// moved is checked; if it is not the entry decided on, it is put back unless a
-    /// newer write has taken the name since.
-    pub(crate) fn evict_if_same(&self, path: &EntryPath, fp: &Fingerprint) -> Result<bool> {
-        let aside = path.sibling(EVICT_PREFIX, layout::next_write_id());
-        match self.root.rename(path.rel(), &aside) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(self.io("move entry aside for eviction", path.rel(), e)),
-        }
-        let same = self.matches(&aside, fp);
-        if !same {
-            let restored = self
-                .root
-                .rename_noreplace(&aside, path.rel())
-                .map_err(|e| self.io("restore entry", path.rel(), e))?;
-            if restored {
-                return Ok(false);
-            }
-            // A newer write took the name while ours was aside: ours is superseded.
-        }
-        self.root
-            .unlink(&aside)
-            .map_err(|e| self.io("remove evicted entry", &aside, e))?;
-        self.state.add(-1);
-        if self.durability == Durability::Fsync {
-            self.root
-                .sync_dir(path.shard_rel())
-                .map_err(|e| self.io("fsync shard directory", path.shard_rel(), e))?;
-        }
-        Ok(same)
-    }
-
-    fn matches(&self, rel: &str, fp: &Fingerprint) -> bool {
-        match fp {
-            Fingerprint::Symlink => self
-                .root
-                .lstat(rel)
-                .is_ok_and(|st| sys::kind_of(&st) == sys::Kind::Symlink),
-            Fingerprint::Header(h) => self
-                .root
-                .open_read(rel)
-                .and_then(|mut f| sys::read_prefix(&mut f, HEADER_LEN))
-                .is_ok_and(|prefix| prefix == h[..]),
-            Fingerprint::Content(hash) => self
-                .root
-                .open_read(rel)
-                .and_then(|mut f| sys::read_entry_file(&mut f, self.max_file_len()))
-                .is_ok_and(|bytes| blake3::hash(&bytes) == *hash),
-        }
+    pub(crate) fn lock(&self, path: &EntryPath) -> Result<LockGuard<'_>> {
+        self.locks.stripe(&self.root, path.stripe())
     }
 }
 
@@ -925,69 +620,4 @@ impl Inner {
 fn assert_send_sync() {
     fn check<T: Send + Sync>() {}
     check::<FileSystemCache>();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header_fp(cache: &FileSystemCache, key: &str) -> Fingerprint {
-        let path = EntryPath::for_key(key);
-        let bytes = std::fs::read(cache.path().join(path.rel())).unwrap();
-        fingerprint_header(&bytes)
-    }
-
-    #[test]
-    fn eviction_removes_only_the_write_it_decided_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = FileSystemCache::builder(dir.path())
-            .threshold(0)
-            .open()
-            .unwrap();
-        let inner = &cache.inner;
-        let path = EntryPath::for_key("k");
-
-        // Decided on write 1; write 2 replaced it: eviction must put write 2 back.
-        cache.set("k", &1).unwrap();
-        let decided = header_fp(&cache, "k");
-        cache.set("k", &2).unwrap();
-        assert!(!inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), Some(2));
-        assert_eq!(cache.approximate_len(), 1);
-
-        // The same value rewritten is still another write (a new write id).
-        cache.set("k", &2).unwrap();
-        assert!(!inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), Some(2));
-
-        // Unchanged since the decision: removed.
-        let decided = header_fp(&cache, "k");
-        assert!(inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), None);
-        assert_eq!(cache.approximate_len(), 0);
-        // Already gone: nothing to do.
-        assert!(!inner.evict_if_same(&path, &decided).unwrap());
-        assert!(
-            std::fs::read_dir(dir.path().join(path.shard_rel()))
-                .unwrap()
-                .next()
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn damaged_content_is_removed_only_if_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = FileSystemCache::builder(dir.path())
-            .threshold(0)
-            .open()
-            .unwrap();
-        let path = EntryPath::for_key("k");
-        let file = dir.path().join(path.rel());
-        std::fs::write(&file, b"garbage").unwrap();
-        let decided = Fingerprint::Content(blake3::hash(b"garbage"));
-        cache.set("k", &7).unwrap();
-        assert!(!cache.inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), Some(7));
-    }
 }

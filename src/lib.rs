@@ -108,6 +108,7 @@ mod clock;
 mod codec;
 mod entry;
 mod error;
+mod files;
 mod layout;
 mod lock;
 mod open;

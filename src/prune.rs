@@ -13,9 +13,10 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crate::cache::{FileSystemCache, Fingerprint, Inner};
+use crate::cache::{FileSystemCache, Inner};
 use crate::entry::{self, HEADER_LEN, Header};
 use crate::error::{Error, Result};
+use crate::files::Fingerprint;
 use crate::layout::{self, EVICT_PREFIX, EntryPath, SHARDS, TEMP_PREFIX};
 use crate::sys::{self, Kind, Root};
 
