@@ -95,9 +95,9 @@ impl FileSystemCacheBuilder {
     ///
     /// A sweep reads every entry's header, so it runs once per
     /// `threshold × (100 − percent) / 100` inserts. Lower values sweep less often and
-    /// evict more at once; higher values keep more entries but sweep more often. On
-    /// tmpfs, an insert past the threshold costs about 2× a plain `set` amortized at
-    /// 50 and about 2.6× at 80 (see `examples/floor.rs`).
+    /// evict more at once; higher values keep more entries but sweep more often, which
+    /// costs more per insert (at the default, an insert past the threshold costs about
+    /// 2.8× a plain `set` amortized on tmpfs; see `examples/floor.rs`).
     pub fn low_water_percent(mut self, percent: u8) -> Self {
         self.low_water_percent = percent;
         self
