@@ -112,42 +112,19 @@ impl Root {
         self.open_at(rel, OFlags::RDONLY | OFlags::DIRECTORY, 0)
     }
 
-    /// Moves `from` to `to`, failing with `AlreadyExists` if `to` exists.
-    /// Where the filesystem has no atomic no-replace rename, `to` is checked first
-    /// (racy; only the entry count can drift, see the crate docs).
+    /// Moves `from` over `to` (the commit of a write), telling whether `to` is a new
+    /// name: a no-replace rename first, a plain one if the name exists.
     pub(crate) fn rename_commit(&self, from: &str, to: &str) -> io::Result<Commit> {
-        if !self.no_noreplace.load(Ordering::Relaxed) {
-            match rustix::fs::renameat_with(
-                &self.fd,
-                from,
-                &self.fd,
-                to,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => return Ok(Commit::Created),
-                Err(Errno::EXIST) => {
-                    self.rename(from, to)?;
-                    return Ok(Commit::Replaced);
-                }
-                Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
-                    log::info!(
-                        "fscache: renameat2(RENAME_NOREPLACE) unsupported here; using stat + rename"
-                    );
-                    self.no_noreplace.store(true, Ordering::Relaxed);
-                }
-                Err(e) => return Err(io_err(e)),
-            }
+        if self.rename_noreplace(from, to)? {
+            return Ok(Commit::Created);
         }
-        let existed = self.exists(to)?;
         self.rename(from, to)?;
-        Ok(if existed {
-            Commit::Replaced
-        } else {
-            Commit::Created
-        })
+        Ok(Commit::Replaced)
     }
 
-    /// Moves `from` back to `to` only if `to` does not exist. `Ok(false)` if it does.
+    /// Moves `from` to `to` only if `to` does not exist; `Ok(false)` if it does.
+    /// Where the filesystem has no atomic no-replace rename, `to` is checked first
+    /// (racy; only the entry count can drift, see the crate docs).
     pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<bool> {
         if !self.no_noreplace.load(Ordering::Relaxed) {
             match rustix::fs::renameat_with(
@@ -160,6 +137,9 @@ impl Root {
                 Ok(()) => return Ok(true),
                 Err(Errno::EXIST) => return Ok(false),
                 Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
+                    log::info!(
+                        "fscache: renameat2(RENAME_NOREPLACE) unsupported here; using stat + rename"
+                    );
                     self.no_noreplace.store(true, Ordering::Relaxed);
                 }
                 Err(e) => return Err(io_err(e)),
