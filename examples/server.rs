@@ -165,7 +165,17 @@ fn handle(sessions: &Sessions, request: &mut Request) -> fscache::Result<Reply> 
     let mut session = sessions.load(cookie_header.as_deref())?;
     let method = request.method().clone();
     let url = request.url().split('?').next().unwrap_or("").to_owned();
+    // A browser's form post gets sent back to the page; API clients get JSON.
+    let browser = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("text/html"));
     let response = route(&method, &url, request, &mut session)?;
+    let response = if browser && method == Method::Post && response.status_code().0 == 200 {
+        redirect("/")
+    } else {
+        response
+    };
     let outcome = sessions.save(&mut session)?;
     let mut response = response;
     if let Some(set_cookie) = outcome.set_cookie {

@@ -339,3 +339,28 @@ fn unknown_routes_and_bad_input_are_client_errors() -> TestResult {
     assert_eq!(entry_count(&app.dir), 0);
     Ok(())
 }
+
+#[test]
+fn browser_form_posts_return_to_the_page() -> TestResult {
+    let app = App::start(&[]);
+    let mut resp = app
+        .agent
+        .post(format!("{}/cart/add/apple", app.base))
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send_empty()?;
+    assert_eq!(resp.status().as_u16(), 303);
+    assert_eq!(resp.headers().get("location").unwrap(), "/");
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let _ = resp.body_mut().read_to_string();
+    let page = app.call("GET", "/", Some(&cookie), None);
+    assert!(page.body.contains("apple × 1"), "{}", page.body);
+    Ok(())
+}
