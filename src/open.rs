@@ -113,13 +113,13 @@ pub(crate) fn open_state(
                         "fscache: {} is damaged ({e}); rebuilding it from a count of the entries",
                         state_path.display()
                     );
-                    create_state(root, dir, file_mode, false, true)?;
+                    create_state(root, dir, (file_mode, dir_mode), false, true)?;
                 }
                 Err(e) => return Err(Error::io("map state file", &state_path, e)),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 create_layout(root, dir, dir_mode)?;
-                create_state(root, dir, file_mode, fresh, false)?;
+                create_state(root, dir, (file_mode, dir_mode), fresh, false)?;
             }
             Err(e) => return Err(Error::io("open state file", &state_path, e)),
         }
@@ -143,11 +143,17 @@ fn create_layout(root: &Root, dir: &Path, dir_mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn create_state(root: &Root, dir: &Path, file_mode: u32, fresh: bool, replace: bool) -> Result<()> {
+fn create_state(
+    root: &Root,
+    dir: &Path,
+    (file_mode, dir_mode): (u32, u32),
+    fresh: bool,
+    replace: bool,
+) -> Result<()> {
     let count = if fresh {
         0
     } else {
-        crate::prune::count_entry_names(root, dir)? as i64
+        crate::prune::count_entry_names(root, dir, dir_mode)? as i64
     };
     let tmp = format!("{TEMP_PREFIX}state-{:016x}", layout::next_write_id());
     let write = || -> io::Result<()> {

@@ -113,9 +113,9 @@ fn is_loop(e: &io::Error) -> bool {
 }
 
 /// Counts entry names (used when the state file must be rebuilt).
-pub(crate) fn count_entry_names(root: &Root, dir: &Path) -> Result<usize> {
+pub(crate) fn count_entry_names(root: &Root, dir: &Path, dir_mode: u32) -> Result<usize> {
     let mut n = 0;
-    for_each_item(root, dir, 0o700, |item| {
+    for_each_item(root, dir, dir_mode, |item| {
         if let Item::Entry(_) = item {
             n += 1;
         }
@@ -230,7 +230,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let mut names_seen = 0usize;
     let mut live = 0usize;
-    let bad_shards = for_each_item(&inner.root, &inner.dir, 0o700, |item| {
+    let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
         match item {
             Item::Temp(rel) => {
                 if is_stale_temp(inner, rel) && inner.root.unlink(rel).unwrap_or(false) {
@@ -376,7 +376,7 @@ impl FileSystemCache {
         let now = inner.clock.now_ms();
         let start_count = inner.state.load();
         let (mut names, mut live) = (0usize, 0usize);
-        for_each_item(&inner.root, &inner.dir, 0o700, |item| {
+        for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
                 if let Peek::Valid(h, _) = peek(inner, &path)? {
@@ -407,7 +407,7 @@ impl FileSystemCache {
         let inner = &*self.inner;
         let start_count = inner.state.load();
         let (mut names, mut removed) = (0usize, 0usize);
-        for_each_item(&inner.root, &inner.dir, 0o700, |item| {
+        for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
                 let fp = match peek(inner, &path)? {
