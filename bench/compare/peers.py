@@ -1,0 +1,72 @@
+"""One Python system, one directory, all workloads: prints `RESULT workload ops seconds capped`.
+
+usage: peers.py SYSTEM DIR N SIZE CAP_SECONDS
+SYSTEM: cachelib (FileSystemCache, its default threshold 500), cachelib0 (threshold 0),
+diskcache (diskcache.Cache). Same workloads and values as the Rust driver.
+"""
+import os
+import random
+import sys
+import time
+
+
+def value(size):
+    v = b'{"user_id":4242,"csrf":"3q2-7wFh0v9sT4kYbL1xZ8mN5pR6cJ0eD2gA","cart":[["apple",3],["pear",1],["plum",12]],"pad":"'
+    v += b"x" * max(0, size - len(v) - 2)
+    return v + b'"}'
+
+
+def open_system(system, path, threshold=None):
+    if system.startswith("cachelib"):
+        from cachelib import FileSystemCache
+        if threshold is None:
+            threshold = 500 if system == "cachelib" else 0
+        return FileSystemCache(path, threshold=threshold, default_timeout=0)
+    if system == "diskcache":
+        import diskcache
+        if threshold is None:
+            return diskcache.Cache(path)
+        # diskcache bounds bytes, not entries: the same bound in bytes.
+        return diskcache.Cache(path, size_limit=threshold * VALUE_LEN, cull_limit=10)
+    raise SystemExit(f"unknown system {system}")
+
+
+def run(name, n, cap, op):
+    """Runs op(i) for i < n, stopping after cap seconds; returns how many ran."""
+    start = time.perf_counter()
+    done = 0
+    while done < n:
+        op(done)
+        done += 1
+        if done % 64 == 0 and time.perf_counter() - start > cap:
+            break
+    secs = time.perf_counter() - start
+    print(f"RESULT {name} {done} {secs:.6f} {int(done < n)}", flush=True)
+    return done
+
+
+def main():
+    global VALUE_LEN
+    system, path, n, size, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    val = value(size)
+    VALUE_LEN = len(val)
+    keys = [f"session:{i:08}" for i in range(n)]
+    order = list(range(n))
+    random.Random(42).shuffle(order)
+    c = open_system(system, os.path.join(path, "main"))
+    # If W1 was capped, the later workloads use the keys it wrote.
+    written = run("W1", n, cap, lambda i: c.set(keys[i], val))
+    run("W2", n, cap, lambda i: c.get(keys[order[i] % written]))
+    run("W3", n, cap, lambda i: c.get(f"absent:{i:08}"))
+    run("W4", written, cap, lambda i: c.set(keys[i], val))
+    run("W6", written, cap, lambda i: c.delete(keys[i]))
+    if hasattr(c, "close"):
+        c.close()
+    c = open_system(system, os.path.join(path, "churn"), threshold=max(1, n // 10))
+    run("W5", n, cap, lambda i: c.set(keys[i], val))
+    if hasattr(c, "close"):
+        c.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+//! One system, one directory, all workloads: prints `RESULT workload ops seconds capped`.
+//!
+//! ```text
+//! fscache-compare SYSTEM DIR N SIZE CAP_SECONDS
+//! ```
+//! SYSTEM: `fscache`, `floor` (the bare syscalls fscache needs, on pre-built paths) or
+//! `cacache`. Workloads: W1 set N new keys, W2 N random gets (hits), W3 N gets of
+//! absent keys, W4 overwrite all, W6 delete all, W5 threshold churn (threshold N/10,
+//! insert N) in a fresh directory. A workload stops early after CAP_SECONDS
+//! (`capped` = 1) and reports the operations it did.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+trait System {
+    fn set(&mut self, key: &str, value: &[u8]);
+    fn get(&mut self, key: &str) -> Option<usize>;
+    fn delete(&mut self, key: &str);
+}
+
+struct Fs(fscache::FileSystemCache);
+impl System for Fs {
+    fn set(&mut self, key: &str, value: &[u8]) {
+        self.0.set_bytes(key, value).unwrap()
+    }
+    fn get(&mut self, key: &str) -> Option<usize> {
+        self.0.get_bytes(key).unwrap().map(|v| v.len())
+    }
+    fn delete(&mut self, key: &str) {
+        self.0.delete(key).unwrap();
+    }
+}
+
+struct Floor {
+    dir: PathBuf,
+    buf: Vec<u8>,
+}
+impl Floor {
+    fn new(dir: &Path) -> Floor {
+        for s in 0..256 {
+            std::fs::create_dir_all(dir.join(format!("{s:02x}"))).unwrap();
+        }
+        Floor { dir: dir.to_path_buf(), buf: Vec::new() }
+    }
+    fn path(&self, key: &str) -> PathBuf {
+        let h = blake3::hash(key.as_bytes()).to_hex();
+        self.dir.join(&h[..2]).join(h.as_str())
+    }
+}
+impl System for Floor {
+    fn set(&mut self, key: &str, value: &[u8]) {
+        let path = self.path(key);
+        let tmp = path.with_extension("tmp");
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).unwrap();
+        f.write_all(value).unwrap();
+        drop(f);
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    fn get(&mut self, key: &str) -> Option<usize> {
+        let mut f = File::open(self.path(key)).ok()?;
+        self.buf.clear();
+        f.read_to_end(&mut self.buf).unwrap();
+        Some(self.buf.len())
+    }
+    fn delete(&mut self, key: &str) {
+        let _ = std::fs::remove_file(self.path(key));
+    }
+}
+
+struct Cacache(PathBuf);
+impl System for Cacache {
+    fn set(&mut self, key: &str, value: &[u8]) {
+        cacache::write_sync(&self.0, key, value).unwrap();
+    }
+    fn get(&mut self, key: &str) -> Option<usize> {
+        cacache::read_sync(&self.0, key).ok().map(|v| v.len())
+    }
+    fn delete(&mut self, key: &str) {
+        cacache::remove_sync(&self.0, key).unwrap();
+    }
+}
+
+fn open(system: &str, dir: &Path, threshold: usize) -> Option<Box<dyn System>> {
+    Some(match system {
+        "fscache" => Box::new(Fs(fscache::FileSystemCache::builder(dir)
+            .threshold(threshold)
+            .no_default_ttl()
+            .open()
+            .unwrap())),
+        "floor" if threshold == 0 => Box::new(Floor::new(dir)),
+        "cacache" if threshold == 0 => Box::new(Cacache(dir.to_path_buf())),
+        // No threshold to enforce: W5 does not apply.
+        _ => return None,
+    })
+}
+
+/// A session-like JSON object padded to `size` bytes (200 B: user id, csrf token, cart).
+fn value(size: usize) -> Vec<u8> {
+    let mut v = br#"{"user_id":4242,"csrf":"3q2-7wFh0v9sT4kYbL1xZ8mN5pR6cJ0eD2gA","cart":[["apple",3],["pear",1],["plum",12]],"pad":""#.to_vec();
+    while v.len() + 2 < size {
+        v.push(b'x');
+    }
+    v.extend_from_slice(b"\"}");
+    v
+}
+
+fn run(name: &str, n: usize, cap: Duration, mut op: impl FnMut(usize)) -> usize {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        op(done);
+        done += 1;
+        if done % 64 == 0 && start.elapsed() > cap {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("RESULT {name} {done} {secs:.6} {}", u8::from(done < n));
+    done
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, system, dir, n, size, cap] = &args[..] else {
+        eprintln!("usage: fscache-compare SYSTEM DIR N SIZE CAP_SECONDS");
+        std::process::exit(2);
+    };
+    let dir = PathBuf::from(dir);
+    let n: usize = n.parse().unwrap();
+    let value = value(size.parse().unwrap());
+    let cap = Duration::from_secs_f64(cap.parse().unwrap());
+    let keys: Vec<String> = (0..n).map(|i| format!("session:{i:08}")).collect();
+    // A fixed pseudo-random order for W2.
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+
+    let mut s = open(system, &dir.join("main"), 0).expect("system");
+    // If W1 was capped, the later workloads use the keys it wrote.
+    let written = run("W1", n, cap, |i| s.set(&keys[i], &value));
+    run("W2", n, cap, |i| assert!(s.get(&keys[order[i] % written]).is_some()));
+    run("W3", n, cap, |i| assert!(s.get(&format!("absent:{i:08}")).is_none()));
+    run("W4", written, cap, |i| s.set(&keys[i], &value));
+    run("W6", written, cap, |i| s.delete(&keys[i]));
+    drop(s);
+    let threshold = (n / 10).max(1);
+    if let Some(mut s) = open(system, &dir.join("churn"), threshold) {
+        run("W5", n, cap, |i| s.set(&keys[i], &value));
+    }
+}
