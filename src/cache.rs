@@ -205,7 +205,8 @@ impl FileSystemCache {
 
     /// The shared entry count as kept per operation (includes expired entries not yet
     /// removed; may drift after a crash or files removed by hand). [`len`](Self::len)
-    /// gives the exact number of live entries and corrects this figure.
+    /// gives the exact number of live entries and corrects this figure when it runs
+    /// quietly.
     pub fn approximate_len(&self) -> usize {
         self.inner.state.load().max(0) as usize
     }

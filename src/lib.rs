@@ -89,10 +89,12 @@
 //! Overshoot is bounded: while a sweep runs elsewhere, writers go on until the count
 //! reaches `T + T/4` (at least `T + 1`); past that they wait for the sweep. The number
 //! of entries on disk therefore stays below `T + T/4 + W`, where `W` is the number of
-//! threads (in all processes) inserting at that moment. The count may drift after a
-//! crash between a rename and the counter update, or when files are removed by hand;
-//! every sweep, [`len`](FileSystemCache::len) and [`clear`](FileSystemCache::clear)
-//! correct it. Opening a cache reads no entry, whatever its size.
+//! threads (in all processes) inserting at that moment. Counting is exact under any
+//! concurrency; it can drift only after a crash between a rename and the counter
+//! update, or when files are removed by hand, and the next sweep,
+//! [`len`](FileSystemCache::len) or [`clear`](FileSystemCache::clear) that runs while no
+//! other writer changes the count corrects it. Opening a cache reads no entry, whatever
+//! its size.
 //!
 //! # Hot path
 //!

@@ -124,6 +124,17 @@ pub(crate) fn count_entry_names(root: &Root, dir: &Path, dir_mode: u32) -> Resul
     Ok(n)
 }
 
+/// Sets the shared count to a scan's figure, but only if nobody else changed it during
+/// the scan. Per-operation counting is exact under any concurrency, while a scan cannot
+/// tell which concurrent changes it saw, so correcting during concurrent writes could
+/// introduce the drift it means to remove. Drift (a crash between a rename and the count
+/// update, files removed by hand) is corrected by the next scan that runs quietly.
+fn correct_count(inner: &Inner, start: i64, own_removed: usize, names_seen: usize) {
+    if inner.state.load() == start - own_removed as i64 {
+        inner.state.add(names_seen as i64 - start);
+    }
+}
+
 /// What an entry's header says.
 enum Peek {
     Valid(Header, [u8; HEADER_LEN]),
@@ -229,6 +240,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
     let mut report = PruneReport::default();
     let mut names_seen = 0usize;
+    let mut own_removed = 0usize;
     let mut live = 0usize;
     let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
         match item {
@@ -257,11 +269,13 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
                     Peek::Damaged(fp) => {
                         if evict(inner, &path, &fp)? {
                             report.damaged += 1;
+                            own_removed += 1;
                         }
                     }
                     Peek::Valid(h, header) if h.is_expired(now) => {
                         if evict(inner, &path, &Fingerprint::Header(header))? {
                             report.expired += 1;
+                            own_removed += 1;
                             inner.stats.expired.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -300,15 +314,14 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
             for c in group {
                 if inner.evict_if_same(&c.path, &Fingerprint::Header(c.header))? {
                     live -= 1;
+                    own_removed += 1;
                     report.evicted += 1;
                     inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
-    // Correct drift (crashes, files removed by hand) while keeping the increments of
-    // writers that ran during the sweep: the removals above were already counted.
-    inner.state.add(names_seen as i64 - start_count);
+    correct_count(inner, start_count, own_removed, names_seen);
     report.remaining = live;
     if report
         != (PruneReport {
@@ -367,7 +380,8 @@ impl FileSystemCache {
     }
 
     /// The exact number of live entries (a full scan of the headers; O(entries)).
-    /// Also corrects the shared count kept per operation.
+    /// Also corrects the shared count kept per operation, if no other writer changed
+    /// it during the scan.
     ///
     /// # Errors
     /// [`Error::Io`] if a shard cannot be listed or an entry read.
@@ -385,7 +399,7 @@ impl FileSystemCache {
             }
             Ok(())
         })?;
-        inner.state.add(names as i64 - start_count);
+        correct_count(inner, start_count, 0, names);
         Ok(live)
     }
 
@@ -422,7 +436,7 @@ impl FileSystemCache {
             }
             Ok(())
         })?;
-        inner.state.add(names as i64 - start_count);
+        correct_count(inner, start_count, removed, names);
         Ok(removed)
     }
 
