@@ -5,24 +5,12 @@
 //! `cargo bench --bench churn` (thresholds 1,000 / 10,000 / 100,000; pass thresholds
 //! as arguments to choose others). `FSCACHE_BENCH_DIR` chooses the filesystem.
 
-use std::path::PathBuf;
+mod common;
+use common::bench_dir;
+
 use std::time::{Duration, Instant};
 
 use fscache::FileSystemCache;
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("FSCACHE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            if shm.is_dir() {
-                shm
-            } else {
-                std::env::temp_dir()
-            }
-        });
-    tempfile::tempdir_in(base).expect("bench dir")
-}
 
 /// (amortized per insert, worst insert, sweeps)
 fn run(threshold: usize, inserts: usize) -> (Duration, Duration, u64) {

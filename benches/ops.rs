@@ -5,6 +5,9 @@
 //! `FSCACHE_BENCH_DIR` chooses the filesystem (default /dev/shm if present, else the
 //! system temp dir): run once on a tmpfs and once on a disk. `cargo bench --bench ops`.
 
+mod common;
+use common::bench_dir;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,20 +19,6 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use fscache::{FileSystemCache, Format, Ttl};
 
 const SIZES: [usize; 3] = [200, 4096, 65536];
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("FSCACHE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            if shm.is_dir() {
-                shm
-            } else {
-                std::env::temp_dir()
-            }
-        });
-    tempfile::tempdir_in(base).expect("bench dir")
-}
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 fn fresh(prefix: &str) -> String {

@@ -4,7 +4,9 @@
 //!
 //! `cargo bench --bench scaling`. `FSCACHE_BENCH_DIR` chooses the filesystem.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,16 +66,7 @@ fn main() {
         println!("{ops}");
         return;
     }
-    let base = std::env::var_os("FSCACHE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            if shm.is_dir() {
-                shm
-            } else {
-                std::env::temp_dir()
-            }
-        });
+    let base = common::bench_base();
     let secs = secs();
     println!(
         "{} cores; {secs} s per cell",

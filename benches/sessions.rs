@@ -3,25 +3,12 @@
 //! `FSCACHE_BENCH_DIR` chooses the filesystem (default: a temp dir under /dev/shm if
 //! present, else the system temp dir). `cargo bench --bench sessions`.
 
-use std::path::PathBuf;
+mod common;
+use common::bench_dir;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fscache::FileSystemCache;
 use fscache::session::{SessionConfig, Sessions};
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("FSCACHE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            if shm.is_dir() {
-                shm
-            } else {
-                std::env::temp_dir()
-            }
-        });
-    tempfile::tempdir_in(base).expect("bench dir")
-}
 
 fn round_trip(c: &mut Criterion) {
     let dir = bench_dir();
