@@ -129,10 +129,13 @@ pub(crate) fn count_entry_names(root: &Root, dir: &Path, dir_mode: u32) -> Resul
 /// tell which concurrent changes it saw, so correcting during concurrent writes could
 /// introduce the drift it means to remove. Drift (a crash between a rename and the count
 /// update, files removed by hand) is corrected by the next scan that runs quietly.
-fn correct_count(inner: &Inner, start: i64, own_removed: usize, names_seen: usize) {
-    if inner.state.load() == start - own_removed as i64 {
-        inner.state.add(names_seen as i64 - start);
-    }
+/// `start_changes` is the state's change number read before the scan; each of the
+/// scan's own removals made one change.
+fn correct_count(inner: &Inner, start_changes: i64, own_removed: usize, names_seen: usize) {
+    inner.state.correct(
+        start_changes + own_removed as i64,
+        names_seen as i64 - own_removed as i64,
+    );
 }
 
 /// What an entry's header says.
@@ -226,6 +229,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     inner.stats.sweeps.fetch_add(1, Ordering::Relaxed);
     let now = inner.clock.now_ms();
     let threshold = inner.threshold;
+    let start_changes = inner.state.changes();
     let start_count = inner.state.load();
     let keep = low_water(threshold, inner.low_water_percent);
     // The heap keeps the `cap` nearest-expiry live entries seen: memory is bounded by
@@ -321,7 +325,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
             }
         }
     }
-    correct_count(inner, start_count, own_removed, names_seen);
+    correct_count(inner, start_changes, own_removed, names_seen);
     report.remaining = live;
     if report
         != (PruneReport {
@@ -388,7 +392,7 @@ impl FileSystemCache {
     pub fn len(&self) -> Result<usize> {
         let inner = &*self.inner;
         let now = inner.clock.now_ms();
-        let start_count = inner.state.load();
+        let start_changes = inner.state.changes();
         let (mut names, mut live) = (0usize, 0usize);
         for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
             if let Item::Entry(path) = item {
@@ -399,7 +403,7 @@ impl FileSystemCache {
             }
             Ok(())
         })?;
-        correct_count(inner, start_count, 0, names);
+        correct_count(inner, start_changes, 0, names);
         Ok(live)
     }
 
@@ -419,7 +423,7 @@ impl FileSystemCache {
     /// [`Error::Io`], [`Error::Lock`].
     pub fn clear(&self) -> Result<usize> {
         let inner = &*self.inner;
-        let start_count = inner.state.load();
+        let start_changes = inner.state.changes();
         let (mut names, mut removed) = (0usize, 0usize);
         for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
             if let Item::Entry(path) = item {
@@ -436,7 +440,7 @@ impl FileSystemCache {
             }
             Ok(())
         })?;
-        correct_count(inner, start_count, removed, names);
+        correct_count(inner, start_changes, removed, names);
         Ok(removed)
     }
 

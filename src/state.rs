@@ -9,6 +9,8 @@
 //! ```text
 //! offset 0   8 bytes  magic b"FSCSTAT1"
 //! offset 8   8 bytes  entry-name count, i64 in native byte order (atomic)
+//! offset 16  8 bytes  number of count changes ever made (atomic), so a scan can tell
+//!                     whether anyone changed the count while it ran
 //! rest of the page    zero, reserved
 //! ```
 #![allow(unsafe_code)]
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub(crate) const STATE_LEN: usize = 4096;
 const STATE_MAGIC: [u8; 8] = *b"FSCSTAT1";
 const COUNT_OFFSET: usize = 8;
+const CHANGES_OFFSET: usize = 16;
 
 /// A shared mapping of `fscache.state`.
 pub(crate) struct SharedState {
@@ -99,11 +102,22 @@ impl SharedState {
         Ok(state)
     }
 
+    fn cell(&self, offset: usize) -> &AtomicI64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= STATE_LEN);
+        // SAFETY: the mapping is page-aligned and `offset` a multiple of 8, so the cell
+        // is 8-byte aligned as AtomicI64 requires; it lies within the STATE_LEN-byte
+        // mapping (checked above), which lives as long as `self`; every process
+        // accesses these bytes only atomically.
+        unsafe { AtomicI64::from_ptr(self.ptr.as_ptr().add(offset).cast::<i64>()) }
+    }
+
     fn count_cell(&self) -> &AtomicI64 {
-        // SAFETY: the mapping is page-aligned, so offset 8 is 8-byte aligned as
-        // AtomicI64 requires; it lies within the STATE_LEN-byte mapping that lives as
-        // long as `self`; every process accesses these 8 bytes only atomically.
-        unsafe { AtomicI64::from_ptr(self.ptr.as_ptr().add(COUNT_OFFSET).cast::<i64>()) }
+        self.cell(COUNT_OFFSET)
+    }
+
+    /// How many times the count has been changed (by `add`), ever, by anyone.
+    pub(crate) fn changes(&self) -> i64 {
+        self.cell(CHANGES_OFFSET).load(Ordering::SeqCst)
     }
 
     pub(crate) fn load(&self) -> i64 {
@@ -112,7 +126,32 @@ impl SharedState {
 
     /// Adds `delta`, returning the new value.
     pub(crate) fn add(&self, delta: i64) -> i64 {
-        self.count_cell().fetch_add(delta, Ordering::Relaxed) + delta
+        self.cell(CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
+        self.count_cell().fetch_add(delta, Ordering::SeqCst) + delta
+    }
+
+    /// Sets the count to `value` if the change number is still `expected_changes`,
+    /// that is, if no `add` ran (in any process) beyond those the caller accounted for.
+    pub(crate) fn correct(&self, expected_changes: i64, value: i64) -> bool {
+        // `add` bumps the change number before the count, so if the number is still
+        // the expected one after this read, the read saw every completed change.
+        let current = self.count_cell().load(Ordering::SeqCst);
+        if self
+            .cell(CHANGES_OFFSET)
+            .compare_exchange(
+                expected_changes,
+                expected_changes + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // Relative, so an `add` that starts after the exchange is kept.
+        self.count_cell()
+            .fetch_add(value - current, Ordering::SeqCst);
+        true
     }
 }
 

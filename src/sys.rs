@@ -113,8 +113,39 @@ impl Root {
     }
 
     /// Moves `from` over `to` (the commit of a write), telling whether `to` is a new
-    /// name: a no-replace rename first, a plain one if the name exists.
+    /// name, exactly even while other processes delete `to`.
+    ///
+    /// `renameat2(RENAME_EXCHANGE)` swaps the new file in if `to` exists (the old entry
+    /// lands on `from` and is unlinked); if `to` is absent, `RENAME_NOREPLACE` creates
+    /// it. A plain rename after a failed no-replace rename would miscount when `to` is
+    /// deleted in between. Where the flags are unsupported: stat + rename (racy; only
+    /// the count can drift, see the crate docs).
     pub(crate) fn rename_commit(&self, from: &str, to: &str) -> io::Result<Commit> {
+        if !self.no_noreplace.load(Ordering::Relaxed) {
+            for _ in 0..16 {
+                match rustix::fs::renameat_with(
+                    &self.fd,
+                    from,
+                    &self.fd,
+                    to,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                ) {
+                    Ok(()) => {
+                        // `from` now holds the replaced entry.
+                        self.unlink(from)?;
+                        return Ok(Commit::Replaced);
+                    }
+                    Err(Errno::NOENT) => {
+                        if self.rename_noreplace(from, to)? {
+                            return Ok(Commit::Created);
+                        }
+                        // Created by someone else meanwhile: exchange with theirs.
+                    }
+                    Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => break,
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+        }
         if self.rename_noreplace(from, to)? {
             return Ok(Commit::Created);
         }
