@@ -99,9 +99,11 @@
 //! # Hot path
 //!
 //! A `set` of a new key is `openat2` (temp, `O_EXCL`) + `write` + `close` +
-//! `renameat2(RENAME_NOREPLACE)` — the last tells a new key from an overwrite, which
-//! adds one `rename`. A `get` is `openat2` + `read` ×2 + `close` (no `fstat`: the
-//! header declares the length), a miss one failed `openat2`, a `delete` one `unlinkat`.
+//! `renameat2(RENAME_NOREPLACE)`; an overwrite commits with
+//! `renameat2(RENAME_EXCHANGE)` and unlinks the replaced entry, which keeps the entry
+//! count exact while other processes delete. A `get` is `openat2` + `read` ×2 + `close`
+//! (no `fstat`: the header declares the length), a miss one failed `openat2`, a
+//! `delete` one `unlinkat`.
 #![deny(unsafe_code, missing_docs)]
 #![warn(rust_2018_idioms)]
 

@@ -22,6 +22,8 @@ pub(crate) struct Root {
     fd: OwnedFd,
     no_openat2: AtomicBool,
     no_noreplace: AtomicBool,
+    /// Whether the last commit replaced an entry (which rename to try first).
+    last_replaced: AtomicBool,
 }
 
 /// What committing a write did to the entry's name.
@@ -48,6 +50,7 @@ impl Root {
             fd,
             no_openat2: AtomicBool::new(false),
             no_noreplace: AtomicBool::new(false),
+            last_replaced: AtomicBool::new(false),
         })
     }
 
@@ -121,8 +124,19 @@ impl Root {
     /// deleted in between. Where the flags are unsupported: stat + rename (racy; only
     /// the count can drift, see the crate docs).
     pub(crate) fn rename_commit(&self, from: &str, to: &str) -> io::Result<Commit> {
-        if !self.no_noreplace.load(Ordering::Relaxed) {
-            for _ in 0..16 {
+        if self.no_noreplace.load(Ordering::Relaxed) {
+            if self.rename_noreplace(from, to)? {
+                return Ok(Commit::Created);
+            }
+            self.rename(from, to)?;
+            return Ok(Commit::Replaced);
+        }
+        // Try first what the previous commit was: workloads tend to be all new keys
+        // (a cache filling) or all overwrites (sessions saved on every request), so
+        // the guess usually saves the other call.
+        let mut exchange_first = self.last_replaced.load(Ordering::Relaxed);
+        for _ in 0..16 {
+            if exchange_first {
                 match rustix::fs::renameat_with(
                     &self.fd,
                     from,
@@ -133,24 +147,30 @@ impl Root {
                     Ok(()) => {
                         // `from` now holds the replaced entry.
                         self.unlink(from)?;
+                        self.last_replaced.store(true, Ordering::Relaxed);
                         return Ok(Commit::Replaced);
                     }
-                    Err(Errno::NOENT) => {
-                        if self.rename_noreplace(from, to)? {
-                            return Ok(Commit::Created);
-                        }
-                        // Created by someone else meanwhile: exchange with theirs.
+                    Err(Errno::NOENT) => {}
+                    Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
+                        log::info!(
+                            "fscache: renameat2(RENAME_EXCHANGE) unsupported here; using stat + rename"
+                        );
+                        self.no_noreplace.store(true, Ordering::Relaxed);
+                        return self.rename_commit(from, to);
                     }
-                    Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => break,
                     Err(e) => return Err(io_err(e)),
                 }
             }
+            if self.rename_noreplace(from, to)? {
+                self.last_replaced.store(false, Ordering::Relaxed);
+                return Ok(Commit::Created);
+            }
+            // The name exists (or was created meanwhile): exchange with it.
+            exchange_first = true;
         }
-        if self.rename_noreplace(from, to)? {
-            return Ok(Commit::Created);
-        }
-        self.rename(from, to)?;
-        Ok(Commit::Replaced)
+        Err(io::Error::other(
+            "the entry kept appearing and disappearing during the write",
+        ))
     }
 
     /// Moves `from` to `to` only if `to` does not exist; `Ok(false)` if it does.
