@@ -90,7 +90,8 @@
 //! reaches `T + T/4` (at least `T + 1`); past that they wait for the sweep. The number
 //! of entries on disk therefore stays below `T + T/4 + W`, where `W` is the number of
 //! threads (in all processes) inserting at that moment. Counting is exact under any
-//! concurrency; it can drift only after a crash between a rename and the counter
+//! concurrency where the filesystem has `renameat2` exchange and no-replace renames
+//! (elsewhere a stat + rename fallback can miscount races); it can drift only after a crash between a rename and the counter
 //! update, or when files are removed by hand, and the next sweep,
 //! [`len`](FileSystemCache::len) or [`clear`](FileSystemCache::clear) that runs while no
 //! other writer changes the count corrects it. Opening a cache reads no entry, whatever
