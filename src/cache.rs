@@ -17,7 +17,7 @@ use crate::layout::{self, EntryPath, TEMP_PREFIX};
 use crate::lock::{LockGuard, Locks};
 use crate::options::{Durability, FileSystemCacheBuilder, Ttl, expires_at};
 use crate::state::SharedState;
-use crate::sys::{Commit, Root};
+use crate::sys::{Commit, RenameMode, Root};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 64 * 1024;
@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) durability: Durability,
     pub(crate) max_value_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Temp and moved-aside files older than this (by ctime) are swept.
+    pub(crate) stale_temp_age: Duration,
     pub(crate) stats: StatCounters,
 }
 
@@ -64,6 +66,8 @@ pub(crate) struct StatCounters {
     pub damaged: AtomicU64,
     pub sweeps: AtomicU64,
     pub stale_temp: AtomicU64,
+    pub sweep_errors: AtomicU64,
+    pub litter: AtomicU64,
 }
 
 /// A snapshot of a cache handle's counters; see [`FileSystemCache::stats`].
@@ -88,6 +92,15 @@ pub struct Stats {
     pub sweeps: u64,
     /// Stale temp files of crashed writers removed.
     pub stale_temp: u64,
+    /// Housekeeping that failed without failing the operation that ran it: sweeps
+    /// started by a write, removals of stale entries found by a read. Each is logged
+    /// at warn; the write or read itself succeeded.
+    pub sweep_errors: u64,
+    /// Replaced entries a committed write could not remove (left as litter for the
+    /// next sweep, logged at warn).
+    pub litter: u64,
+    /// How this directory commits writes (chosen when it was opened).
+    pub rename_mode: RenameMode,
 }
 
 impl FileSystemCache {
@@ -152,13 +165,19 @@ impl FileSystemCache {
             }
             Err(e) => return Err(io_err("inspect cache directory", e)),
         }
-        let root = Root::open(&dir).map_err(|e| io_err("open cache directory", e))?;
+        let mut root = Root::open(&dir).map_err(|e| io_err("open cache directory", e))?;
+        let needs_fchmod = probe(&mut root, &dir, opts.file_mode, opts.force_portable_renames)?;
+        if root.mode() == RenameMode::Portable {
+            log::warn!(
+                "fscache: {} has no renameat2 flags (or the portable mode was forced): using \
+                 link + unlink and a lock per write (RenameMode::Portable)",
+                dir.display()
+            );
+        }
         let fresh = crate::open::ensure_marker(&root, &dir, opts.file_mode)?;
 
-        let locks = Locks::new(&dir, opts.file_mode);
+        let locks = Locks::new(&dir, root.id(), opts.file_mode, opts.dir_mode);
         let state = crate::open::open_state(&root, &dir, opts.file_mode, opts.dir_mode, fresh)?;
-        let needs_fchmod = probe_umask(&root, opts.file_mode)
-            .map_err(|e| io_err("create a file in the cache directory", e))?;
 
         Ok(FileSystemCache {
             inner: Arc::new(Inner {
@@ -176,6 +195,7 @@ impl FileSystemCache {
                 durability: opts.durability,
                 max_value_size: opts.max_value_size,
                 clock: opts.clock,
+                stale_temp_age: opts.stale_temp_age,
                 stats: StatCounters::default(),
             }),
         })
@@ -200,6 +220,9 @@ impl FileSystemCache {
             damaged: l(&s.damaged),
             sweeps: l(&s.sweeps),
             stale_temp: l(&s.stale_temp),
+            sweep_errors: l(&s.sweep_errors),
+            litter: l(&s.litter),
+            rename_mode: self.inner.root.mode(),
         }
     }
 
@@ -317,8 +340,9 @@ impl FileSystemCache {
         let path = self.inner.path_for(key)?;
         let expires = self.inner.expires_at(ttl)?;
         let bytes = self.inner.encode(key, value, expires)?;
-        let commit = self.inner.write_entry(&path, &bytes)?;
-        self.inner.after_write(commit)
+        let commit = self.inner.write_entry(&path, &bytes, None)?;
+        self.inner.after_write(commit);
+        Ok(())
     }
 
     /// Stores raw bytes under `key` with the default TTL.
@@ -337,8 +361,9 @@ impl FileSystemCache {
         let path = self.inner.path_for(key)?;
         let expires = self.inner.expires_at(ttl)?;
         let entry = self.inner.encode_raw(key, bytes, expires)?;
-        let commit = self.inner.write_entry(&path, &entry)?;
-        self.inner.after_write(commit)
+        let commit = self.inner.write_entry(&path, &entry, None)?;
+        self.inner.after_write(commit);
+        Ok(())
     }
 
     /// Stores several values with one TTL. Not atomic as a group: each entry is
@@ -358,24 +383,32 @@ impl FileSystemCache {
     }
 
     /// Stores `value` only if `key` has no live entry; `true` if it was stored.
-    /// Atomic across threads and processes (holds the key's stripe lock).
+    ///
+    /// Linearizable against every other operation, plain [`set`](Self::set)
+    /// included, in all threads and processes: it holds the key's stripe lock (so no
+    /// `add`, `inc`, `update` or `delete` of the key interleaves) and commits with a
+    /// no-replace rename, so a `set` that lands between its check and its commit
+    /// wins and `add` returns `false`.
     ///
     /// # Errors
-    /// As [`set_with_ttl`](Self::set_with_ttl), plus [`Error::Lock`].
+    /// As [`set_with_ttl`](Self::set_with_ttl), plus [`Error::Lock`] and
+    /// [`Error::Reentrant`].
     pub fn add<T: Serialize + ?Sized>(&self, key: &str, value: &T, ttl: Ttl) -> Result<bool> {
         let inner = &self.inner;
         let path = inner.path_for(key)?;
         let expires = inner.expires_at(ttl)?;
         let bytes = inner.encode(key, value, expires)?;
         let commit = {
-            let guard = inner.lock(&path)?;
-            if inner.has(key, &path, Some(&guard))? {
-                return Ok(false);
-            }
-            inner.write_entry(&path, &bytes)?
+            let guard = inner.lock(&path, "add")?;
+            inner.add_entry(key, &path, &bytes, &guard)?
         };
-        inner.after_write(commit)?;
-        Ok(true)
+        match commit {
+            Some(commit) => {
+                inner.after_write(commit);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Adds `delta` to the integer under `key` and returns the new value. A missing
@@ -402,7 +435,7 @@ impl FileSystemCache {
         let inner = &self.inner;
         let path = inner.path_for(key)?;
         let (value, commit) = {
-            let guard = inner.lock(&path)?;
+            let guard = inner.lock(&path, "inc")?;
             let (current, expires, codec) = match inner.load(key, &path, Some(&guard))? {
                 Some(l) => {
                     let v: i64 = codec::decode(l.header.codec, key, l.payload())?;
@@ -419,9 +452,9 @@ impl FileSystemCache {
                 key: key.to_owned(),
             })?;
             let bytes = inner.encode_with(codec, key, &value, expires)?;
-            (value, inner.write_entry(&path, &bytes)?)
+            (value, inner.write_entry(&path, &bytes, Some(&guard))?)
         };
-        inner.after_write(commit)?;
+        inner.after_write(commit);
         Ok(value)
     }
 
@@ -441,12 +474,19 @@ impl FileSystemCache {
     /// returns with `ttl`, or deletes the entry if it returns `None`. Returns the new
     /// value.
     ///
-    /// `f` must not call back into the cache for keys that may share the stripe (it
-    /// would deadlock); keep it a pure function of the value.
+    /// Inside `f`, the lock-free operations ([`get`](Self::get),
+    /// [`get_bytes`](Self::get_bytes), [`has`](Self::has), [`set`](Self::set),
+    /// [`set_bytes`](Self::set_bytes)) work on any key of any cache. Operations that
+    /// take a stripe lock of the same directory (`add`, `inc`, `dec`, `update`,
+    /// `delete`, `prune`, `clear`), through any handle, return [`Error::Reentrant`]
+    /// instead of deadlocking; a sweep a write inside `f` would start is left to a
+    /// later write. Keep `f` short: other read-modify-writes of keys on its stripe,
+    /// in every process, wait for it.
     ///
     /// # Errors
     /// [`Error::Deserialize`] if the stored value does not fit `T` (`f` is not
-    /// called), plus the errors of [`set_with_ttl`](Self::set_with_ttl).
+    /// called), [`Error::Reentrant`] if called from inside another `update`'s closure,
+    /// plus the errors of [`set_with_ttl`](Self::set_with_ttl).
     ///
     /// # Examples
     /// ```
@@ -472,7 +512,7 @@ impl FileSystemCache {
         let path = inner.path_for(key)?;
         let expires = inner.expires_at(ttl)?;
         let (new, commit) = {
-            let guard = inner.lock(&path)?;
+            let guard = inner.lock(&path, "update")?;
             let current = match inner.load(key, &path, Some(&guard))? {
                 Some(l) => Some(codec::decode::<T>(l.header.codec, key, l.payload())?),
                 None => None,
@@ -481,18 +521,21 @@ impl FileSystemCache {
             match f(current) {
                 Some(value) => {
                     let bytes = inner.encode(key, &value, expires)?;
-                    (Some(value), Some(inner.write_entry(&path, &bytes)?))
+                    (
+                        Some(value),
+                        Some(inner.write_entry(&path, &bytes, Some(&guard))?),
+                    )
                 }
                 None => {
                     if existed {
-                        inner.remove(&path)?;
+                        inner.remove(&path, Some(&guard))?;
                     }
                     (None, None)
                 }
             }
         };
         if let Some(commit) = commit {
-            inner.after_write(commit)?;
+            inner.after_write(commit);
         }
         Ok(new)
     }
@@ -501,11 +544,18 @@ impl FileSystemCache {
 
     /// Removes the entry under `key`; `true` if one existed (live or expired).
     ///
+    /// Ordered with read-modify-writes by the key's stripe lock, in all threads and
+    /// processes: once `delete` returns, no `add`, `inc`, `update` (or session save)
+    /// that started before it can write the key back, and no sweep has it moved
+    /// aside. A plain [`set`](Self::set) racing it is ordered before or after it,
+    /// as in Redis.
+    ///
     /// # Errors
-    /// [`Error::KeyTooLong`]; [`Error::Io`] on I/O failure.
+    /// [`Error::KeyTooLong`]; [`Error::Lock`]; [`Error::Reentrant`] inside an
+    /// `update` closure; [`Error::Io`] on I/O failure.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let path = self.inner.path_for(key)?;
-        self.inner.remove(&path)
+        self.inner.remove(&path, None)
     }
 
     /// Removes several keys (missing ones are ignored); returns how many existed.
@@ -521,15 +571,50 @@ impl FileSystemCache {
     }
 }
 
-/// Creates one probe file to learn whether the umask strips bits of `file_mode`.
-fn probe_umask(root: &Root, file_mode: u32) -> io::Result<bool> {
+/// Learns, with two probe files, whether the umask strips bits of `file_mode` (the
+/// result), whether `flock` works, and which [`RenameMode`] the filesystem supports
+/// (set on `root`). Refuses a filesystem that lacks what the guarantees need.
+fn probe(root: &mut Root, dir: &Path, file_mode: u32, force_portable: bool) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
-    let rel = format!("{TEMP_PREFIX}probe-{:016x}", layout::next_write_id());
-    let file = root.create_new(&rel, file_mode)?;
+    let id = layout::next_write_id();
+    let a = format!("{TEMP_PREFIX}probe-{id:016x}");
+    let b = format!("{TEMP_PREFIX}probe-{id:016x}-b");
+    let io_err = |e| Error::io("create a file in the cache directory", dir, e);
+    let file = root.create_new(&a, file_mode).map_err(io_err)?;
+    let cleanup = |root: &Root| {
+        let _ = root.unlink(&a);
+        let _ = root.unlink(&b);
+    };
     let mode = file.metadata().map(|m| m.permissions().mode() & 0o777);
+    let locked = file.try_lock();
     drop(file);
-    root.unlink(&rel)?;
-    Ok(mode? != file_mode)
+    let unsupported = |missing, source| Error::UnsupportedFilesystem {
+        path: dir.to_path_buf(),
+        missing,
+        source,
+    };
+    match locked {
+        Ok(()) | Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => {
+            cleanup(root);
+            return Err(unsupported("flock", e));
+        }
+    }
+    let mode = match mode {
+        Ok(m) => m,
+        Err(e) => {
+            cleanup(root);
+            return Err(io_err(e));
+        }
+    };
+    if let Err(e) = root.create_new(&b, file_mode) {
+        cleanup(root);
+        return Err(io_err(e));
+    }
+    // probe_mode consumes (removes) both probe files, also on error.
+    root.probe_mode(&a, &b, force_portable)
+        .map_err(|(missing, e)| unsupported(missing, e))?;
+    Ok(mode != file_mode)
 }
 
 impl Inner {
@@ -602,18 +687,28 @@ impl Inner {
     }
 
     /// After a write outside any stripe lock: start a sweep if the threshold is passed.
-    pub(crate) fn after_write(&self, commit: Commit) -> Result<()> {
-        if commit == Commit::Created && self.threshold > 0 {
-            let count = self.state.load();
-            if count > self.threshold as i64 {
-                crate::prune::on_over_threshold(self, count)?;
-            }
+    /// The write is committed, so a failing sweep is logged and counted in
+    /// [`Stats::sweep_errors`], never returned (a retried `inc` would count twice).
+    /// Inside an `update` closure no sweep starts: it would need the held stripe.
+    pub(crate) fn after_write(&self, commit: Commit) {
+        if commit != Commit::Created || self.threshold == 0 {
+            return;
         }
-        Ok(())
+        let count = self.state.load();
+        if count <= self.threshold as i64 || self.locks.held_by_this_thread() {
+            return;
+        }
+        if let Err(e) = crate::prune::on_over_threshold(self, count) {
+            self.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "fscache: the sweep of {} after a write failed (the write itself is stored): {e}",
+                self.dir.display()
+            );
+        }
     }
 
-    pub(crate) fn lock(&self, path: &EntryPath) -> Result<LockGuard<'_>> {
-        self.locks.stripe(&self.root, path.stripe())
+    pub(crate) fn lock(&self, path: &EntryPath, op: &'static str) -> Result<LockGuard<'_>> {
+        self.locks.stripe(&self.root, path.stripe(), op)
     }
 }
 

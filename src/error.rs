@@ -16,6 +16,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed. `path` is the file or directory involved.
+    #[non_exhaustive]
     Io {
         /// What fscache was doing ("create temp file", "rename entry", …).
         op: &'static str,
@@ -25,11 +26,13 @@ pub enum Error {
         source: io::Error,
     },
     /// The directory is not empty and holds no fscache marker file.
+    #[non_exhaustive]
     NotACache {
         /// The directory given to `open`.
         path: PathBuf,
     },
     /// The directory was created by an fscache with another on-disk format.
+    #[non_exhaustive]
     IncompatibleFormat {
         /// The directory given to `open`.
         path: PathBuf,
@@ -39,16 +42,19 @@ pub enum Error {
         supported: u32,
     },
     /// An option passed to the builder is invalid.
+    #[non_exhaustive]
     Config {
         /// What is wrong and how to fix it.
         message: String,
     },
     /// A time-to-live that cannot be represented (zero, or past the year 584 million).
+    #[non_exhaustive]
     InvalidTtl {
         /// Why it was refused.
         message: String,
     },
     /// A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    #[non_exhaustive]
     KeyTooLong {
         /// The key's length in bytes.
         len: usize,
@@ -56,6 +62,7 @@ pub enum Error {
         max: usize,
     },
     /// A value whose encoded size exceeds the configured limit.
+    #[non_exhaustive]
     ValueTooLarge {
         /// The key it was to be stored under.
         key: String,
@@ -65,6 +72,7 @@ pub enum Error {
         max: usize,
     },
     /// A value could not be serialized; nothing was written.
+    #[non_exhaustive]
     Serialize {
         /// The key it was to be stored under.
         key: String,
@@ -73,6 +81,7 @@ pub enum Error {
     },
     /// A stored value could not be deserialized into the requested type. The entry is
     /// intact (its checksum matched); the type asked for does not fit it.
+    #[non_exhaustive]
     Deserialize {
         /// The key read.
         key: String,
@@ -80,11 +89,13 @@ pub enum Error {
         source: BoxError,
     },
     /// `inc`/`dec` would overflow an `i64`; the stored value is unchanged.
+    #[non_exhaustive]
     Overflow {
         /// The counter's key.
         key: String,
     },
     /// A stored entry uses a codec this build was compiled without.
+    #[non_exhaustive]
     UnsupportedCodec {
         /// The key read or written.
         key: String,
@@ -92,10 +103,32 @@ pub enum Error {
         codec: &'static str,
     },
     /// A cross-process lock could not be taken.
+    #[non_exhaustive]
     Lock {
         /// The lock file.
         path: PathBuf,
         /// The underlying error (`Unsupported` on filesystems without `flock`).
+        source: io::Error,
+    },
+    /// An operation that takes a key's stripe lock (`add`, `inc`, `dec`, `update`,
+    /// `delete`, `prune`, `clear`) was called by a thread that already holds a stripe
+    /// lock of the same cache directory, i.e. from inside an
+    /// [`update`](crate::FileSystemCache::update) closure. It would deadlock, so it is
+    /// refused; nothing was changed.
+    #[non_exhaustive]
+    Reentrant {
+        /// The operation refused ("delete", "update", …).
+        op: &'static str,
+    },
+    /// The filesystem lacks something the cache needs to keep its guarantees (an
+    /// atomic no-replace rename or hard links, or `flock`). Reported by `open`.
+    #[non_exhaustive]
+    UnsupportedFilesystem {
+        /// The cache directory.
+        path: PathBuf,
+        /// What is missing.
+        missing: &'static str,
+        /// The error the probe got.
         source: io::Error,
     },
 }
@@ -104,6 +137,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    pub(crate) fn reentrant(op: &'static str) -> Self {
+        Error::Reentrant { op }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,
@@ -115,7 +152,9 @@ impl Error {
     /// The [`io::ErrorKind`] behind an `Io` or `Lock` error, if any.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            Error::Io { source, .. } | Error::Lock { source, .. } => Some(source.kind()),
+            Error::Io { source, .. }
+            | Error::Lock { source, .. }
+            | Error::UnsupportedFilesystem { source, .. } => Some(source.kind()),
             _ => None,
         }
     }
@@ -124,9 +163,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, path, source } => {
-                write!(f, "{op} failed for {}: {source}", path.display())
-            }
+            Error::Io { op, path, .. } => write!(f, "{op} failed for {}", path.display()),
             Error::NotACache { path } => write!(
                 f,
                 "{} is not empty and is not an fscache directory (no FSCACHE marker file); \
@@ -156,13 +193,13 @@ impl fmt::Display for Error {
                 "value for key {key:?} encodes to {size} bytes, over the limit of {max} \
                  (raise it with FileSystemCacheBuilder::max_value_size)"
             ),
-            Error::Serialize { key, source } => {
-                write!(f, "could not serialize the value for key {key:?}: {source}")
+            Error::Serialize { key, .. } => {
+                write!(f, "could not serialize the value for key {key:?}")
             }
-            Error::Deserialize { key, source } => write!(
+            Error::Deserialize { key, .. } => write!(
                 f,
                 "the value stored under key {key:?} does not deserialize into the requested \
-                 type: {source}"
+                 type"
             ),
             Error::Overflow { key } => {
                 write!(
@@ -175,10 +212,24 @@ impl fmt::Display for Error {
                 "key {key:?} uses the {codec} codec, which this build of fscache was compiled \
                  without (enable the crate feature)"
             ),
-            Error::Lock { path, source } => write!(
+            Error::Lock { path, .. } => write!(
                 f,
-                "could not lock {}: {source} (fscache needs flock support for add, inc, dec \
-                 and update; network filesystems may lack it)",
+                "could not lock {} (fscache needs flock support for add, inc, dec, update \
+                 and delete; some network filesystems lack it)",
+                path.display()
+            ),
+            Error::Reentrant { op } => write!(
+                f,
+                "{op} was called while this thread holds a stripe lock of the same cache \
+                 (from inside an update closure); it would deadlock, so nothing was done. \
+                 Inside update closures call only get, get_bytes, has, set and set_bytes, \
+                 or do the work after update returns"
+            ),
+            Error::UnsupportedFilesystem { path, missing, .. } => write!(
+                f,
+                "the filesystem of {} does not support {missing}, which fscache needs to keep \
+                 concurrent writers correct; put the cache on a local filesystem (ext4, xfs, \
+                 btrfs, tmpfs) or one that supports it",
                 path.display()
             ),
         }
@@ -188,7 +239,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } | Error::Lock { source, .. } => Some(source),
+            Error::Io { source, .. }
+            | Error::Lock { source, .. }
+            | Error::UnsupportedFilesystem { source, .. } => Some(source),
             Error::Serialize { source, .. } | Error::Deserialize { source, .. } => {
                 Some(source.as_ref())
             }

@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 
 use crate::cache::Inner;
 use crate::entry::{self, HEADER_LEN, Header};
-use crate::error::Result;
-use crate::layout::{self, EVICT_PREFIX, EntryPath, TEMP_PREFIX};
+use crate::error::{Error, Result};
+use crate::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, TEMP_PREFIX};
 use crate::lock::LockGuard;
 use crate::options::Durability;
-use crate::sys::{self, Commit};
+use crate::sys::{self, Commit, RenameMode};
 
 /// How a stored entry is recognised when it is removed: an eviction deletes only
 /// the very write it decided on, never one that replaced it meanwhile.
@@ -60,9 +60,9 @@ fn is_symlink_error(e: &io::Error) -> bool {
 }
 
 impl Inner {
-    /// Writes `bytes` to a temp file in the entry's shard and renames it over the
-    /// entry: the rename is the commit point. Counts a new name in the shared count.
-    pub(crate) fn write_entry(&self, path: &EntryPath, bytes: &[u8]) -> Result<Commit> {
+    /// Writes `bytes` to a new temp file in the entry's shard; returns its name. On
+    /// error nothing is left behind.
+    fn write_temp(&self, path: &EntryPath, bytes: &[u8]) -> Result<String> {
         let write_id = u64::from_le_bytes(bytes[16..24].try_into().expect("header"));
         let mut attempt = 0u64;
         let (tmp, mut file) = loop {
@@ -99,28 +99,147 @@ impl Inner {
             Ok(())
         })();
         drop(file);
-        let committed = written.and_then(|()| self.root.rename_commit(&tmp, path.rel()));
-        let commit = match committed {
+        if let Err(e) = written {
+            let _ = self.root.unlink(&tmp);
+            return Err(self.io("write entry", path.rel(), e));
+        }
+        Ok(tmp)
+    }
+
+    /// Writes `bytes` to a temp file in the entry's shard and renames it over the
+    /// entry: the rename is the commit point. Counts a new name in the shared count.
+    ///
+    /// In [`RenameMode::Portable`] the commit runs under the key's stripe lock (taken
+    /// here unless the caller passes it as `held`), so a concurrent delete cannot
+    /// make it miscount.
+    pub(crate) fn write_entry(
+        &self,
+        path: &EntryPath,
+        bytes: &[u8],
+        held: Option<&LockGuard<'_>>,
+    ) -> Result<Commit> {
+        let tmp = self.write_temp(path, bytes)?;
+        let guard = if self.root.mode() == RenameMode::Portable
+            && held.is_none()
+            && !self.locks.held_by_this_thread()
+        {
+            match self.lock(path, "set") {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    let _ = self.root.unlink(&tmp);
+                    return Err(e);
+                }
+            }
+        } else {
+            // Inside an update closure on another key in portable mode, the commit
+            // runs unlocked: only the shared count can be off (the next quiet scan
+            // corrects it); a second stripe lock could deadlock.
+            None
+        };
+        let commit = match self.root.rename_commit(&tmp, path.rel()) {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.root.unlink(&tmp);
                 return Err(self.io("write entry", path.rel(), e));
             }
         };
-        if self.durability == Durability::Fsync {
-            self.root
-                .sync_dir(path.shard_rel())
-                .map_err(|e| self.io("fsync shard directory", path.shard_rel(), e))?;
+        drop(guard);
+        self.committed(path, &tmp, commit)
+    }
+
+    /// Stores `bytes` only if `key` has no live entry, committing with a no-replace
+    /// rename, so a plain `set` that lands first is never overwritten. The caller
+    /// holds the key's stripe lock. `None` if a live entry was there.
+    pub(crate) fn add_entry(
+        &self,
+        key: &str,
+        path: &EntryPath,
+        bytes: &[u8],
+        guard: &LockGuard<'_>,
+    ) -> Result<Option<Commit>> {
+        if self.has(key, path, Some(guard))? {
+            return Ok(None);
         }
+        let tmp = self.write_temp(path, bytes)?;
+        let discard = |e: Error| {
+            let _ = self.root.unlink(&tmp);
+            e
+        };
+        crate::hooks::run(crate::hooks::Point::AddBeforeCommit, &self.dir)
+            .map_err(|e| discard(self.io("add entry", path.rel(), e)))?;
+        for _ in 0..4 {
+            match self.root.rename_noreplace(&tmp, path.rel()) {
+                Ok(true) => return self.committed(path, &tmp, Commit::Created).map(Some),
+                Ok(false) => {
+                    // Taken: by a live entry (a plain set that landed first: it wins),
+                    // or by an expired or damaged one, which `has` removes.
+                    if self.has(key, path, Some(guard)).map_err(discard)? {
+                        let _ = self.root.unlink(&tmp);
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(discard(self.io("add entry", path.rel(), e))),
+            }
+        }
+        Err(discard(self.io(
+            "add entry",
+            path.rel(),
+            io::Error::other("the entry name stayed occupied by something that is not an entry"),
+        )))
+    }
+
+    /// Bookkeeping after the rename committed `path`. Nothing here turns the commit
+    /// into an error except a failed directory `fsync` under `Durability::Fsync`.
+    fn committed(&self, path: &EntryPath, tmp: &str, commit: Commit) -> Result<Commit> {
         if commit == Commit::Created {
             self.state.add(1);
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        if commit == Commit::Exchanged {
+            self.discard_replaced(path, tmp);
+        }
+        if self.durability == Durability::Fsync {
+            self.root.sync_dir(path.shard_rel()).map_err(|e| {
+                self.io(
+                    "fsync shard directory (the write is committed and visible, but may not \
+                     survive a power loss)",
+                    path.shard_rel(),
+                    e,
+                )
+            })?;
+        }
         Ok(commit)
     }
 
-    /// Removes an entry name unconditionally (user `delete`).
-    pub(crate) fn remove(&self, path: &EntryPath) -> Result<bool> {
+    /// Removes the entry an exchange moved to `tmp`. If that fails (a directory was
+    /// planted at the entry path, a read-only inode), the write still stands: the
+    /// leftover is renamed to litter that the next sweep removes whatever its age.
+    fn discard_replaced(&self, path: &EntryPath, tmp: &str) {
+        let Err(e) = self.root.unlink(tmp) else {
+            return;
+        };
+        let litter = path.sibling(OLD_PREFIX, layout::next_write_id());
+        let kept = match self.root.rename(tmp, &litter) {
+            Ok(()) => litter,
+            Err(_) => tmp.to_owned(),
+        };
+        self.stats.litter.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "fscache: the write of {} is committed, but the entry it replaced could not be \
+             removed ({e}); left as {} for the next sweep",
+            self.dir.join(path.rel()).display(),
+            self.dir.join(&kept).display()
+        );
+    }
+
+    /// Removes an entry name unconditionally (user `delete`), under the key's stripe
+    /// lock (`held`, or taken here): once it returns, no read-modify-write that
+    /// started before it can write the key back, and no eviction has it moved aside.
+    pub(crate) fn remove(&self, path: &EntryPath, held: Option<&LockGuard<'_>>) -> Result<bool> {
+        let _guard = match held {
+            Some(_) => None,
+            None => Some(self.lock(path, "delete")?),
+        };
         let removed = self
             .root
             .unlink(path.rel())
@@ -168,15 +287,25 @@ impl Inner {
         fp: &Fingerprint,
         held: Option<&LockGuard<'_>>,
     ) -> Result<()> {
+        // A read's removal of a stale file is housekeeping: its failure is logged and
+        // the read still answers "miss". Inside an update closure on another key it is
+        // left to the next sweep (a second stripe lock could deadlock).
         let removed = match held {
-            Some(_) => self.evict_if_same(path, fp)?,
-            None => {
-                let _guard = self.lock(path)?;
-                self.evict_if_same(path, fp)?
-            }
+            Some(_) => self.evict_if_same(path, fp),
+            None if self.locks.held_by_this_thread() => return Ok(()),
+            None => self
+                .lock(path, "get")
+                .and_then(|_guard| self.evict_if_same(path, fp)),
         };
-        if removed && matches!(fp, Fingerprint::Header(_)) {
-            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        match removed {
+            Ok(true) if matches!(fp, Fingerprint::Header(_)) => {
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("fscache: could not remove a stale entry ({e}); a sweep will retry");
+            }
         }
         Ok(())
     }
@@ -276,20 +405,27 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(self.io("move entry aside for eviction", path.rel(), e)),
         }
+        if let Err(e) = crate::hooks::run(crate::hooks::Point::EvictMovedAside, &self.dir) {
+            log::debug!("fscache: test hook: {e}");
+        }
         let same = self.matches(&aside, fp);
         if !same {
-            let restored = self
-                .root
-                .rename_noreplace(&aside, path.rel())
-                .map_err(|e| self.io("restore entry", path.rel(), e))?;
-            if restored {
-                return Ok(false);
+            match self.root.rename_noreplace(&aside, path.rel()) {
+                Ok(true) => return Ok(false),
+                // A newer write took the name while ours was aside: ours is superseded.
+                Ok(false) => {}
+                // Someone else removed the moved-aside file (and counted it): gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(self.io("restore entry", path.rel(), e)),
             }
-            // A newer write took the name while ours was aside: ours is superseded.
         }
-        self.root
+        let unlinked = self
+            .root
             .unlink(&aside)
             .map_err(|e| self.io("remove evicted entry", &aside, e))?;
+        if !unlinked {
+            return Ok(false);
+        }
         self.state.add(-1);
         if self.durability == Durability::Fsync {
             self.root

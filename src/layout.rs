@@ -8,6 +8,7 @@
 //! <dir>/ab/ab12…(64 hex)     an entry: blake3(key) in hex, sharded by its first byte
 //! <dir>/ab/.fscache-tmp-…    a write in progress (renamed over the entry when complete)
 //! <dir>/ab/.fscache-evict-…  an entry being evicted (checked, then unlinked or restored)
+//! <dir>/ab/.fscache-old-…    a replaced entry a write could not unlink (swept at once)
 //! ```
 //!
 //! Keys never become path components: a key only chooses a hash, so no key can name
@@ -25,6 +26,9 @@ pub(crate) const SHARDS: usize = 256;
 pub(crate) const STRIPES: usize = 64;
 pub(crate) const TEMP_PREFIX: &str = ".fscache-tmp-";
 pub(crate) const EVICT_PREFIX: &str = ".fscache-evict-";
+/// A replaced entry that could not be unlinked after its write committed: litter that
+/// sweeps remove whatever its age (nobody writes to it).
+pub(crate) const OLD_PREFIX: &str = ".fscache-old-";
 /// The on-disk format version named in the marker file.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 

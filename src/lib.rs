@@ -114,6 +114,8 @@ mod codec;
 mod entry;
 mod error;
 mod files;
+#[doc(hidden)]
+pub mod hooks;
 mod layout;
 mod lock;
 mod open;
@@ -129,9 +131,12 @@ pub use cache::{FileSystemCache, MAX_KEY_LEN, Stats};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::Format;
 pub use error::{BoxError, Error, Result};
-pub use options::{Durability, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl};
+pub use options::{
+    Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
+};
 pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
 pub use store::Store;
+pub use sys::RenameMode;
 
 /// Internal entry points for `fuzz/` (feature `fuzzing`); not a public API.
 #[cfg(feature = "fuzzing")]

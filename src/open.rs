@@ -94,8 +94,16 @@ fn read_marker(root: &Root, dir: &Path) -> Result<Option<()>> {
     Ok(Some(()))
 }
 
-/// Maps the shared state, creating the layout and the state file if missing and
-/// rebuilding a damaged state file from a count of the entries.
+/// A count above this is damage, not a cache (2^40 entries of at least 100 bytes
+/// would be 100 TiB in 256 directories).
+const ABSURD_COUNT: i64 = 1 << 40;
+
+/// Maps the shared state, creating the layout and the state file if missing.
+///
+/// A damaged state file (wrong size or magic) is repaired in place, never replaced:
+/// handles that already map it keep sharing one counter with the new one. A negative
+/// or absurd count is recounted. Both run under an exclusive `flock` on the state file
+/// itself, so two processes opening at once repair it once.
 pub(crate) fn open_state(
     root: &Root,
     dir: &Path,
@@ -104,31 +112,58 @@ pub(crate) fn open_state(
     fresh: bool,
 ) -> Result<SharedState> {
     let state_path = dir.join(STATE);
-    for _ in 0..3 {
+    let io_err = |op, e| Error::io(op, &state_path, e);
+    let file = loop {
         match root.open_rw(STATE) {
-            Ok(file) => match SharedState::map(file) {
-                Ok(s) => return Ok(s),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    log::warn!(
-                        "fscache: {} is damaged ({e}); rebuilding it from a count of the entries",
-                        state_path.display()
-                    );
-                    create_state(root, dir, (file_mode, dir_mode), false, true)?;
-                }
-                Err(e) => return Err(Error::io("map state file", &state_path, e)),
-            },
+            Ok(file) => break file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 create_layout(root, dir, dir_mode)?;
-                create_state(root, dir, (file_mode, dir_mode), fresh, false)?;
+                create_state(root, dir, (file_mode, dir_mode), fresh)?;
             }
-            Err(e) => return Err(Error::io("open state file", &state_path, e)),
+            Err(e) => return Err(io_err("open state file", e)),
+        }
+    };
+    if let Err(e) = SharedState::check(&file) {
+        if e.kind() != io::ErrorKind::InvalidData {
+            return Err(io_err("read state file", e));
+        }
+        file.lock().map_err(|e| io_err("lock state file", e))?;
+        let repaired = match SharedState::check(&file) {
+            Ok(()) => Ok(()), // another process repaired it meanwhile
+            Err(e) => {
+                log::warn!(
+                    "fscache: {} is damaged ({e}); repairing it in place from a count of the \
+                     entries",
+                    state_path.display()
+                );
+                let count = crate::prune::count_entry_names(root, dir, dir_mode)? as i64;
+                SharedState::repair_in_place(&file, count)
+            }
+        };
+        let _ = file.unlock();
+        repaired.map_err(|e| io_err("repair state file", e))?;
+    }
+    let lock = file.try_clone().map_err(|e| io_err("open state file", e))?;
+    let state = SharedState::map(file).map_err(|e| io_err("map state file", e))?;
+    if !(0..=ABSURD_COUNT).contains(&state.load()) {
+        lock.lock().map_err(|e| io_err("lock state file", e))?;
+        let found = state.load();
+        if !(0..=ABSURD_COUNT).contains(&found) {
+            let count = crate::prune::count_entry_names(root, dir, dir_mode);
+            if let Ok(count) = count {
+                log::warn!(
+                    "fscache: {} held an impossible entry count ({found}); recounted {count}",
+                    state_path.display()
+                );
+                state.reset(count as i64);
+            }
+            let _ = lock.unlock();
+            count?;
+        } else {
+            let _ = lock.unlock();
         }
     }
-    Err(Error::io(
-        "open state file",
-        state_path,
-        io::Error::other("it keeps being replaced or damaged by another program"),
-    ))
+    Ok(state)
 }
 
 fn create_layout(root: &Root, dir: &Path, dir_mode: u32) -> Result<()> {
@@ -143,12 +178,13 @@ fn create_layout(root: &Root, dir: &Path, dir_mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Creates the state file if nobody has: a no-replace rename (atomic in both rename
+/// modes), so two processes opening a fresh directory end up on one file.
 fn create_state(
     root: &Root,
     dir: &Path,
     (file_mode, dir_mode): (u32, u32),
     fresh: bool,
-    replace: bool,
 ) -> Result<()> {
     let count = if fresh {
         0
@@ -160,14 +196,11 @@ fn create_state(
         let mut f = root.create_new(&tmp, file_mode)?;
         state::write_initial(&mut f, count)?;
         drop(f);
-        if replace {
-            root.rename(&tmp, STATE)
-        } else if !root.rename_noreplace(&tmp, STATE)? {
+        if !root.rename_noreplace(&tmp, STATE)? {
             // Another process created it first.
-            root.unlink(&tmp).map(drop)
-        } else {
-            Ok(())
+            root.unlink(&tmp)?;
         }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = root.unlink(&tmp);

@@ -57,7 +57,13 @@ pub struct FileSystemCacheBuilder {
     pub(crate) durability: Durability,
     pub(crate) max_value_size: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) force_portable_renames: bool,
+    pub(crate) stale_temp_age: Duration,
 }
+
+/// The environment variable that forces [`RenameMode::Portable`](crate::RenameMode)
+/// (value `1`); for running test suites in the portable mode.
+pub const FORCE_PORTABLE_ENV: &str = "FSCACHE_FORCE_PORTABLE_RENAME";
 
 /// Largest value size `max_value_size` accepts: the entry format stores a `u32` length.
 pub const MAX_VALUE_SIZE_LIMIT: usize = u32::MAX as usize - 1;
@@ -75,7 +81,29 @@ impl FileSystemCacheBuilder {
             durability: Durability::Rename,
             max_value_size: 16 << 20,
             clock: Arc::new(SystemClock),
+            force_portable_renames: std::env::var_os(FORCE_PORTABLE_ENV).is_some_and(|v| v == "1"),
+            stale_temp_age: crate::prune::STALE_TEMP_AGE,
         }
+    }
+
+    /// Test switch: commit with the portable mode ([`RenameMode::Portable`]) even where
+    /// `renameat2` flags work, so its code runs on every machine. Also set by the
+    /// environment variable `FSCACHE_FORCE_PORTABLE_RENAME=1`. Every process sharing
+    /// a directory must use one mode. Default: off.
+    ///
+    /// [`RenameMode::Portable`]: crate::RenameMode::Portable
+    #[doc(hidden)]
+    pub fn force_portable_renames(mut self, on: bool) -> Self {
+        self.force_portable_renames = on;
+        self
+    }
+
+    /// Test switch: how old (by ctime) a temp or moved-aside file must be before a
+    /// sweep removes it. Default: [`STALE_TEMP_AGE`](crate::STALE_TEMP_AGE).
+    #[doc(hidden)]
+    pub fn stale_temp_age(mut self, age: Duration) -> Self {
+        self.stale_temp_age = age;
+        self
     }
 
     /// The number of entries above which the cache prunes; 0 = unbounded.

@@ -17,7 +17,7 @@ use crate::cache::{FileSystemCache, Inner};
 use crate::entry::{self, HEADER_LEN, Header};
 use crate::error::{Error, Result};
 use crate::files::Fingerprint;
-use crate::layout::{self, EVICT_PREFIX, EntryPath, SHARDS, TEMP_PREFIX};
+use crate::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, SHARDS, TEMP_PREFIX};
 use crate::sys::{self, Kind, Root};
 
 /// Temp files older than this belong to a writer that crashed; sweeps remove them.
@@ -55,8 +55,19 @@ pub(crate) fn hard_limit(threshold: usize) -> usize {
 /// A thing found in a shard directory.
 enum Item<'a> {
     Entry(EntryPath),
-    Temp(&'a str),
+    Litter(&'a str, Litter),
     Foreign(&'a str, Kind),
+}
+
+/// A name the cache itself left in a shard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Litter {
+    /// `.fscache-tmp-`: a write in progress, or the leftover of one that crashed.
+    Temp,
+    /// `.fscache-evict-`: an entry moved aside by an eviction (still counted).
+    Evict,
+    /// `.fscache-old-`: a replaced entry a committed write could not remove.
+    Old,
 }
 
 /// Visits every name in every shard. Missing shards are recreated; a shard that is a
@@ -94,9 +105,15 @@ fn for_each_item(
         };
         for (name, kind) in names {
             let child = format!("{rel}/{}", String::from_utf8_lossy(&name));
-            if name.starts_with(TEMP_PREFIX.as_bytes()) || name.starts_with(EVICT_PREFIX.as_bytes())
-            {
-                f(Item::Temp(&child))?;
+            let litter = [
+                (TEMP_PREFIX, Litter::Temp),
+                (EVICT_PREFIX, Litter::Evict),
+                (OLD_PREFIX, Litter::Old),
+            ]
+            .into_iter()
+            .find(|(prefix, _)| name.starts_with(prefix.as_bytes()));
+            if let Some((_, litter)) = litter {
+                f(Item::Litter(&child, litter))?;
                 continue;
             }
             match (EntryPath::from_name(shard, &name), kind) {
@@ -130,10 +147,17 @@ pub(crate) fn count_entry_names(root: &Root, dir: &Path, dir_mode: u32) -> Resul
 /// introduce the drift it means to remove. Drift (a crash between a rename and the count
 /// update, files removed by hand) is corrected by the next scan that runs quietly.
 /// `start_changes` is the state's change number read before the scan; each of the
-/// scan's own removals made one change.
-fn correct_count(inner: &Inner, start_changes: i64, own_removed: usize, names_seen: usize) {
+/// scan's own removals made one change: `own_removed` of the `names_seen` entry names,
+/// plus `other_changes` (moved-aside entries of crashed evictions, counted but not
+/// among the names seen).
+fn correct_count(
+    inner: &Inner,
+    start_changes: i64,
+    (own_removed, other_changes): (usize, usize),
+    names_seen: usize,
+) {
     inner.state.correct(
-        start_changes + own_removed as i64,
+        start_changes + (own_removed + other_changes) as i64,
         names_seen as i64 - own_removed as i64,
     );
 }
@@ -187,20 +211,55 @@ fn content_fingerprint(inner: &Inner, path: &EntryPath) -> Result<Fingerprint> {
     Ok(Fingerprint::Content(blake3::hash(&bytes)))
 }
 
-fn evict(inner: &Inner, path: &EntryPath, fp: &Fingerprint) -> Result<bool> {
-    let _guard = inner.lock(path)?;
+fn evict(inner: &Inner, path: &EntryPath, fp: &Fingerprint, op: &'static str) -> Result<bool> {
+    let _guard = inner.lock(path, op)?;
     inner.evict_if_same(path, fp)
 }
 
+/// Whether a temp or moved-aside file is old enough to belong to a crashed process.
+/// Judged by ctime, which `rename` updates: a file a live evictor just moved aside
+/// has a fresh ctime even if its mtime (copied from the entry) is old.
+#[allow(clippy::unnecessary_cast)]
 fn is_stale_temp(inner: &Inner, rel: &str) -> bool {
     let Ok(st) = inner.root.lstat(rel) else {
         return false;
     };
-    let mtime =
-        SystemTime::UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+    let ctime = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
     SystemTime::now()
-        .duration_since(mtime)
-        .is_ok_and(|age| age >= STALE_TEMP_AGE)
+        .duration_since(ctime)
+        .is_ok_and(|age| age >= inner.stale_temp_age)
+}
+
+/// Removes litter a sweep found: `.fscache-old-` files at once, temp and moved-aside
+/// files once stale; directories (left by damage) too. Returns whether it removed a
+/// moved-aside entry, which was still counted.
+fn sweep_litter(inner: &Inner, rel: &str, litter: Litter, report: &mut PruneReport) -> bool {
+    if litter != Litter::Old && !is_stale_temp(inner, rel) {
+        return false;
+    }
+    match inner.root.remove_tree(rel) {
+        Ok(true) => {
+            report.stale_temp += 1;
+            inner.stats.stale_temp.fetch_add(1, Ordering::Relaxed);
+            if litter == Litter::Evict {
+                inner.state.add(-1);
+                return true;
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            inner.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "fscache: could not remove leftover {}: {e}",
+                inner.dir.join(rel).display()
+            );
+        }
+    }
+    false
 }
 
 /// A live entry that may be evicted; ordered by expiry, never-expiring last.
@@ -245,13 +304,13 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let mut names_seen = 0usize;
     let mut own_removed = 0usize;
+    let mut aside_removed = 0usize;
     let mut live = 0usize;
     let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
         match item {
-            Item::Temp(rel) => {
-                if is_stale_temp(inner, rel) && inner.root.unlink(rel).unwrap_or(false) {
-                    report.stale_temp += 1;
-                    inner.stats.stale_temp.fetch_add(1, Ordering::Relaxed);
+            Item::Litter(rel, litter) => {
+                if sweep_litter(inner, rel, litter, &mut report) {
+                    aside_removed += 1;
                 }
             }
             Item::Foreign(rel, Kind::Dir) => {
@@ -271,13 +330,13 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
                 match peek(inner, &path)? {
                     Peek::Gone => {}
                     Peek::Damaged(fp) => {
-                        if evict(inner, &path, &fp)? {
+                        if evict(inner, &path, &fp, "prune")? {
                             report.damaged += 1;
                             own_removed += 1;
                         }
                     }
                     Peek::Valid(h, header) if h.is_expired(now) => {
-                        if evict(inner, &path, &Fingerprint::Header(header))? {
+                        if evict(inner, &path, &Fingerprint::Header(header), "prune")? {
                             report.expired += 1;
                             own_removed += 1;
                             inner.stats.expired.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +373,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
         chosen.truncate(live - keep);
         chosen.sort_by_key(|c| c.path.stripe());
         for group in chosen.chunk_by(|a, b| a.path.stripe() == b.path.stripe()) {
-            let _guard = inner.lock(&group[0].path)?;
+            let _guard = inner.lock(&group[0].path, "prune")?;
             for c in group {
                 if inner.evict_if_same(&c.path, &Fingerprint::Header(c.header))? {
                     live -= 1;
@@ -325,7 +384,12 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
             }
         }
     }
-    correct_count(inner, start_changes, own_removed, names_seen);
+    correct_count(
+        inner,
+        start_changes,
+        (own_removed, aside_removed),
+        names_seen,
+    );
     report.remaining = live;
     if report
         != (PruneReport {
@@ -344,8 +408,10 @@ pub(crate) fn on_over_threshold(inner: &Inner, count: i64) -> Result<()> {
         Some(g) => g,
         // Another thread or process is sweeping; go on unless far past the threshold.
         None if count <= hard_limit(inner.threshold) as i64 => return Ok(()),
-        None => inner.locks.sweep(&inner.root)?,
+        None => inner.locks.sweep(&inner.root, "set")?,
     };
+    crate::hooks::run(crate::hooks::Point::SweepAfterWrite, &inner.dir)
+        .map_err(|e| Error::io("sweep (test hook)", &inner.dir, e))?;
     if inner.state.load() > inner.threshold as i64 {
         sweep(inner)?;
     }
@@ -379,7 +445,7 @@ impl FileSystemCache {
     /// ```
     pub fn prune(&self) -> Result<PruneReport> {
         let inner = &*self.inner;
-        let _guard = inner.locks.sweep(&inner.root)?;
+        let _guard = inner.locks.sweep(&inner.root, "prune")?;
         sweep(inner)
     }
 
@@ -403,7 +469,7 @@ impl FileSystemCache {
             }
             Ok(())
         })?;
-        correct_count(inner, start_changes, 0, names);
+        correct_count(inner, start_changes, (0, 0), names);
         Ok(live)
     }
 
@@ -423,6 +489,7 @@ impl FileSystemCache {
     /// [`Error::Io`], [`Error::Lock`].
     pub fn clear(&self) -> Result<usize> {
         let inner = &*self.inner;
+        inner.locks.ensure_not_held("clear")?;
         let start_changes = inner.state.changes();
         let (mut names, mut removed) = (0usize, 0usize);
         for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
@@ -433,14 +500,14 @@ impl FileSystemCache {
                     Peek::Valid(_, header) => Fingerprint::Header(header),
                     Peek::Damaged(fp) => fp,
                 };
-                if evict(inner, &path, &fp)? {
+                if evict(inner, &path, &fp, "clear")? {
                     removed += 1;
                     inner.stats.deletes.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(())
         })?;
-        correct_count(inner, start_changes, removed, names);
+        correct_count(inner, start_changes, (removed, 0), names);
         Ok(removed)
     }
 

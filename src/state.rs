@@ -61,9 +61,11 @@ pub(crate) fn write_initial(file: &mut File, count: i64) -> io::Result<()> {
 }
 
 impl SharedState {
-    /// Maps an existing state file. Fails with `InvalidData` if it is not one (wrong
-    /// size or magic), so the caller can rebuild it.
-    pub(crate) fn map(file: File) -> io::Result<SharedState> {
+    /// Checks a state file's size and magic with a read, before anything maps it: a
+    /// mapping of a too-short file would fault (SIGBUS) on first use. `Err` with
+    /// `InvalidData` says what is wrong.
+    pub(crate) fn check(file: &File) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let len = file.metadata()?.len();
         if len != STATE_LEN as u64 {
             return Err(io::Error::new(
@@ -71,10 +73,34 @@ impl SharedState {
                 format!("state file is {len} bytes, expected {STATE_LEN}"),
             ));
         }
+        let mut magic = [0u8; 8];
+        file.read_exact_at(&mut magic, 0)?;
+        if magic != STATE_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "state file has the wrong magic",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rewrites a damaged state file in place (same inode, so every handle that
+    /// already maps it keeps counting on it) with `count`.
+    pub(crate) fn repair_in_place(file: &File, count: i64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        file.set_len(STATE_LEN as u64)?;
+        file.write_all_at(&initial_bytes(count), 0)
+    }
+
+    /// Maps an existing state file. Fails with `InvalidData` if it is not one (wrong
+    /// size or magic), so the caller can repair it.
+    pub(crate) fn map(file: File) -> io::Result<SharedState> {
+        Self::check(&file)?;
         // SAFETY: a fresh shared read-write mapping of a file we checked is STATE_LEN
         // bytes long; the kernel chooses the address (null hint), so it aliases no Rust
-        // object. fscache never truncates the file (it is replaced by rename when
-        // rebuilt), so the mapping stays backed while this struct lives.
+        // object. fscache never shrinks the file (a damaged one is repaired in place at
+        // full length), so the mapping stays backed while this struct lives; another
+        // program truncating it is the one case that faults (see SECURITY.md).
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -128,6 +154,14 @@ impl SharedState {
     pub(crate) fn add(&self, delta: i64) -> i64 {
         self.cell(CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
         self.count_cell().fetch_add(delta, Ordering::SeqCst) + delta
+    }
+
+    /// Sets the count to `value` unconditionally (a recount of a damaged figure).
+    pub(crate) fn reset(&self, value: i64) {
+        self.cell(CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
+        let current = self.count_cell().load(Ordering::SeqCst);
+        self.count_cell()
+            .fetch_add(value - current, Ordering::SeqCst);
     }
 
     /// Sets the count to `value` if the change number is still `expected_changes`,

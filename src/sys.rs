@@ -4,24 +4,51 @@
 //! Opens use `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel has it
 //! (Linux ≥ 5.6), so neither a planted entry symlink nor a shard directory replaced
 //! by a symlink is followed; elsewhere `openat(O_NOFOLLOW)` guards the last component.
-//! New entries are committed with `renameat2(RENAME_NOREPLACE)`, which tells a new
-//! key from an overwrite without a `stat`; where the filesystem refuses the flag the
-//! cache falls back to `stat` + `rename`.
+//!
+//! Commits come in two modes, chosen when the cache is opened ([`RenameMode`]):
+//! `renameat2` with `RENAME_NOREPLACE` / `RENAME_EXCHANGE` (Linux on local
+//! filesystems), or the portable mode for filesystems and systems without those flags
+//! (NFS, SMB, most FUSE, 9p; macOS, FreeBSD): a no-replace rename is `linkat` +
+//! `unlinkat` (atomic on every POSIX filesystem, NFS included), and what has no
+//! portable atomic form (telling a new name from an overwrite) is done under the
+//! key's stripe lock by the caller.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RawMode};
 use rustix::io::Errno;
+
+/// How a cache directory commits writes; see [`Stats::rename_mode`](crate::Stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RenameMode {
+    /// `renameat2(RENAME_NOREPLACE)` for new keys and `RENAME_EXCHANGE` for
+    /// overwrites: no lock on `set`, and an exact entry count.
+    #[default]
+    Renameat2,
+    /// `linkat` + `unlinkat` for no-replace renames, and the key's stripe lock around
+    /// every commit (one `flock` more per `set`). The same guarantees, for filesystems
+    /// and systems without `renameat2` flags.
+    Portable,
+}
+
+/// A directory's identity (device, inode): two handles of one directory share it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DirId {
+    dev: u64,
+    ino: u64,
+}
 
 /// The cache directory, opened once.
 #[derive(Debug)]
 pub(crate) struct Root {
     fd: OwnedFd,
+    id: DirId,
+    mode: RenameMode,
     no_openat2: AtomicBool,
-    no_noreplace: AtomicBool,
     /// Whether the last commit replaced an entry (which rename to try first).
     last_replaced: AtomicBool,
 }
@@ -31,12 +58,26 @@ pub(crate) struct Root {
 pub(crate) enum Commit {
     /// The name did not exist before.
     Created,
-    /// An older entry was replaced.
+    /// An older entry was replaced and is gone.
     Replaced,
+    /// An older entry was replaced; it now sits at the temp name, for the caller to
+    /// remove (the commit itself is complete).
+    Exchanged,
 }
 
 fn io_err(e: Errno) -> io::Error {
     io::Error::from(e)
+}
+
+/// `mode` as the platform's `mode_t` (16 bits on macOS and FreeBSD).
+#[allow(clippy::unnecessary_cast)]
+fn raw_mode(mode: u32) -> Mode {
+    Mode::from_raw_mode((mode & 0o7777) as RawMode)
+}
+
+/// Errors that mean "this filesystem or kernel does not do that".
+fn is_unsupported(e: Errno) -> bool {
+    e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP || e == Errno::OPNOTSUPP
 }
 
 impl Root {
@@ -46,17 +87,88 @@ impl Root {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let st = rustix::fs::fstat(&fd)?;
+        #[allow(clippy::unnecessary_cast)]
+        let id = DirId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        };
         Ok(Root {
             fd,
+            id,
+            mode: RenameMode::Renameat2,
             no_openat2: AtomicBool::new(false),
-            no_noreplace: AtomicBool::new(false),
             last_replaced: AtomicBool::new(false),
         })
     }
 
+    pub(crate) fn id(&self) -> DirId {
+        self.id
+    }
+
+    pub(crate) fn mode(&self) -> RenameMode {
+        self.mode
+    }
+
+    /// Learns which commit mode this directory supports, with two probe files
+    /// (`probe_a` and `probe_b` must exist; both are consumed). `force_portable` skips
+    /// `renameat2` (tests, and users who share the directory with portable-mode
+    /// processes). `Err` names what the filesystem lacks.
+    pub(crate) fn probe_mode(
+        &mut self,
+        probe_a: &str,
+        probe_b: &str,
+        force_portable: bool,
+    ) -> std::result::Result<RenameMode, (&'static str, io::Error)> {
+        let moved = format!("{probe_a}-moved");
+        let linked = format!("{probe_a}-linked");
+        let cleanup = |names: &[&str]| {
+            for n in names {
+                let _ = self.unlink(n);
+            }
+        };
+        let mut mode = RenameMode::Portable;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if !force_portable {
+            use rustix::fs::{RenameFlags, renameat_with};
+            let exchange =
+                renameat_with(&self.fd, probe_a, &self.fd, probe_b, RenameFlags::EXCHANGE);
+            let noreplace = exchange.and_then(|()| {
+                renameat_with(&self.fd, probe_a, &self.fd, &moved, RenameFlags::NOREPLACE)
+            });
+            match noreplace {
+                Ok(()) => mode = RenameMode::Renameat2,
+                Err(e) if is_unsupported(e) => {}
+                Err(e) => {
+                    cleanup(&[probe_a, probe_b, &moved]);
+                    return Err(("renaming files", io_err(e)));
+                }
+            }
+            if mode == RenameMode::Renameat2 {
+                cleanup(&[probe_b, &moved]);
+                self.mode = mode;
+                return Ok(mode);
+            }
+        }
+        let _ = force_portable;
+        let linked_ok = rustix::fs::linkat(&self.fd, probe_a, &self.fd, &linked, AtFlags::empty());
+        cleanup(&[probe_a, probe_b, &moved, &linked]);
+        match linked_ok {
+            Ok(()) => {
+                self.mode = mode;
+                Ok(mode)
+            }
+            Err(e) => Err((
+                "renameat2 no-replace renames or hard links (one of them is needed for \
+                 atomic insert-if-absent)",
+                io_err(e),
+            )),
+        }
+    }
+
     fn open_at(&self, rel: &str, flags: OFlags, mode: u32) -> io::Result<File> {
         let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let mode = Mode::from_raw_mode(mode);
+        let mode = raw_mode(mode);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if !self.no_openat2.load(Ordering::Relaxed) {
             use rustix::fs::ResolveFlags;
@@ -118,13 +230,16 @@ impl Root {
     /// Moves `from` over `to` (the commit of a write), telling whether `to` is a new
     /// name, exactly even while other processes delete `to`.
     ///
-    /// `renameat2(RENAME_EXCHANGE)` swaps the new file in if `to` exists (the old entry
-    /// lands on `from` and is unlinked); if `to` is absent, `RENAME_NOREPLACE` creates
-    /// it. A plain rename after a failed no-replace rename would miscount when `to` is
-    /// deleted in between. Where the flags are unsupported: stat + rename (racy; only
-    /// the count can drift, see the crate docs).
+    /// `Renameat2` mode: `RENAME_EXCHANGE` swaps the new file in if `to` exists (the
+    /// old entry lands on `from`: [`Commit::Exchanged`], the caller unlinks it); if
+    /// `to` is absent, `RENAME_NOREPLACE` creates it. A plain rename after a failed
+    /// no-replace rename would miscount when `to` is deleted in between.
+    ///
+    /// `Portable` mode: `linkat` (fails if `to` exists) + `unlinkat`, else a plain
+    /// rename. The caller holds the key's stripe lock, which every delete and eviction
+    /// of `to` also takes, so `to` cannot vanish between the two.
     pub(crate) fn rename_commit(&self, from: &str, to: &str) -> io::Result<Commit> {
-        if self.no_noreplace.load(Ordering::Relaxed) {
+        if self.mode == RenameMode::Portable {
             if self.rename_noreplace(from, to)? {
                 return Ok(Commit::Created);
             }
@@ -137,27 +252,12 @@ impl Root {
         let mut exchange_first = self.last_replaced.load(Ordering::Relaxed);
         for _ in 0..16 {
             if exchange_first {
-                match rustix::fs::renameat_with(
-                    &self.fd,
-                    from,
-                    &self.fd,
-                    to,
-                    rustix::fs::RenameFlags::EXCHANGE,
-                ) {
+                match self.exchange(from, to) {
                     Ok(()) => {
-                        // `from` now holds the replaced entry.
-                        self.unlink(from)?;
                         self.last_replaced.store(true, Ordering::Relaxed);
-                        return Ok(Commit::Replaced);
+                        return Ok(Commit::Exchanged);
                     }
                     Err(Errno::NOENT) => {}
-                    Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
-                        log::info!(
-                            "fscache: renameat2(RENAME_EXCHANGE) unsupported here; using stat + rename"
-                        );
-                        self.no_noreplace.store(true, Ordering::Relaxed);
-                        return self.rename_commit(from, to);
-                    }
                     Err(e) => return Err(io_err(e)),
                 }
             }
@@ -173,34 +273,79 @@ impl Root {
         ))
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn exchange(&self, from: &str, to: &str) -> Result<(), Errno> {
+        rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn exchange(&self, _from: &str, _to: &str) -> Result<(), Errno> {
+        unreachable!("exchange is used only in Renameat2 mode, which exists only on Linux")
+    }
+
     /// Moves `from` to `to` only if `to` does not exist; `Ok(false)` if it does.
-    /// Where the filesystem has no atomic no-replace rename, `to` is checked first
-    /// (racy; only the entry count can drift, see the crate docs).
+    /// Atomic in both modes: `RENAME_NOREPLACE`, or `linkat` (which never replaces)
+    /// followed by `unlinkat(from)`. Should that unlink fail after the link, the
+    /// move has happened and `from` is left as a second name of the same file, which
+    /// sweeps remove once stale.
     pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<bool> {
-        if !self.no_noreplace.load(Ordering::Relaxed) {
-            match rustix::fs::renameat_with(
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.mode == RenameMode::Renameat2 {
+            return match rustix::fs::renameat_with(
                 &self.fd,
                 from,
                 &self.fd,
                 to,
                 rustix::fs::RenameFlags::NOREPLACE,
             ) {
-                Ok(()) => return Ok(true),
-                Err(Errno::EXIST) => return Ok(false),
-                Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {
-                    log::info!(
-                        "fscache: renameat2(RENAME_NOREPLACE) unsupported here; using stat + rename"
-                    );
-                    self.no_noreplace.store(true, Ordering::Relaxed);
-                }
-                Err(e) => return Err(io_err(e)),
-            }
+                Ok(()) => Ok(true),
+                Err(Errno::EXIST) => Ok(false),
+                Err(e) => Err(io_err(e)),
+            };
         }
-        if self.exists(to)? {
-            return Ok(false);
+        match rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(io_err(e)),
         }
-        self.rename(from, to)?;
+        if let Err(e) = self.unlink(from) {
+            log::warn!("fscache: could not remove the temp name {from} after linking it: {e}");
+        }
         Ok(true)
+    }
+
+    /// Removes `rel`, a file or (left by damage) a directory tree, never following a
+    /// symlink: names are opened below the root with the same no-symlink rules as
+    /// entries. `Ok(false)` if nothing was there.
+    pub(crate) fn remove_tree(&self, rel: &str) -> io::Result<bool> {
+        self.remove_tree_at(rel, 16)
+    }
+
+    fn remove_tree_at(&self, rel: &str, depth: u32) -> io::Result<bool> {
+        match rustix::fs::unlinkat(&self.fd, rel, AtFlags::empty()) {
+            Ok(()) => return Ok(true),
+            Err(Errno::NOENT) => return Ok(false),
+            // Linux says EISDIR for a directory, macOS and FreeBSD EPERM.
+            Err(Errno::ISDIR) | Err(Errno::PERM) if depth > 0 => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        for (name, _) in list_dir(self, rel)? {
+            let name = String::from_utf8(name).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "a name that is not UTF-8")
+            })?;
+            self.remove_tree_at(&format!("{rel}/{name}"), depth - 1)?;
+        }
+        match rustix::fs::unlinkat(&self.fd, rel, AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     pub(crate) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -218,21 +363,13 @@ impl Root {
 
     /// Creates a directory; `Ok(false)` if something already has that name.
     pub(crate) fn mkdir(&self, rel: &str, mode: u32) -> io::Result<bool> {
-        match rustix::fs::mkdirat(&self.fd, rel, Mode::from_raw_mode(mode)) {
+        match rustix::fs::mkdirat(&self.fd, rel, raw_mode(mode)) {
             Ok(()) => {
                 // The umask may have removed bits the caller asked for.
-                rustix::fs::chmodat(&self.fd, rel, Mode::from_raw_mode(mode), AtFlags::empty())?;
+                rustix::fs::chmodat(&self.fd, rel, raw_mode(mode), AtFlags::empty())?;
                 Ok(true)
             }
             Err(Errno::EXIST) => Ok(false),
-            Err(e) => Err(io_err(e)),
-        }
-    }
-
-    pub(crate) fn exists(&self, rel: &str) -> io::Result<bool> {
-        match rustix::fs::statat(&self.fd, rel, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => Ok(true),
-            Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(io_err(e)),
         }
     }

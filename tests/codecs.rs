@@ -61,7 +61,11 @@ fn raw_bytes_round_trip_and_typed_reads_of_them_are_errors() -> TestResult {
     assert_eq!(c.get_bytes("empty")?, Some(vec![]));
     let err = c.get::<String>("blob").unwrap_err();
     assert!(matches!(err, Error::Deserialize { .. }), "{err:?}");
-    assert!(err.to_string().contains("get_bytes"), "{err}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        cause.as_deref().is_some_and(|c| c.contains("get_bytes")),
+        "{err}: {cause:?}"
+    );
     // get_bytes of a typed value returns its encoding.
     c.set("n", &5)?;
     assert_eq!(c.get_bytes("n")?.as_deref(), Some(&b"5"[..]));

@@ -311,22 +311,100 @@ fn any_utf8_key_works_and_stays_inside() -> TestResult {
 }
 
 #[test]
-fn stale_temp_files_are_swept_fresh_ones_kept() -> TestResult {
+fn stale_temp_files_are_judged_by_ctime_not_mtime() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
-    let (c, _) = open_with_clock(&dir, 0);
+    let age = Duration::from_millis(300);
+    let c = FileSystemCache::builder(&dir)
+        .threshold(0)
+        .stale_temp_age(age)
+        .open()?;
     let stale = dir.join("3f").join(".fscache-tmp-00000000deadbeef");
-    let fresh = dir.join("3f").join(".fscache-tmp-00000000cafebabe");
     std::fs::write(&stale, b"half a write")?;
-    std::fs::write(&fresh, b"a write in progress")?;
-    let old = SystemTime::now() - fscache::STALE_TEMP_AGE - Duration::from_secs(1);
+    std::thread::sleep(age + Duration::from_millis(100));
+    // A file just moved aside by a live evictor keeps its entry's old mtime but gets a
+    // fresh ctime from the rename: it must not be taken for a crashed writer's.
+    let fresh = dir.join("3f").join(".fscache-evict-00000000cafebabe");
+    std::fs::write(&fresh, b"an entry being evicted")?;
+    let old = SystemTime::now() - fscache::STALE_TEMP_AGE - Duration::from_secs(60);
     std::fs::File::options()
         .write(true)
-        .open(&stale)?
+        .open(&fresh)?
         .set_modified(old)?;
     let report = c.prune()?;
     assert_eq!(report.stale_temp, 1);
     assert!(!stale.exists());
-    assert!(fresh.exists(), "a live writer's temp file is not removed");
+    assert!(
+        fresh.exists(),
+        "a file renamed just now is not stale, whatever its mtime"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_crashed_evictions_moved_aside_entry_is_swept_and_uncounted() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let clock = fscache::ManualClock::new();
+    let c = FileSystemCache::builder(&dir)
+        .threshold(0)
+        .clock(clock.clone())
+        .stale_temp_age(Duration::ZERO)
+        .open()?;
+    c.set("a", &1)?;
+    c.set("b", &2)?;
+    c.set_with_ttl("x", &3, Ttl::After(Duration::from_secs(1)))?;
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(c.approximate_len(), 3);
+    // An evictor killed between moving "a" aside and unlinking it: still counted.
+    let a = entry_path(&dir, "a");
+    let aside = a.with_file_name(".fscache-evict-0000000000000001");
+    std::fs::rename(&a, &aside)?;
+    // Another process writes while the sweep runs (when it evicts the expired "x"), so
+    // the sweep cannot reset the count from its scan: only per-removal counting keeps
+    // it right.
+    let other = FileSystemCache::builder(&dir).threshold(0).open()?;
+    let once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let own = dir.clone();
+    fscache::hooks::set_hook(fscache::hooks::Point::EvictMovedAside, move |d| {
+        if d == own && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            other.set("c", &4).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    });
+    let report = c.prune();
+    fscache::hooks::clear_hooks();
+    let report = report?;
+    assert_eq!((report.stale_temp, report.expired), (1, 1));
+    assert!(!aside.exists());
+    assert_eq!(
+        c.approximate_len(),
+        2,
+        "b and c: the moved-aside a was uncounted"
+    );
+    assert_eq!(c.len()?, 2);
+    Ok(())
+}
+
+#[test]
+fn litter_of_committed_writes_is_swept_at_once_directories_too() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = FileSystemCache::builder(&dir).threshold(0).open()?;
+    let shard = dir.join("3f");
+    let old_file = shard.join(".fscache-old-0000000000000001");
+    let old_dir = shard.join(".fscache-old-0000000000000002");
+    std::fs::write(&old_file, b"a replaced entry")?;
+    std::fs::create_dir_all(old_dir.join("nested"))?;
+    std::fs::write(old_dir.join("nested/f"), b"x")?;
+    // A symlink inside is removed, never followed.
+    let outside = tempfile::tempdir()?;
+    std::fs::write(outside.path().join("keep"), b"not the cache's")?;
+    std::os::unix::fs::symlink(outside.path(), old_dir.join("link"))?;
+    let report = c.prune()?;
+    assert_eq!(report.stale_temp, 2);
+    assert!(!old_file.exists() && !old_dir.exists());
+    assert!(
+        outside.path().join("keep").exists(),
+        "nothing outside touched"
+    );
     Ok(())
 }
 

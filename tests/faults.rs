@@ -114,7 +114,11 @@ fn read_only_mount_is_refused_at_open_with_a_clear_error() -> TestResult {
     let _ = Command::new("umount").arg(&ro).status();
     let err = result.unwrap_err();
     assert_eq!(io_kind(&err), Some(ErrorKind::ReadOnlyFilesystem), "{err}");
-    assert!(err.to_string().contains("state file"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("create a file in the cache directory"),
+        "{err}"
+    );
     assert_eq!(
         c.get::<i32>("k")?,
         Some(1),

@@ -149,7 +149,7 @@ fn invalid_options_are_config_errors_not_panics() {
     ];
     for (i, b) in cases.into_iter().enumerate() {
         match b.open() {
-            Err(Error::Config { message }) => assert!(!message.is_empty()),
+            Err(Error::Config { message, .. }) => assert!(!message.is_empty()),
             Err(Error::InvalidTtl { .. }) => {}
             other => panic!("case {i}: {other:?}"),
         }

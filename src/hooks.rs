@@ -1,0 +1,62 @@
+//! Test-only pause and fault points, so tests can force the rare interleavings they
+//! are about (a `set` landing between `add`'s check and its commit, a `delete` while
+//! a sweep has the entry moved aside, a sweep that fails) on every run instead of
+//! hoping a stress loop hits them. Unarmed, a point costs one relaxed atomic load.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Where a hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Point {
+    /// In `add`, after it found the key absent and wrote its temp file, before the
+    /// commit (the stripe lock is held).
+    AddBeforeCommit,
+    /// In an eviction (sweep, `clear`, stale removal), after the entry was moved
+    /// aside and before it is checked and unlinked or restored.
+    EvictMovedAside,
+    /// At the start of a threshold sweep run after a write; an `Err` fails the sweep.
+    SweepAfterWrite,
+}
+
+type Hook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static HOOKS: RwLock<Vec<(Point, Hook)>> = RwLock::new(Vec::new());
+
+/// Runs `f(cache_dir)` at `point` in every cache of this process until
+/// [`clear_hooks`]. Tests filter on the directory they own.
+pub fn set_hook(point: Point, f: impl Fn(&Path) -> io::Result<()> + Send + Sync + 'static) {
+    let mut hooks = HOOKS.write().unwrap_or_else(|p| p.into_inner());
+    hooks.retain(|(p, _)| *p != point);
+    hooks.push((point, Arc::new(f)));
+    ARMED.store(true, Ordering::SeqCst);
+}
+
+/// Removes every hook.
+pub fn clear_hooks() {
+    let mut hooks = HOOKS.write().unwrap_or_else(|p| p.into_inner());
+    hooks.clear();
+    ARMED.store(false, Ordering::SeqCst);
+}
+
+/// Runs the hook at `point`, if any.
+pub(crate) fn run(point: Point, dir: &Path) -> io::Result<()> {
+    if !ARMED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let hook = {
+        let hooks = HOOKS.read().unwrap_or_else(|p| p.into_inner());
+        hooks
+            .iter()
+            .find(|(p, _)| *p == point)
+            .map(|(_, h)| h.clone())
+    };
+    match hook {
+        Some(h) => h(dir),
+        None => Ok(()),
+    }
+}
