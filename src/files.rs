@@ -23,6 +23,8 @@ pub(crate) enum Fingerprint {
     Content(blake3::Hash),
     /// A symlink where a file should be.
     Symlink,
+    /// A directory, FIFO, socket or device where a file should be.
+    NotAFile,
 }
 
 /// A live entry read from disk.
@@ -48,6 +50,13 @@ enum Found {
 
 fn fingerprint_header(bytes: &[u8]) -> Fingerprint {
     Fingerprint::Header(bytes[..HEADER_LEN].try_into().expect("header length"))
+}
+
+/// A rename refused because the target is a directory.
+fn is_not_a_file_target(e: &io::Error) -> bool {
+    [rustix::io::Errno::ISDIR, rustix::io::Errno::NOTEMPTY, rustix::io::Errno::EXIST]
+        .iter()
+        .any(|code| e.raw_os_error() == Some(code.raw_os_error()))
 }
 
 fn is_symlink_error(e: &io::Error) -> bool {
@@ -136,7 +145,19 @@ impl Inner {
             // corrects it); a second stripe lock could deadlock.
             None
         };
-        let commit = match self.root.rename_commit(&tmp, path.rel()) {
+        let mut commit = self.root.rename_commit(&tmp, path.rel());
+        if let Err(e) = &commit
+            && self.root.mode() == RenameMode::Portable
+            && is_not_a_file_target(e)
+        {
+            // A plain rename cannot replace a directory planted at the entry path
+            // (an exchange can, in the other mode). It is damage: remove it and retry.
+            self.report_damage(path.rel(), "a directory, not an entry file");
+            if self.root.remove_tree(path.rel()).is_ok() {
+                commit = self.root.rename_commit(&tmp, path.rel());
+            }
+        }
+        let commit = match commit {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.root.unlink(&tmp);
@@ -311,6 +332,10 @@ impl Inner {
     }
 
     fn read(&self, key: &str, path: &EntryPath) -> Result<Found> {
+        let not_a_file = || {
+            self.report_damage(path.rel(), "not a regular file");
+            Ok(Found::Stale(Fingerprint::NotAFile))
+        };
         let mut file = match self.root.open_read(path.rel()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
@@ -318,10 +343,14 @@ impl Inner {
                 self.report_damage(path.rel(), "a symlink, not followed");
                 return Ok(Found::Stale(Fingerprint::Symlink));
             }
+            Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
             Err(e) => return Err(self.io("open entry", path.rel(), e)),
         };
-        let bytes = sys::read_entry_file(&mut file, self.max_file_len())
-            .map_err(|e| self.io("read entry", path.rel(), e))?;
+        let bytes = match sys::read_entry_file(&mut file, self.max_file_len()) {
+            Ok(b) => b,
+            Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
+            Err(e) => return Err(self.io("read entry", path.rel(), e)),
+        };
         drop(file);
         let entry = match entry::decode(&bytes, self.max_value_size) {
             Ok(e) => e,
@@ -361,11 +390,19 @@ impl Inner {
                 return Ok(false);
             }
             // Symlinks and other oddities: the full read path classifies and removes.
-            Err(e) if is_symlink_error(&e) => return Ok(self.load(key, path, held)?.is_some()),
+            Err(e) if is_symlink_error(&e) || sys::is_not_a_file_error(&e) => {
+                return Ok(self.load(key, path, held)?.is_some());
+            }
             Err(e) => return Err(self.io("open entry", path.rel(), e)),
         };
-        let prefix = sys::read_prefix(&mut file, HEADER_LEN + key.len())
-            .map_err(|e| self.io("read entry", path.rel(), e))?;
+        let prefix = match sys::read_prefix(&mut file, HEADER_LEN + key.len()) {
+            Ok(p) => p,
+            Err(e) if sys::is_not_a_file_error(&e) => {
+                drop(file);
+                return Ok(self.load(key, path, held)?.is_some());
+            }
+            Err(e) => return Err(self.io("read entry", path.rel(), e)),
+        };
         drop(file);
         let header = match Header::parse(&prefix) {
             Ok(h) if h.key_len as usize == key.len() && &prefix[HEADER_LEN..] == key.as_bytes() => {
@@ -421,7 +458,7 @@ impl Inner {
         }
         let unlinked = self
             .root
-            .unlink(&aside)
+            .remove_tree(&aside)
             .map_err(|e| self.io("remove evicted entry", &aside, e))?;
         if !unlinked {
             return Ok(false);
@@ -441,6 +478,10 @@ impl Inner {
                 .root
                 .lstat(rel)
                 .is_ok_and(|st| sys::kind_of(&st) == sys::Kind::Symlink),
+            Fingerprint::NotAFile => self
+                .root
+                .lstat(rel)
+                .is_ok_and(|st| matches!(sys::kind_of(&st), sys::Kind::Dir | sys::Kind::Other)),
             Fingerprint::Header(h) => self
                 .root
                 .open_read(rel)

@@ -108,38 +108,51 @@
 #![deny(unsafe_code, missing_docs)]
 #![warn(rust_2018_idioms)]
 
-mod cache;
-mod clock;
-mod codec;
-mod entry;
-mod error;
-mod files;
-#[doc(hidden)]
-pub mod hooks;
-mod layout;
-mod lock;
-mod open;
-mod options;
-mod prune;
-#[cfg(feature = "sessions")]
-pub mod session;
-mod state;
-mod store;
-mod sys;
+#[cfg(not(unix))]
+compile_error!(
+    "fscache supports Unix only (Linux, macOS, FreeBSD): its guarantees rest on openat, \
+     renameat/linkat, flock and a shared mmap of the count file. Windows is not supported."
+);
 
-pub use cache::{FileSystemCache, MAX_KEY_LEN, Stats};
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use codec::Format;
-pub use error::{BoxError, Error, Result};
-pub use options::{
-    Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
-};
-pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
-pub use store::Store;
-pub use sys::RenameMode;
+/// Declares items for Unix only, so a Windows build stops at the one error above.
+macro_rules! unix {
+    ($($item:item)*) => { $( #[cfg(unix)] $item )* };
+}
+
+unix! {
+    mod cache;
+    mod clock;
+    mod codec;
+    mod entry;
+    mod error;
+    mod files;
+    #[doc(hidden)]
+    pub mod hooks;
+    mod layout;
+    mod lock;
+    mod open;
+    mod options;
+    mod prune;
+    #[cfg(feature = "sessions")]
+    pub mod session;
+    mod state;
+    mod store;
+    mod sys;
+
+    pub use cache::{FileSystemCache, MAX_KEY_LEN, Stats};
+    pub use clock::{Clock, ManualClock, SystemClock};
+    pub use codec::Format;
+    pub use error::{BoxError, Error, Result};
+    pub use options::{
+        Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
+    };
+    pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
+    pub use store::Store;
+    pub use sys::RenameMode;
+}
 
 /// Internal entry points for `fuzz/` (feature `fuzzing`); not a public API.
-#[cfg(feature = "fuzzing")]
+#[cfg(all(unix, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing {
     use crate::entry::{self, EntryWriter};
@@ -163,6 +176,6 @@ pub mod fuzzing {
 }
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+#[cfg(all(unix, doctest))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

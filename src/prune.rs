@@ -117,7 +117,9 @@ fn for_each_item(
                 continue;
             }
             match (EntryPath::from_name(shard, &name), kind) {
-                (Some(path), Kind::File) => f(Item::Entry(path))?,
+                // A directory, FIFO or socket under an entry name is read as damage
+                // (opened non-blocking) and evicted like any damaged entry.
+                (Some(path), Kind::File | Kind::Dir | Kind::Other) => f(Item::Entry(path))?,
                 _ => f(Item::Foreign(&child, kind))?,
             }
         }
@@ -171,12 +173,21 @@ enum Peek {
 
 fn peek(inner: &Inner, path: &EntryPath) -> Result<Peek> {
     let io_err = |op, e| Error::io(op, inner.dir.join(path.rel()), e);
+    let not_a_file = || {
+        inner.report_damage(path.rel(), "not a regular file");
+        Ok(Peek::Damaged(Fingerprint::NotAFile))
+    };
     let mut file = match inner.root.open_read(path.rel()) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peek::Gone),
+        Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
         Err(e) => return Err(io_err("open entry", e)),
     };
-    let prefix = sys::read_prefix(&mut file, HEADER_LEN).map_err(|e| io_err("read entry", e))?;
+    let prefix = match sys::read_prefix(&mut file, HEADER_LEN) {
+        Ok(p) => p,
+        Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
+        Err(e) => return Err(io_err("read entry", e)),
+    };
     match Header::parse(&prefix) {
         Ok(h)
             if (h.payload_len as usize) <= inner.max_value_size

@@ -48,6 +48,7 @@ pub(crate) struct Root {
     fd: OwnedFd,
     id: DirId,
     mode: RenameMode,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     no_openat2: AtomicBool,
     /// Whether the last commit replaced an entry (which rename to try first).
     last_replaced: AtomicBool,
@@ -76,6 +77,7 @@ fn raw_mode(mode: u32) -> Mode {
 }
 
 /// Errors that mean "this filesystem or kernel does not do that".
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_unsupported(e: Errno) -> bool {
     e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP || e == Errno::OPNOTSUPP
 }
@@ -97,6 +99,7 @@ impl Root {
             fd,
             id,
             mode: RenameMode::Renameat2,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             no_openat2: AtomicBool::new(false),
             last_replaced: AtomicBool::new(false),
         })
@@ -127,36 +130,19 @@ impl Root {
                 let _ = self.unlink(n);
             }
         };
-        let mut mode = RenameMode::Portable;
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        if !force_portable {
-            use rustix::fs::{RenameFlags, renameat_with};
-            let exchange =
-                renameat_with(&self.fd, probe_a, &self.fd, probe_b, RenameFlags::EXCHANGE);
-            let noreplace = exchange.and_then(|()| {
-                renameat_with(&self.fd, probe_a, &self.fd, &moved, RenameFlags::NOREPLACE)
-            });
-            match noreplace {
-                Ok(()) => mode = RenameMode::Renameat2,
-                Err(e) if is_unsupported(e) => {}
-                Err(e) => {
-                    cleanup(&[probe_a, probe_b, &moved]);
-                    return Err(("renaming files", io_err(e)));
-                }
-            }
-            if mode == RenameMode::Renameat2 {
-                cleanup(&[probe_b, &moved]);
-                self.mode = mode;
-                return Ok(mode);
-            }
+        if !force_portable && self.probe_renameat2(probe_a, probe_b, &moved)? {
+            cleanup(&[probe_b, &moved]);
+            self.mode = RenameMode::Renameat2;
+            return Ok(self.mode);
         }
         let _ = force_portable;
         let linked_ok = rustix::fs::linkat(&self.fd, probe_a, &self.fd, &linked, AtFlags::empty());
         cleanup(&[probe_a, probe_b, &moved, &linked]);
         match linked_ok {
             Ok(()) => {
-                self.mode = mode;
-                Ok(mode)
+                self.mode = RenameMode::Portable;
+                Ok(self.mode)
             }
             Err(e) => Err((
                 "renameat2 no-replace renames or hard links (one of them is needed for \
@@ -203,8 +189,12 @@ impl Root {
     }
 
     /// Opens an existing file for reading.
+    ///
+    /// `O_NONBLOCK`, so a FIFO planted at an entry path cannot block the open or the
+    /// reads (it has no effect on regular files); what is not a regular file then
+    /// reads as damage.
     pub(crate) fn open_read(&self, rel: &str) -> io::Result<File> {
-        self.open_at(rel, OFlags::RDONLY, 0)
+        self.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK, 0)
     }
 
     /// Creates a new file (`O_EXCL`) for writing with `mode`.
@@ -271,6 +261,32 @@ impl Root {
         Err(io::Error::other(
             "the entry kept appearing and disappearing during the write",
         ))
+    }
+
+    /// Whether `RENAME_EXCHANGE` and `RENAME_NOREPLACE` both work here. On success the
+    /// probe files are at `probe_b` and `moved`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn probe_renameat2(
+        &self,
+        probe_a: &str,
+        probe_b: &str,
+        moved: &str,
+    ) -> std::result::Result<bool, (&'static str, io::Error)> {
+        use rustix::fs::{RenameFlags, renameat_with};
+        let exchange = renameat_with(&self.fd, probe_a, &self.fd, probe_b, RenameFlags::EXCHANGE);
+        let noreplace = exchange.and_then(|()| {
+            renameat_with(&self.fd, probe_a, &self.fd, moved, RenameFlags::NOREPLACE)
+        });
+        match noreplace {
+            Ok(()) => Ok(true),
+            Err(e) if is_unsupported(e) => Ok(false),
+            Err(e) => {
+                for n in [probe_a, probe_b, moved] {
+                    let _ = self.unlink(n);
+                }
+                Err(("renaming files", io_err(e)))
+            }
+        }
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -384,6 +400,15 @@ impl Root {
         let dir = self.open_dir(rel)?;
         rustix::fs::fsync(dir.as_fd()).map_err(io_err)
     }
+}
+
+/// Whether an open or read error means "this name is not a regular file" (a
+/// directory, a socket, a device without a driver, a FIFO with no data): damage,
+/// never an I/O failure of the cache.
+pub(crate) fn is_not_a_file_error(e: &io::Error) -> bool {
+    [Errno::ISDIR, Errno::NXIO, Errno::AGAIN, Errno::NODEV, Errno::OPNOTSUPP]
+        .iter()
+        .any(|code| e.raw_os_error() == Some(code.raw_os_error()))
 }
 
 /// What kind of file a directory entry is, without following symlinks.

@@ -426,3 +426,69 @@ fn ttl_errors_are_typed() -> TestResult {
     assert!(temp_files(&dir).is_empty());
     Ok(())
 }
+
+/// Runs `f` on a thread; fails if it takes more than `secs` (a read that blocks).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("finished in time (did not block on a FIFO)")
+}
+
+#[test]
+fn anything_but_a_regular_file_at_an_entry_path_is_a_miss_and_is_removed() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = FileSystemCache::builder(&dir).threshold(0).open()?;
+    // A directory (with content), a FIFO (a reader would block on it forever) and a
+    // socket, each where an entry file should be.
+    let d = entry_path(&dir, "dir");
+    std::fs::create_dir_all(d.join("inner"))?;
+    std::fs::write(d.join("inner/f"), b"x")?;
+    let fifo = entry_path(&dir, "fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()?
+            .success()
+    );
+    let sock = entry_path(&dir, "sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock)?;
+    for key in ["dir", "fifo", "sock"] {
+        let c2 = c.clone();
+        let k = key.to_owned();
+        let (got, has) = within(10, move || {
+            (
+                c2.get::<i32>(&k).map_err(|e| e.to_string()),
+                c2.has(&k).map_err(|e| e.to_string()),
+            )
+        });
+        assert_eq!(got, Ok(None), "{key}: a miss, not an error");
+        assert_eq!(has, Ok(false), "{key}");
+    }
+    // The reads removed them (damage), so the keys work normally again, in every mode.
+    assert!(!d.exists() && !fifo.exists() && !sock.exists());
+    assert!(c.stats().damaged >= 3);
+    for key in ["dir", "fifo", "sock"] {
+        c.set(key, &1)?;
+        assert_eq!(c.get::<i32>(key)?, Some(1));
+    }
+
+    // Planted again, a sweep removes them without anyone reading the keys first.
+    std::fs::remove_file(entry_path(&dir, "dir"))?;
+    std::fs::create_dir_all(d.join("inner"))?;
+    std::fs::remove_file(&fifo)?;
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()?
+            .success()
+    );
+    let c2 = c.clone();
+    let report = within(10, move || c2.prune().map_err(|e| e.to_string()))?;
+    assert_eq!(report.damaged, 2, "{report:?}");
+    assert!(!d.exists() && !fifo.exists());
+    assert_eq!(c.len()?, 1, "sock's entry is intact");
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! The interleavings the engine's guarantees are about, forced (test hooks, channels
+//! with timeouts) rather than hoped for in a stress loop. Each test runs in whichever
+//! rename mode the environment selects (CI runs this file in both).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use common::{TestResult, entry_files, entry_path, temp_cache_dir, temp_files};
+use fscache::hooks::{self, Point};
+use fscache::{Error, FileSystemCache, RenameMode, Ttl};
+
+/// Hooks are process-wide: the tests that arm them run one at a time.
+fn hook_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Clears the hooks when dropped, also when an assertion fails.
+struct Armed(#[allow(dead_code)] MutexGuard<'static, ()>);
+impl Drop for Armed {
+    fn drop(&mut self) {
+        hooks::clear_hooks();
+    }
+}
+
+fn open(dir: &std::path::Path, threshold: usize) -> fscache::Result<FileSystemCache> {
+    FileSystemCache::builder(dir).threshold(threshold).open()
+}
+
+/// Runs `f` on a thread and fails if it does not finish in time (a deadlock).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish in {secs} s: deadlock")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked (see above)"),
+    }
+}
+
+// ----- item 2: delete is ordered with read-modify-write -----
+
+#[test]
+fn delete_during_an_update_is_not_undone_by_it() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 0)?;
+    c.set("session", &1u32)?;
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (deleted_tx, deleted_rx) = mpsc::channel();
+    let updater = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            c.update("session", Ttl::Default, |v: Option<u32>| {
+                entered_tx.send(()).unwrap();
+                // Before the fix the delete completed here, and this write brought
+                // the key back. Now it waits for this update to finish.
+                let delete_finished_inside = deleted_rx.recv_timeout(Duration::from_millis(300));
+                assert!(
+                    delete_finished_inside.is_err(),
+                    "delete returned while an update of the key was in progress"
+                );
+                v.map(|n| n + 1)
+            })
+        })
+    };
+    entered_rx.recv()?;
+    let existed = c.delete("session")?;
+    deleted_tx.send(()).ok();
+    let updated = updater.join().expect("updater panicked")?;
+    assert_eq!(
+        updated,
+        Some(2),
+        "the update saw the record before the delete"
+    );
+    assert!(existed, "delete removed the updated record");
+    assert_eq!(c.get::<u32>("session")?, None, "a delete stays a delete");
+    Ok(())
+}
+
+#[test]
+fn delete_while_a_sweep_has_the_entry_moved_aside_waits_and_removes_it() -> TestResult {
+    let _armed = Armed(hook_lock());
+    let (_tmp, dir) = temp_cache_dir();
+    let clock = fscache::ManualClock::new();
+    let c = FileSystemCache::builder(&dir)
+        .threshold(0)
+        .clock(clock.clone())
+        .open()?;
+    // "gone" expires and is evicted by prune; "k" is rewritten before the sweep
+    // reaches it, so the sweep moves it aside, finds a newer write and restores it.
+    c.set_with_ttl("gone", &0, Ttl::After(Duration::from_secs(1)))?;
+    c.set("k", &1)?;
+    clock.advance(Duration::from_secs(2));
+    let (aside_tx, aside_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let own = dir.clone();
+    hooks::set_hook(Point::EvictMovedAside, move |d| {
+        if d == own {
+            aside_tx.send(()).ok();
+            let _ = go_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_millis(300));
+        }
+        Ok(())
+    });
+    let sweeper = {
+        let c = c.clone();
+        std::thread::spawn(move || c.prune())
+    };
+    aside_rx.recv()?;
+    // The sweep holds "gone" aside now; a delete of it must wait, then find it gone
+    // or remove it, never report false and see it come back.
+    let deleter = {
+        let c = c.clone();
+        std::thread::spawn(move || c.delete("gone"))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    go_tx.send(()).ok();
+    let report = sweeper.join().expect("sweeper")?;
+    let deleted = deleter.join().expect("deleter")?;
+    assert_eq!(
+        report.expired + usize::from(deleted),
+        1,
+        "removed exactly once"
+    );
+    assert_eq!(c.get::<i32>("gone")?, None);
+    assert_eq!(c.get::<i32>("k")?, Some(1));
+    assert_eq!(c.approximate_len(), 1);
+    assert_eq!(c.len()?, 1);
+    Ok(())
+}
+
+#[cfg(feature = "sessions")]
+#[test]
+fn a_logout_during_a_concurrent_request_stays_a_logout() -> TestResult {
+    use fscache::session::{SessionConfig, Sessions};
+    let (_tmp, dir) = temp_cache_dir();
+    let store = open(&dir, 0)?;
+    let sessions = Arc::new(Sessions::new(store.clone(), SessionConfig::default())?);
+    let mut login = sessions.load(None)?;
+    login.insert("user", &"ada")?;
+    let cookie = sessions
+        .save(&mut login)?
+        .set_cookie
+        .expect("a new session sets a cookie");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+
+    // Request A is saving a change; request B logs out while A's merge runs.
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let mut a = sessions.load(Some(&pair))?;
+    a.update("visits", move |n: Option<u64>| {
+        entered_tx.lock().unwrap().send(()).ok();
+        std::thread::sleep(Duration::from_millis(200));
+        Some(n.unwrap_or(0) + 1)
+    })?;
+    let saver = {
+        let sessions = sessions.clone();
+        std::thread::spawn(move || sessions.save(&mut a).map(|o| o.set_cookie))
+    };
+    entered_rx.recv()?;
+    let mut b = sessions.load(Some(&pair))?;
+    b.destroy();
+    sessions.save(&mut b)?;
+    saver.join().expect("saver")?;
+    let after = sessions.load(Some(&pair))?;
+    assert!(
+        after.get::<String>("user")?.is_none(),
+        "logged out for good"
+    );
+    assert_ne!(after.id(), login.id(), "the old id names no session");
+    assert_eq!(entry_files(&dir).len(), 0, "no record resurrected on disk");
+    Ok(())
+}
+
+// ----- item 3: add is atomic against plain set -----
+
+#[test]
+fn a_set_that_lands_before_adds_commit_wins() -> TestResult {
+    let _armed = Armed(hook_lock());
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 0)?;
+    let landed_between = Arc::new(AtomicUsize::new(0));
+    let (c2, own, landed) = (c.clone(), dir.clone(), landed_between.clone());
+    let key = Arc::new(Mutex::new(String::new()));
+    let k2 = key.clone();
+    hooks::set_hook(Point::AddBeforeCommit, move |d| {
+        if d != own {
+            return Ok(());
+        }
+        // Another thread sets the key now. Where set takes no lock it completes
+        // before add commits; in the portable mode it waits for add's stripe lock.
+        let (tx, rx) = mpsc::channel();
+        let (c2, k) = (c2.clone(), k2.lock().unwrap().clone());
+        std::thread::spawn(move || {
+            c2.set(&k, "from set").unwrap();
+            tx.send(()).ok();
+        });
+        if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            landed.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    });
+    let rounds = 20;
+    let mut added = 0;
+    for i in 0..rounds {
+        let k = format!("k{i}");
+        *key.lock().unwrap() = k.clone();
+        let before = landed_between.load(Ordering::SeqCst);
+        let ok = c.add(&k, "from add", Ttl::Default)?;
+        let set_landed_first = landed_between.load(Ordering::SeqCst) > before;
+        if set_landed_first {
+            assert!(
+                !ok,
+                "add returned true over a set that had already returned"
+            );
+        }
+        // Let a waiting set (portable mode) finish: it is ordered after add.
+        for _ in 0..100 {
+            if c.get::<String>(&k)?.as_deref() == Some("from set") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(c.get::<String>(&k)?.as_deref(), Some("from set"), "{k}");
+        added += usize::from(ok);
+    }
+    let landed = landed_between.load(Ordering::SeqCst);
+    match c.stats().rename_mode {
+        RenameMode::Renameat2 => assert_eq!((landed, added), (rounds, 0)),
+        _ => assert_eq!((landed, added), (0, rounds)),
+    }
+    eprintln!("add vs set: {landed} of {rounds} sets landed inside add; add won {added}");
+    assert_eq!(c.approximate_len(), rounds);
+    Ok(())
+}
+
+#[test]
+fn add_replaces_expired_and_damaged_entries_but_never_a_live_one() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let clock = fscache::ManualClock::new();
+    let c = FileSystemCache::builder(&dir)
+        .threshold(0)
+        .clock(clock.clone())
+        .open()?;
+    c.set_with_ttl("old", &1, Ttl::After(Duration::from_secs(1)))?;
+    clock.advance(Duration::from_secs(2));
+    assert!(c.add("old", &2, Ttl::Never)?);
+    assert_eq!(c.get::<i32>("old")?, Some(2));
+    std::fs::write(entry_path(&dir, "bad"), b"not an entry")?;
+    assert!(c.add("bad", &3, Ttl::Never)?);
+    assert_eq!(c.get::<i32>("bad")?, Some(3));
+    assert!(!c.add("bad", &4, Ttl::Never)?);
+    assert_eq!(c.get::<i32>("bad")?, Some(3));
+    // The planted file was never counted, so only a scan can know there are two.
+    assert_eq!(c.len()?, 2);
+    assert_eq!(c.approximate_len(), 2);
+    assert!(temp_files(&dir).is_empty());
+    Ok(())
+}
+
+// ----- item 4: nothing after the commit fails the write -----
+
+#[test]
+fn a_failing_sweep_does_not_fail_the_write_that_triggered_it() -> TestResult {
+    let _armed = Armed(hook_lock());
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 2)?;
+    let own = dir.clone();
+    hooks::set_hook(Point::SweepAfterWrite, move |d| {
+        if d == own {
+            return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        }
+        Ok(())
+    });
+    for i in 0..5 {
+        // Each inc past the threshold starts a sweep that fails; the inc stored its
+        // value, so it must report it (a retry would count twice).
+        assert_eq!(c.inc(&format!("n{i}"), 1)?, 1);
+        c.set(&format!("s{i}"), &i)?;
+        assert!(c.add(&format!("a{i}"), &i, Ttl::Default)?);
+    }
+    let failed = c.stats().sweep_errors;
+    assert!(failed >= 10, "{failed} sweep failures counted");
+    assert_eq!(c.get::<i64>("n4")?, Some(1));
+    hooks::clear_hooks();
+    c.set("after", &1)?;
+    assert!(c.stats().sweeps > 0, "sweeps run again once they can");
+    Ok(())
+}
+
+#[test]
+fn a_replaced_entry_that_cannot_be_removed_does_not_fail_the_write() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 0)?;
+    // Damage: a directory (with content) where the entry file should be.
+    let p = entry_path(&dir, "k");
+    std::fs::create_dir_all(p.join("sub"))?;
+    std::fs::write(p.join("sub/file"), b"x")?;
+    let result = c.set("k", "new");
+    match c.stats().rename_mode {
+        RenameMode::Renameat2 => {
+            // The exchange committed the write; the directory came out at the temp
+            // name and could not be unlinked: litter, not an error.
+            result?;
+            assert_eq!(c.get::<String>("k")?.as_deref(), Some("new"));
+            assert_eq!(c.stats().litter, 1);
+            assert_eq!(temp_files(&dir).len(), 1, "the old directory, as litter");
+            let report = c.prune()?;
+            assert_eq!(report.stale_temp, 1, "litter is swept at once");
+            assert!(temp_files(&dir).is_empty());
+            assert_eq!(c.get::<String>("k")?.as_deref(), Some("new"));
+        }
+        _ => {
+            // A plain rename cannot replace a directory: the write, holding the
+            // stripe lock, removes the damage and commits.
+            result?;
+            assert_eq!(c.get::<String>("k")?.as_deref(), Some("new"));
+            assert_eq!(c.stats().damaged, 1);
+            assert!(temp_files(&dir).is_empty());
+        }
+    }
+    Ok(())
+}
+
+// ----- item 5: no deadlock from an update closure -----
+
+#[test]
+fn cache_calls_inside_an_update_closure_never_deadlock() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 3)?;
+    let other_handle = open(&dir, 3)?;
+    let outcome = within(
+        20,
+        "update with re-entrant calls",
+        move || -> fscache::Result<()> {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let s2 = seen.clone();
+            let c2 = c.clone();
+            // Never-expiring, so the sweep that runs after the update keeps it.
+            let stored = c.update("k", Ttl::Never, move |v: Option<i32>| {
+                let mut seen = s2.lock().unwrap();
+                // Lock-free operations work, on any key, through any handle.
+                seen.push(format!("{:?}", c2.get::<i32>("k").map(|_| ())));
+                for i in 0..10 {
+                    // Past the threshold: a sweep would need the held stripe; none starts.
+                    seen.push(format!("{:?}", c2.set(&format!("x{i}"), &i).map(|_| ())));
+                }
+                // Locking operations are refused with a typed error, whatever the handle.
+                for r in [
+                    c2.delete("k").map(|_| ()),
+                    c2.inc("k", 1).map(|_| ()),
+                    c2.update("other", Ttl::Default, |v: Option<i32>| v)
+                        .map(|_| ()),
+                    c2.add("k", &1, Ttl::Default).map(|_| ()),
+                    c2.prune().map(|_| ()),
+                    c2.clear().map(|_| ()),
+                    other_handle.delete("k").map(|_| ()),
+                    other_handle.inc("elsewhere", 1).map(|_| ()),
+                ] {
+                    seen.push(match r {
+                        Err(Error::Reentrant { .. }) => "Reentrant".to_owned(),
+                        other => format!("{other:?}"),
+                    });
+                }
+                Some(v.unwrap_or(0) + 1)
+            })?;
+            assert_eq!(stored, Some(1));
+            let seen = seen.lock().unwrap();
+            assert!(seen[..11].iter().all(|s| s == "Ok(())"), "{seen:?}");
+            assert!(seen[11..].iter().all(|s| s == "Reentrant"), "{seen:?}");
+            // Outside the closure everything works again, sweeps included.
+            assert_eq!(c.inc("k", 1)?, 2);
+            c.set("after", &0)?;
+            assert!(c.stats().sweeps > 0);
+            assert!(c.approximate_len() <= 4);
+            Ok(())
+        },
+    );
+    Ok(outcome?)
+}
+
+#[test]
+fn the_reentrancy_error_says_what_to_do() {
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 0).unwrap();
+    let c2 = c.clone();
+    let err = Arc::new(Mutex::new(None));
+    let e2 = err.clone();
+    c.update("k", Ttl::Default, move |_: Option<i32>| {
+        *e2.lock().unwrap() = c2.delete("k").err();
+        None
+    })
+    .unwrap();
+    let err = err.lock().unwrap().take().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("delete was called while this thread holds"),
+        "{text}"
+    );
+    assert!(text.contains("after update returns"), "{text}");
+}
+
+// ----- item 7: the rename modes -----
+
+#[test]
+fn eviction_restore_never_overwrites_a_newer_set() -> TestResult {
+    let _armed = Armed(hook_lock());
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 0)?;
+    // clear() decides on the entry it read, then moves it aside; a rewrite in that
+    // window is put back, and one that lands while it is aside must win.
+    c.set("k", &1)?;
+    let fired = Arc::new(AtomicBool::new(false));
+    let (c2, own, f2) = (c.clone(), dir.clone(), fired.clone());
+    hooks::set_hook(Point::EvictMovedAside, move |d| {
+        if d == own && !f2.swap(true, Ordering::SeqCst) {
+            let (tx, rx) = mpsc::channel();
+            let c3 = c2.clone();
+            std::thread::spawn(move || {
+                c3.set("k", &3).unwrap();
+                tx.send(()).ok();
+            });
+            // Lock-free set: lands now. Portable mode: waits for the stripe lock.
+            let _ = rx.recv_timeout(Duration::from_millis(200));
+        }
+        Ok(())
+    });
+    c.clear()?;
+    for _ in 0..100 {
+        if c.get::<i32>("k")? == Some(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.get::<i32>("k")?, Some(3), "the newer set survives");
+    assert_eq!(c.approximate_len(), 1);
+    assert_eq!(entry_files(&dir).len(), 1);
+    assert!(temp_files(&dir).is_empty());
+    Ok(())
+}
+
+#[test]
+fn the_count_stays_exact_under_concurrent_sets_and_deletes() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let handles: Vec<_> = (0..4)
+        .map(|_| open(&dir, 0))
+        .collect::<fscache::Result<_>>()?;
+    std::thread::scope(|s| {
+        for (t, c) in handles.iter().enumerate() {
+            s.spawn(move || {
+                let mut x = t as u64 + 1;
+                for _ in 0..3_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let key = format!("k{}", x % 40);
+                    if x.is_multiple_of(3) {
+                        c.delete(&key).unwrap();
+                    } else {
+                        c.set(&key, &x).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let files = entry_files(&dir).len();
+    let mode = handles[0].stats().rename_mode;
+    eprintln!(
+        "{mode:?}: counted {} with {files} files",
+        handles[0].approximate_len()
+    );
+    assert_eq!(
+        handles[0].approximate_len(),
+        files,
+        "per-operation count is exact"
+    );
+    Ok(())
+}
+
+#[test]
+fn fresh_directory_opened_by_many_at_once_gets_one_state_file() -> TestResult {
+    for round in 0..10 {
+        let (_tmp, dir) = temp_cache_dir();
+        let barrier = std::sync::Barrier::new(6);
+        let handles: Vec<FileSystemCache> = std::thread::scope(|s| {
+            let ts: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        open(&dir, 0).unwrap()
+                    })
+                })
+                .collect();
+            ts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for (i, h) in handles.iter().enumerate() {
+            h.set(&format!("k{i}"), &i)?;
+        }
+        for h in &handles {
+            assert_eq!(h.approximate_len(), 6, "round {round}: one shared counter");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_mode_is_shown_and_can_be_forced() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let forced = FileSystemCache::builder(&dir)
+        .force_portable_renames(true)
+        .open()?;
+    assert_eq!(forced.stats().rename_mode, RenameMode::Portable);
+    forced.set("a", &1)?;
+    assert!(forced.add("b", &2, Ttl::Default)?);
+    assert!(!forced.add("a", &3, Ttl::Default)?);
+    assert_eq!(forced.approximate_len(), 2);
+    let native = FileSystemCache::builder(dir.join("../native")).open()?;
+    let expected =
+        if cfg!(target_os = "linux") && std::env::var_os(fscache::FORCE_PORTABLE_ENV).is_none() {
+            RenameMode::Renameat2 // tmpfs and the usual local filesystems
+        } else {
+            RenameMode::Portable
+        };
+    assert_eq!(native.stats().rename_mode, expected);
+    Ok(())
+}
+
+// ----- item 9: errors print each cause once -----
+
+#[test]
+fn error_chains_print_each_cause_once() {
+    let (_tmp, dir) = temp_cache_dir();
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    std::fs::write(&dir, b"a file, not a directory").unwrap();
+    let err = FileSystemCache::open(dir.join("sub")).unwrap_err();
+    let top = err.to_string();
+    let source = std::error::Error::source(&err)
+        .expect("the io error")
+        .to_string();
+    assert!(!top.contains(&source), "{top:?} repeats {source:?}");
+    let mut chain = vec![top];
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    let joined = chain.join(": ");
+    assert_eq!(joined.matches(&source).count(), 1, "{joined}");
+
+    let err = FileSystemCache::open(&dir).unwrap_err();
+    assert!(
+        matches!(err, Error::Io { .. } | Error::NotACache { .. }),
+        "{err:?}"
+    );
+}
