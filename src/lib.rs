@@ -58,21 +58,51 @@
 //! - **Durability** is chosen with [`Durability`]: `Rename` (default) does not
 //!   `fsync` — a power loss may lose recent writes; `Fsync` syncs the file before the
 //!   rename and the directory after, so a returned write survives power loss.
-//! - **Many threads and processes.** `get`, `set` and `delete` take no lock.
-//!   [`add`](FileSystemCache::add), [`inc`](FileSystemCache::inc),
-//!   [`dec`](FileSystemCache::dec) and [`update`](FileSystemCache::update) hold the
-//!   key's stripe lock (an in-process mutex plus `flock`) and are atomic across
-//!   processes. Sweeps and [`clear`](FileSystemCache::clear) never delete an entry
-//!   written after they decided to remove it: the name is moved aside, checked
-//!   against the per-write id read earlier, and put back if it changed. (During that
-//!   moment — microseconds, only when a sweep races a rewrite of the very entry it is
-//!   evicting — a plain `get` of that key can miss; read-modify-write operations
-//!   cannot, as they wait for the stripe lock.)
+//! - **Many threads and processes**, including processes forked from one that
+//!   already used the handle (pre-fork servers: lock files are re-opened per
+//!   process). What is atomic against what — Redis without `WATCH` is the model:
+//!
+//!   | operation | lock | atomic against |
+//!   |---|---|---|
+//!   | `get`, `get_bytes`, `has` | none | everything (a rename is atomic: the old entry or the new one) |
+//!   | `set`, `set_bytes` | none (portable mode: the key's stripe lock) | everything; concurrent `set`s of one key: last rename wins |
+//!   | `add` | stripe lock + no-replace rename | everything, plain `set` included: a `set` that lands first wins, `add` returns `false` |
+//!   | `inc`, `dec`, `update` | stripe lock | each other, `add` and `delete` of the key; a plain `set` racing them is ordered before or after (it may be overwritten by their write) |
+//!   | `delete` | stripe lock | everything: once it returns, no read-modify-write that started before it writes the key back |
+//!   | `prune`, `clear`, sweeps | sweep lock, stripe lock per eviction | never delete an entry written after they decided to remove it |
+//!
+//!   Stripe locks are an in-process mutex plus `flock` on one of 64 lock files. An
+//!   [`update`](FileSystemCache::update) closure that calls a locking operation of
+//!   the same directory gets [`Error::Reentrant`] instead of a deadlock. Sweeps and
+//!   [`clear`](FileSystemCache::clear) move a name aside, check it against the
+//!   per-write id read earlier, and put it back (with a no-replace rename, so a newer
+//!   `set` is never overwritten) if it changed. (During that moment — microseconds,
+//!   only when a sweep races a rewrite of the very entry it is evicting — a plain `get`
+//!   of that key can miss.)
+//! - **Filesystems.** `open` probes the directory: where `renameat2` has
+//!   `RENAME_NOREPLACE` and `RENAME_EXCHANGE` (Linux: ext4, xfs, btrfs, tmpfs,
+//!   overlayfs), writes take no lock; elsewhere (NFS, SMB, FUSE such as sshfs and
+//!   Docker Desktop shares, 9p, vboxsf; macOS and FreeBSD) the
+//!   [portable mode](RenameMode::Portable) keeps the same guarantees with `linkat` +
+//!   `unlinkat` and a stripe lock per write. A filesystem with neither, or without
+//!   `flock`, is refused with [`Error::UnsupportedFilesystem`]. [`Stats::rename_mode`]
+//!   says which mode runs, and a portable-mode open logs it at warn.
+//! - **Committed means committed.** Once a write's rename is done, nothing after it
+//!   turns the result into an error: a sweep it starts that fails is logged and counted
+//!   in [`Stats::sweep_errors`], and a replaced entry that cannot be unlinked is left
+//!   as litter for the next sweep ([`Stats::litter`]). The one exception is
+//!   `Durability::Fsync`, whose directory `fsync` failing is reported (the write is
+//!   visible but may not survive power loss).
 //! - **Damage is a miss.** A truncated, zero-byte, bit-flipped, foreign or
-//!   other-version file is never returned as data: it reads as a miss, is removed,
-//!   is counted in [`Stats::damaged`] and logged through the `log` crate.
-//! - **Not promised:** network filesystems (NFS, SMB) — the shared count is a memory
-//!   mapping and locks are `flock`, both local to one machine; Windows.
+//!   other-version file — or a directory, FIFO or socket where an entry should be
+//!   (entries are opened non-blocking) — is never returned as data: it reads as a
+//!   miss, is removed, is counted in [`Stats::damaged`] and logged through the `log`
+//!   crate. A damaged `fscache.state` is repaired in place at the next `open`.
+//! - **Not promised:** several *machines* sharing one network directory keep the
+//!   per-key guarantees (NFS locks, server-side links and renames) but not one shared
+//!   entry count (the count page is shared through each machine's page cache), so
+//!   the threshold is per machine there; Windows (a build stops with a
+//!   `compile_error!`).
 //!
 //! # Threshold
 //!
@@ -90,9 +120,8 @@
 //! reaches `T + T/4` (at least `T + 1`); past that they wait for the sweep. The number
 //! of entries on disk therefore stays below `T + T/4 + W`, where `W` is the number of
 //! threads (in all processes) inserting at that moment. Counting is exact under any
-//! concurrency where the filesystem has `renameat2` exchange and no-replace renames
-//! (elsewhere a stat + rename fallback can miscount races); it can drift only after a crash between a rename and the counter
-//! update, or when files are removed by hand, and the next sweep,
+//! concurrency in both rename modes; it can drift only after a crash between a
+//! rename and the counter update, or when files are removed by hand, and the next sweep,
 //! [`len`](FileSystemCache::len) or [`clear`](FileSystemCache::clear) that runs while no
 //! other writer changes the count corrects it. Opening a cache reads no entry, whatever
 //! its size.
@@ -104,7 +133,7 @@
 //! `renameat2(RENAME_EXCHANGE)` and unlinks the replaced entry, which keeps the entry
 //! count exact while other processes delete. A `get` is `openat2` + `read` ×2 + `close`
 //! (no `fstat`: the header declares the length), a miss one failed `openat2`, a
-//! `delete` one `unlinkat`.
+//! `delete` `flock` + `unlinkat` + `flock` (its stripe lock).
 #![deny(unsafe_code, missing_docs)]
 #![warn(rust_2018_idioms)]
 
