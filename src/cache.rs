@@ -612,7 +612,7 @@ fn probe(root: &mut Root, dir: &Path, file_mode: u32, force_portable: bool) -> R
         return Err(io_err(e));
     }
     // probe_mode consumes (removes) both probe files, also on error.
-    root.probe_mode(&a, &b, force_portable)
+    root.probe_mode(dir, &a, &b, force_portable)
         .map_err(|(missing, e)| unsupported(missing, e))?;
     Ok(mode != file_mode)
 }

@@ -20,6 +20,9 @@ pub enum Point {
     EvictMovedAside,
     /// At the start of a threshold sweep run after a write; an `Err` fails the sweep.
     SweepAfterWrite,
+    /// When `open` probes whether hard links work (the portable mode's primitive); an
+    /// `Err` stands for the filesystem refusing them.
+    ProbeLink,
 }
 
 type Hook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;

@@ -119,6 +119,7 @@ impl Root {
     /// processes). `Err` names what the filesystem lacks.
     pub(crate) fn probe_mode(
         &mut self,
+        dir: &std::path::Path,
         probe_a: &str,
         probe_b: &str,
         force_portable: bool,
@@ -137,7 +138,9 @@ impl Root {
             return Ok(self.mode);
         }
         let _ = force_portable;
-        let linked_ok = rustix::fs::linkat(&self.fd, probe_a, &self.fd, &linked, AtFlags::empty());
+        let linked_ok = rustix::fs::linkat(&self.fd, probe_a, &self.fd, &linked, AtFlags::empty())
+            .map_err(io_err)
+            .and_then(|()| crate::hooks::run(crate::hooks::Point::ProbeLink, dir));
         cleanup(&[probe_a, probe_b, &moved, &linked]);
         match linked_ok {
             Ok(()) => {
@@ -147,7 +150,7 @@ impl Root {
             Err(e) => Err((
                 "renameat2 no-replace renames or hard links (one of them is needed for \
                  atomic insert-if-absent)",
-                io_err(e),
+                e,
             )),
         }
     }

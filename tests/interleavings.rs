@@ -564,3 +564,172 @@ fn error_chains_print_each_cause_once() {
         "{err:?}"
     );
 }
+
+// ----- item 6: an eviction whose moved-aside file vanishes -----
+
+#[test]
+fn an_eviction_whose_moved_aside_file_vanished_reports_gone_not_an_error() -> TestResult {
+    let _armed = Armed(hook_lock());
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 0)?;
+    c.set("k", &1)?;
+    let own = dir.clone();
+    hooks::set_hook(Point::EvictMovedAside, move |d| {
+        if d != own {
+            return Ok(());
+        }
+        // Another process's sweep judged the moved-aside file stale and removed it.
+        for shard in std::fs::read_dir(d)? {
+            let shard = shard?.path();
+            if shard.is_dir() {
+                for f in std::fs::read_dir(&shard)? {
+                    let f = f?.path();
+                    if f.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".fscache-evict-")
+                    {
+                        std::fs::remove_file(f)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+    // clear() decided on the entry; a rewrite makes it restore, and the file is gone.
+    let removed = c.clear()?;
+    assert!(removed <= 1, "{removed}");
+    assert_eq!(c.get::<i32>("k")?, None);
+    Ok(())
+}
+
+// ----- item 7: a filesystem with neither primitive is refused at open -----
+
+#[test]
+fn open_refuses_a_filesystem_without_renameat2_flags_or_hard_links() -> TestResult {
+    let _armed = Armed(hook_lock());
+    let (_tmp, dir) = temp_cache_dir();
+    let own = dir.clone();
+    hooks::set_hook(Point::ProbeLink, move |d| {
+        if d == own {
+            return Err(std::io::Error::from_raw_os_error(1)); // EPERM, as vfat or SMB say
+        }
+        Ok(())
+    });
+    let err = FileSystemCache::builder(&dir)
+        .force_portable_renames(true)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedFilesystem { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("hard links") && text.contains(&dir.display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("local filesystem"), "says what to do: {text}");
+    assert_eq!(err.io_kind(), Some(std::io::ErrorKind::PermissionDenied));
+    let left: Vec<_> = std::fs::read_dir(&dir)?.collect();
+    assert!(left.is_empty(), "the probe leaves nothing behind: {left:?}");
+    hooks::clear_hooks();
+    FileSystemCache::builder(&dir)
+        .force_portable_renames(true)
+        .open()?;
+    Ok(())
+}
+
+// ----- item 5 across processes: a closure's write never waits for a sweep -----
+
+/// The stripe of `key` (the documented layout: bits of the hash after the shard).
+fn stripe_of(key: &str) -> usize {
+    let hex = blake3::hash(key.as_bytes()).to_hex();
+    usize::from_str_radix(&hex[2..4], 16).unwrap() % 64
+}
+
+fn wait_for(path: &std::path::Path) -> bool {
+    for _ in 0..1_000 {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The child side. Does nothing unless started by the test below.
+#[test]
+fn child_entry_point() -> TestResult {
+    let Ok(job) = std::env::var("FSCACHE_CHILD") else {
+        return Ok(());
+    };
+    assert_eq!(job, "hold-stripe-then-write");
+    let dir = std::path::PathBuf::from(std::env::var("FSCACHE_CHILD_DIR")?);
+    let signals = dir.parent().unwrap().to_path_buf();
+    let c = open(&dir, 4)?;
+    let c2 = c.clone();
+    c.update("k", Ttl::Never, move |v: Option<i32>| {
+        std::fs::write(signals.join("child-in"), b"").unwrap();
+        assert!(wait_for(&signals.join("go")), "parent never said go");
+        // Past the threshold while another process's sweep holds the sweep lock and
+        // waits for this stripe: a write that waited for that sweep would deadlock.
+        for i in 0..10 {
+            c2.set(&format!("x{i}"), &i).unwrap();
+        }
+        Some(v.unwrap_or(0) + 1)
+    })?;
+    println!("DONE");
+    Ok(())
+}
+
+#[test]
+fn a_write_inside_an_update_never_waits_for_another_processs_sweep() -> TestResult {
+    let (tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 4)?;
+    let e = (0..10_000)
+        .map(|i| format!("e{i}"))
+        .find(|e| stripe_of(e) == stripe_of("k"))
+        .expect("a key on k's stripe");
+    c.set("k", &0)?;
+    c.set_with_ttl(&e, &0, Ttl::After(Duration::from_millis(500)))?;
+    std::thread::sleep(Duration::from_millis(600));
+    let mut child = common::child_command("hold-stripe-then-write", &dir, 0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    assert!(
+        wait_for(&tmp.path().join("child-in")),
+        "child started its update"
+    );
+    // This process sweeps: it takes the sweep lock, then waits for k's stripe to
+    // evict the expired entry on it, which the child holds.
+    let sweeper = {
+        let c = c.clone();
+        std::thread::spawn(move || c.prune())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(tmp.path().join("go"), b"")?;
+    let mut status = None;
+    for _ in 0..1_500 {
+        status = child.try_wait()?;
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some(status) = status else {
+        child.kill()?;
+        panic!("the child's update never finished: cross-process deadlock");
+    };
+    let out = child.wait_with_output()?;
+    assert!(
+        status.success() && String::from_utf8_lossy(&out.stdout).contains("DONE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = sweeper.join().expect("sweeper")?;
+    assert_eq!(report.expired, 1, "{report:?}");
+    assert_eq!(c.get::<i32>("k")?, Some(1));
+    Ok(())
+}
