@@ -3,8 +3,9 @@
 //! ```text
 //! cargo run --release --example floor -- [DIR] [N] [ROUNDS]
 //! ```
-//! DIR defaults to /dev/shm/fscache-floor (tmpfs); pass a directory on a disk to
-//! measure that. Each round runs every workload for the floor and for fscache
+//! DIR defaults to /dev/shm (tmpfs); pass a directory on a disk to measure that. The
+//! example works in a new directory it creates inside DIR (`fscache-floor-XXXXXX`) and
+//! removes only that: nothing else in DIR is touched. Each round runs every workload for the floor and for fscache
 //! (alternating which goes first); the table gives the median over rounds of the
 //! mean time per operation, and the ratio fscache / floor. The floor is:
 //! set = open temp (O_EXCL) + write + close + rename; get = open + read to EOF +
@@ -104,14 +105,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let base = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "/dev/shm/fscache-floor".into()),
-    );
+    let parent = PathBuf::from(args.next().unwrap_or_else(|| "/dev/shm".into()));
     let n: usize = args.next().map_or(2000, |s| s.parse().expect("N"));
     let rounds: usize = args.next().map_or(7, |s| s.parse().expect("ROUNDS"));
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).unwrap();
+    // Our own directory inside DIR: removed when this ends, and nothing else is.
+    let _ = std::fs::create_dir_all(&parent);
+    let work = tempfile::Builder::new()
+        .prefix("fscache-floor-")
+        .tempdir_in(&parent)
+        .unwrap_or_else(|e| {
+            eprintln!("floor: cannot create a work directory in {}: {e}", parent.display());
+            std::process::exit(2);
+        });
+    let base = work.path().to_path_buf();
     let fs_type = std::process::Command::new("stat")
         .args(["-f", "-c", "%T"])
         .arg(&base)
@@ -234,5 +240,5 @@ fn main() {
             worst.as_secs_f64() * 1e3,
         );
     }
-    std::fs::remove_dir_all(&base).unwrap();
+    drop(work);
 }

@@ -1,8 +1,10 @@
 //! Runs one operation N times, for counting syscalls per operation with strace:
 //!
 //! ```text
-//! strace -f -c -o /tmp/s.txt target/release/examples/syscalls get 10000 /dev/shm/sc
+//! strace -f -c -o /tmp/s.txt target/release/examples/syscalls get 10000 /dev/shm
 //! ```
+//! The cache lives in a new directory it creates inside DIR (`fscache-syscalls-XXXXXX`),
+//! removed at the end; nothing else in DIR is touched.
 //! Pass `--setup-only` as a fourth argument to run only the setup, and subtract.
 //! Operations: set-new, overwrite, get, miss, has, delete, inc, churn (threshold 1000).
 //! Set `FSCACHE_FSYNC=1` for `Durability::Fsync`.
@@ -19,7 +21,15 @@ fn main() -> fscache::Result<()> {
         }
     };
     let setup_only = args.get(4).is_some_and(|a| a == "--setup-only");
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let work = tempfile::Builder::new()
+        .prefix("fscache-syscalls-")
+        .tempdir_in(dir)
+        .unwrap_or_else(|e| {
+            eprintln!("syscalls: cannot create a work directory in {dir}: {e}");
+            std::process::exit(2);
+        });
+    let dir = work.path();
     let threshold = if op == "churn" { 1000 } else { n * 10 };
     let durability = if std::env::var_os("FSCACHE_FSYNC").is_some() {
         fscache::Durability::Fsync

@@ -35,8 +35,10 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 systems=(floor fscache cacache cachelib0 cachelib diskcache)
 for fs in $fses; do
-  base=$([ "$fs" = tmpfs ] && echo "$tmpfs" || echo "$disk")/fscache-compare-$$
-  mkdir -p "$base"
+  # A new directory of our own (mktemp): only it is ever removed.
+  parent=$([ "$fs" = tmpfs ] && echo "$tmpfs" || echo "$disk")
+  mkdir -p "$parent"
+  base=$(mktemp -d "$parent/fscache-compare-XXXXXX")
   echo "== $fs: $base ($(stat -f -c %T "$base"))" >&2
   for n in $ns; do
     for size in $sizes; do
