@@ -21,7 +21,7 @@ fn main() -> fscache::Result<()> {
         }
     };
     let setup_only = args.get(4).is_some_and(|a| a == "--setup-only");
-    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::create_dir_all(dir);
     let work = tempfile::Builder::new()
         .prefix("fscache-syscalls-")
         .tempdir_in(dir)
