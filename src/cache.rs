@@ -51,6 +51,10 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     /// Temp and moved-aside files older than this (by ctime) are swept.
     pub(crate) stale_temp_age: Duration,
+    /// Entry headers an automatic expiry step reads (0: no automatic steps).
+    pub(crate) expiry_budget: usize,
+    /// Writes through this handle, for the expiry step's cadence.
+    pub(crate) writes_since_open: AtomicU64,
     pub(crate) stats: StatCounters,
 }
 
@@ -196,6 +200,8 @@ impl FileSystemCache {
                 max_value_size: opts.max_value_size,
                 clock: opts.clock,
                 stale_temp_age: opts.stale_temp_age,
+                expiry_budget: opts.expiry_budget,
+                writes_since_open: AtomicU64::new(0),
                 stats: StatCounters::default(),
             }),
         })
@@ -686,22 +692,34 @@ impl Inner {
         Ok(())
     }
 
-    /// After a write outside any stripe lock: start a sweep if the threshold is passed.
-    /// The write is committed, so a failing sweep is logged and counted in
-    /// [`Stats::sweep_errors`], never returned (a retried `inc` would count twice).
-    /// Inside an `update` closure no sweep starts: it would need the held stripe.
+    /// After a write outside any stripe lock: start a sweep if the threshold is passed,
+    /// else, every [`EXPIRY_EVERY`](crate::prune::EXPIRY_EVERY)th write of this handle,
+    /// a bounded expiry step. The write is committed, so a failing sweep or step is
+    /// logged and counted in [`Stats::sweep_errors`], never returned (a retried `inc`
+    /// would count twice). Inside an `update` closure neither runs: they would need
+    /// the held stripe.
     pub(crate) fn after_write(&self, commit: Commit) {
-        if commit != Commit::Created || self.threshold == 0 {
+        if self.locks.held_by_this_thread() {
             return;
         }
         let count = self.state.load();
-        if count <= self.threshold as i64 || self.locks.held_by_this_thread() {
+        let result = if commit == Commit::Created
+            && self.threshold > 0
+            && count > self.threshold as i64
+        {
+            crate::prune::on_over_threshold(self, count)
+        } else if self.expiry_budget > 0
+            && (self.writes_since_open.fetch_add(1, Ordering::Relaxed) + 1)
+                .is_multiple_of(crate::prune::EXPIRY_EVERY)
+        {
+            crate::prune::step(self, self.expiry_budget).map(drop)
+        } else {
             return;
-        }
-        if let Err(e) = crate::prune::on_over_threshold(self, count) {
+        };
+        if let Err(e) = result {
             self.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
             log::warn!(
-                "fscache: the sweep of {} after a write failed (the write itself is stored): {e}",
+                "fscache: cleanup of {} after a write failed (the write itself is stored): {e}",
                 self.dir.display()
             );
         }

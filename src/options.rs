@@ -59,6 +59,7 @@ pub struct FileSystemCacheBuilder {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) force_portable_renames: bool,
     pub(crate) stale_temp_age: Duration,
+    pub(crate) expiry_budget: usize,
 }
 
 /// The environment variable that forces [`RenameMode::Portable`](crate::RenameMode)
@@ -83,7 +84,23 @@ impl FileSystemCacheBuilder {
             clock: Arc::new(SystemClock),
             force_portable_renames: std::env::var_os(FORCE_PORTABLE_ENV).is_some_and(|v| v == "1"),
             stale_temp_age: crate::prune::STALE_TEMP_AGE,
+            expiry_budget: 16,
         }
+    }
+
+    /// How many entry headers the automatic expiry step reads; 0 turns it off.
+    /// Default: 16.
+    ///
+    /// Every 32nd write of a handle runs one step of
+    /// [`prune_step`](crate::FileSystemCache::prune_step) with this budget (only if
+    /// no sweep is running; it never waits), so expired entries go even when the
+    /// cache is below its threshold or unbounded — sessions with `threshold(0)` clean
+    /// up after themselves. At the default, every entry is looked at within about
+    /// `2 × N` writes (`N` entries; at least 1,700 writes, the steps' walk over the
+    /// 256 shards), at a cost of about half a header read per write.
+    pub fn expiry_budget(mut self, entries: usize) -> Self {
+        self.expiry_budget = entries;
+        self
     }
 
     /// Test switch: commit with the portable mode ([`RenameMode::Portable`]) even where

@@ -37,8 +37,19 @@ pub struct PruneReport {
     pub damaged: usize,
     /// Temp files older than [`STALE_TEMP_AGE`] (from crashed writers) removed.
     pub stale_temp: usize,
-    /// Live entries left.
+    /// Live entries left (a full sweep); live entries seen ([`prune_step`]).
+    ///
+    /// [`prune_step`]: FileSystemCache::prune_step
     pub remaining: usize,
+    /// Entry headers read.
+    pub examined: usize,
+}
+
+impl PruneReport {
+    /// Everything removed: expired, evicted, damaged and stale temp files.
+    pub fn removed(&self) -> usize {
+        self.expired + self.evicted + self.damaged + self.stale_temp
+    }
 }
 
 /// The count a sweep prunes down to: `percent` of the threshold (at least 1).
@@ -53,10 +64,10 @@ pub(crate) fn hard_limit(threshold: usize) -> usize {
 }
 
 /// A thing found in a shard directory.
-enum Item<'a> {
+enum Item {
     Entry(EntryPath),
-    Litter(&'a str, Litter),
-    Foreign(&'a str, Kind),
+    Litter(String, Litter),
+    Foreign(String, Kind),
 }
 
 /// A name the cache itself left in a shard.
@@ -70,58 +81,78 @@ enum Litter {
     Old,
 }
 
-/// Visits every name in every shard. Missing shards are recreated; a shard that is a
-/// symlink or a file is removed and recreated (counted in `bad_shards`).
+/// The names in a shard directory and their kinds.
+type Listing = Vec<(Vec<u8>, Kind)>;
+
+/// The names in one shard. A missing shard is recreated, and one that is a symlink or
+/// a file is removed and recreated: both list as `None` (`bad` is set for the second).
+fn list_shard(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
+    shard: u8,
+    bad: &mut usize,
+) -> Result<Option<Listing>> {
+    let rel = layout::shard_str(shard);
+    match sys::list_dir(root, &rel) {
+        Ok(names) => Ok(Some(names)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            root.mkdir(&rel, dir_mode)
+                .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory || is_loop(&e) => {
+            log::warn!(
+                "fscache: shard {} is not a directory (symlink or file); replacing it",
+                dir.join(&rel).display()
+            );
+            root.unlink(&rel)
+                .map_err(|e| Error::io("remove bad shard", dir.join(&rel), e))?;
+            root.mkdir(&rel, dir_mode)
+                .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
+            *bad += 1;
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("list shard directory", dir.join(&rel), e)),
+    }
+}
+
+/// What the name `name` of kind `kind` in `shard` is.
+fn classify(shard: u8, name: &[u8], kind: Kind) -> Item {
+    let child = || format!("{}/{}", layout::shard_str(shard), String::from_utf8_lossy(name));
+    let litter = [
+        (TEMP_PREFIX, Litter::Temp),
+        (EVICT_PREFIX, Litter::Evict),
+        (OLD_PREFIX, Litter::Old),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| name.starts_with(prefix.as_bytes()));
+    if let Some((_, litter)) = litter {
+        return Item::Litter(child(), litter);
+    }
+    match (EntryPath::from_name(shard, name), kind) {
+        // A directory, FIFO or socket under an entry name is read as damage (opened
+        // non-blocking) and evicted like any damaged entry.
+        (Some(path), Kind::File | Kind::Dir | Kind::Other) => Item::Entry(path),
+        _ => Item::Foreign(child(), kind),
+    }
+}
+
+/// Visits every name in every shard; returns how many shards had to be replaced.
 fn for_each_item(
     root: &Root,
     dir: &Path,
     dir_mode: u32,
-    mut f: impl FnMut(Item<'_>) -> Result<()>,
+    mut f: impl FnMut(Item) -> Result<()>,
 ) -> Result<usize> {
     let mut bad_shards = 0;
     for shard in 0..SHARDS {
         let shard = shard as u8;
-        let rel = layout::shard_str(shard);
-        let names = match sys::list_dir(root, &rel) {
-            Ok(names) => names,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                root.mkdir(&rel, dir_mode)
-                    .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory || is_loop(&e) => {
-                log::warn!(
-                    "fscache: shard {} is not a directory (symlink or file); replacing it",
-                    dir.join(&rel).display()
-                );
-                root.unlink(&rel)
-                    .map_err(|e| Error::io("remove bad shard", dir.join(&rel), e))?;
-                root.mkdir(&rel, dir_mode)
-                    .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
-                bad_shards += 1;
-                continue;
-            }
-            Err(e) => return Err(Error::io("list shard directory", dir.join(&rel), e)),
+        let Some(names) = list_shard(root, dir, dir_mode, shard, &mut bad_shards)? else {
+            continue;
         };
         for (name, kind) in names {
-            let child = format!("{rel}/{}", String::from_utf8_lossy(&name));
-            let litter = [
-                (TEMP_PREFIX, Litter::Temp),
-                (EVICT_PREFIX, Litter::Evict),
-                (OLD_PREFIX, Litter::Old),
-            ]
-            .into_iter()
-            .find(|(prefix, _)| name.starts_with(prefix.as_bytes()));
-            if let Some((_, litter)) = litter {
-                f(Item::Litter(&child, litter))?;
-                continue;
-            }
-            match (EntryPath::from_name(shard, &name), kind) {
-                // A directory, FIFO or socket under an entry name is read as damage
-                // (opened non-blocking) and evicted like any damaged entry.
-                (Some(path), Kind::File | Kind::Dir | Kind::Other) => f(Item::Entry(path))?,
-                _ => f(Item::Foreign(&child, kind))?,
-            }
+            f(classify(shard, &name, kind))?;
         }
     }
     Ok(bad_shards)
@@ -294,6 +325,68 @@ impl Ord for EntryPath {
     }
 }
 
+/// A sweep's own changes to the count, and the entry names it saw.
+#[derive(Default)]
+struct Own {
+    names_seen: usize,
+    /// Entry names it removed.
+    removed: usize,
+    /// Moved-aside entries of crashed evictions it removed (counted, not names).
+    aside: usize,
+}
+
+/// Removes `item` if it is an expired, damaged or foreign entry or stale litter,
+/// counting into `report` and `own`; returns a live entry's header.
+fn clean_item(
+    inner: &Inner,
+    item: Item,
+    now: u64,
+    report: &mut PruneReport,
+    own: &mut Own,
+) -> Result<Option<(EntryPath, Header, [u8; HEADER_LEN])>> {
+    match item {
+        Item::Litter(rel, litter) => {
+            if sweep_litter(inner, &rel, litter, report) {
+                own.aside += 1;
+            }
+        }
+        Item::Foreign(rel, Kind::Dir) => {
+            log::warn!(
+                "fscache: leaving foreign directory {} alone",
+                inner.dir.join(rel).display()
+            );
+        }
+        Item::Foreign(rel, _) => {
+            inner.report_damage(&rel, "not an entry file");
+            if inner.root.unlink(&rel).unwrap_or(false) {
+                report.damaged += 1;
+            }
+        }
+        Item::Entry(path) => {
+            own.names_seen += 1;
+            report.examined += 1;
+            match peek(inner, &path)? {
+                Peek::Gone => {}
+                Peek::Damaged(fp) => {
+                    if evict(inner, &path, &fp, "prune")? {
+                        report.damaged += 1;
+                        own.removed += 1;
+                    }
+                }
+                Peek::Valid(h, header) if h.is_expired(now) => {
+                    if evict(inner, &path, &Fingerprint::Header(header), "prune")? {
+                        report.expired += 1;
+                        own.removed += 1;
+                        inner.stats.expired.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Peek::Valid(h, header) => return Ok(Some((path, h, header))),
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Runs a full sweep. The caller holds the sweep lock.
 pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     inner.stats.sweeps.fetch_add(1, Ordering::Relaxed);
@@ -313,64 +406,24 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     };
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
     let mut report = PruneReport::default();
-    let mut names_seen = 0usize;
-    let mut own_removed = 0usize;
-    let mut aside_removed = 0usize;
+    let mut own = Own::default();
     let mut live = 0usize;
     let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
-        match item {
-            Item::Litter(rel, litter) => {
-                if sweep_litter(inner, rel, litter, &mut report) {
-                    aside_removed += 1;
-                }
-            }
-            Item::Foreign(rel, Kind::Dir) => {
-                log::warn!(
-                    "fscache: leaving foreign directory {} alone",
-                    inner.dir.join(rel).display()
-                );
-            }
-            Item::Foreign(rel, _) => {
-                inner.report_damage(rel, "not an entry file");
-                if inner.root.unlink(rel).unwrap_or(false) {
-                    report.damaged += 1;
-                }
-            }
-            Item::Entry(path) => {
-                names_seen += 1;
-                match peek(inner, &path)? {
-                    Peek::Gone => {}
-                    Peek::Damaged(fp) => {
-                        if evict(inner, &path, &fp, "prune")? {
-                            report.damaged += 1;
-                            own_removed += 1;
-                        }
-                    }
-                    Peek::Valid(h, header) if h.is_expired(now) => {
-                        if evict(inner, &path, &Fingerprint::Header(header), "prune")? {
-                            report.expired += 1;
-                            own_removed += 1;
-                            inner.stats.expired.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Peek::Valid(h, header) => {
-                        live += 1;
-                        if cap > 0 {
-                            heap.push(Candidate {
-                                expires: if h.expires_at == 0 {
-                                    u64::MAX
-                                } else {
-                                    h.expires_at
-                                },
-                                write_id: h.write_id,
-                                path,
-                                header,
-                            });
-                            if heap.len() > cap {
-                                heap.pop();
-                            }
-                        }
-                    }
+        if let Some((path, h, header)) = clean_item(inner, item, now, &mut report, &mut own)? {
+            live += 1;
+            if cap > 0 {
+                heap.push(Candidate {
+                    expires: if h.expires_at == 0 {
+                        u64::MAX
+                    } else {
+                        h.expires_at
+                    },
+                    write_id: h.write_id,
+                    path,
+                    header,
+                });
+                if heap.len() > cap {
+                    heap.pop();
                 }
             }
         }
@@ -388,7 +441,7 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
             for c in group {
                 if inner.evict_if_same(&c.path, &Fingerprint::Header(c.header))? {
                     live -= 1;
-                    own_removed += 1;
+                    own.removed += 1;
                     report.evicted += 1;
                     inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -398,18 +451,58 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
     correct_count(
         inner,
         start_changes,
-        (own_removed, aside_removed),
-        names_seen,
+        (own.removed, own.aside),
+        own.names_seen,
     );
     report.remaining = live;
-    if report
-        != (PruneReport {
-            remaining: live,
-            ..PruneReport::default()
-        })
-    {
+    if report.removed() > 0 {
         log::debug!("fscache: sweep of {}: {report:?}", inner.dir.display());
     }
+    Ok(report)
+}
+
+/// Writes per handle between two automatic expiry steps.
+pub(crate) const EXPIRY_EVERY: u64 = 32;
+
+/// One bounded expiry step: resumes at the shared cursor, reads at most `budget`
+/// entry headers in at most `1 + budget / 4` shards, removes what is expired,
+/// damaged or stale litter there, and moves the cursor on. Runs only if no sweep or
+/// step holds the sweep lock (it never waits); then reports nothing.
+pub(crate) fn step(inner: &Inner, budget: usize) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    let Some(_guard) = inner.locks.try_sweep(&inner.root)? else {
+        return Ok(report);
+    };
+    let now = inner.clock.now_ms();
+    let cursor = inner.state.cursor();
+    let (mut shard, mut pos) = ((cursor >> 32) as usize % SHARDS, (cursor & 0xffff_ffff) as usize);
+    let mut own = Own::default();
+    let mut bad = 0;
+    for _ in 0..1 + budget / 4 {
+        let mut names = list_shard(&inner.root, &inner.dir, inner.dir_mode, shard as u8, &mut bad)?
+            .unwrap_or_default();
+        // Sorted, so a position in the listing means the same names next time (up to
+        // the names created or removed in between).
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        while pos < names.len() && report.examined < budget {
+            let (name, kind) = &names[pos];
+            pos += 1;
+            let item = classify(shard as u8, name, *kind);
+            if clean_item(inner, item, now, &mut report, &mut own)?.is_some() {
+                report.remaining += 1;
+            }
+        }
+        if pos < names.len() {
+            break;
+        }
+        shard = (shard + 1) % SHARDS;
+        pos = 0;
+        if report.examined >= budget {
+            break;
+        }
+    }
+    report.damaged += bad;
+    inner.state.set_cursor(((shard as u64) << 32) | pos as u64);
     Ok(report)
 }
 
@@ -458,6 +551,48 @@ impl FileSystemCache {
         let inner = &*self.inner;
         let _guard = inner.locks.sweep(&inner.root, "prune")?;
         sweep(inner)
+    }
+
+    /// One bounded piece of cleanup, for a background thread or a cron job: reads at
+    /// most `budget` entry headers (in at most `1 + budget / 4` shard directories),
+    /// resuming where the previous step of any process stopped, and removes the
+    /// expired and damaged entries and stale temp files among them. It never waits: if
+    /// a sweep or another step is running it returns an empty report.
+    ///
+    /// Writes already run a step of [`expiry_budget`] headers every 32 writes of a
+    /// handle, so most programs need not call this; call it where writes are rare and
+    /// expired entries should still go. A full cycle over `N` entries takes about
+    /// `N / budget` calls (at least `256 / (1 + budget / 4)`).
+    ///
+    /// [`expiry_budget`]: crate::FileSystemCacheBuilder::expiry_budget
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Lock`]; [`Error::Reentrant`] inside an `update` closure.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use fscache::{FileSystemCache, ManualClock, Ttl};
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new();
+    /// let cache = FileSystemCache::builder(dir.path()).threshold(0).clock(clock.clone()).open()?;
+    /// for i in 0..100 {
+    ///     cache.set_with_ttl(&format!("k{i}"), &i, Ttl::After(Duration::from_secs(1)))?;
+    /// }
+    /// clock.advance(Duration::from_secs(2));
+    /// let mut removed = 0;
+    /// while removed < 100 {
+    ///     let report = cache.prune_step(64)?;
+    ///     assert!(report.examined <= 64);
+    ///     removed += report.expired;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn prune_step(&self, budget: usize) -> Result<PruneReport> {
+        self.inner.locks.ensure_not_held("prune_step")?;
+        step(&self.inner, budget)
     }
 
     /// The exact number of live entries (a full scan of the headers; O(entries)).

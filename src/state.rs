@@ -11,6 +11,8 @@
 //! offset 8   8 bytes  entry-name count, i64 in native byte order (atomic)
 //! offset 16  8 bytes  number of count changes ever made (atomic), so a scan can tell
 //!                     whether anyone changed the count while it ran
+//! offset 24  8 bytes  the expiry cursor: where the next `prune_step` resumes (shard
+//!                     in the high 32 bits, position in its sorted listing in the low)
 //! rest of the page    zero, reserved
 //! ```
 #![allow(unsafe_code)]
@@ -25,6 +27,7 @@ pub(crate) const STATE_LEN: usize = 4096;
 const STATE_MAGIC: [u8; 8] = *b"FSCSTAT1";
 const COUNT_OFFSET: usize = 8;
 const CHANGES_OFFSET: usize = 16;
+const CURSOR_OFFSET: usize = 24;
 
 /// A shared mapping of `fscache.state`.
 pub(crate) struct SharedState {
@@ -139,6 +142,16 @@ impl SharedState {
 
     fn count_cell(&self) -> &AtomicI64 {
         self.cell(COUNT_OFFSET)
+    }
+
+    /// Where the next expiry step resumes; written only under the sweep lock.
+    pub(crate) fn cursor(&self) -> u64 {
+        self.cell(CURSOR_OFFSET).load(Ordering::Relaxed) as u64
+    }
+
+    pub(crate) fn set_cursor(&self, cursor: u64) {
+        self.cell(CURSOR_OFFSET)
+            .store(cursor as i64, Ordering::Relaxed);
     }
 
     /// How many times the count has been changed (by `add`), ever, by anyone.

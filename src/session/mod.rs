@@ -7,13 +7,28 @@
 //! that change different keys both keep their changes; [`Session::update`] even
 //! merges concurrent changes of the same key.
 //!
+//! # Choosing the store's threshold
+//!
+//! Open the store with `threshold(0)` (unbounded) for sessions. A threshold evicts
+//! the entries nearest to expiry once it is passed, and for sessions that means
+//! logging out users who are still active: with the cache default of 500, the 501st
+//! visitor logs somebody out. Expired sessions do not need a threshold to go: every
+//! 32nd write runs a bounded expiry step (see
+//! [`expiry_budget`](crate::FileSystemCacheBuilder::expiry_budget)), so an abandoned
+//! session's file is removed within about `2 × N` writes of the site (`N` stored
+//! sessions), and [`FileSystemCache::prune_step`] does the same from a background
+//! thread where writes are rare. A threshold makes sense only as a disk-space cap far
+//! above the number of sessions you expect (say 10× your peak), accepting that past
+//! it the sessions closest to expiring are dropped.
+//!
 //! ```
 //! use fscache::FileSystemCache;
 //! use fscache::session::{SessionConfig, Sessions};
 //!
 //! # fn main() -> fscache::Result<()> {
 //! # let dir = tempfile::tempdir().unwrap();
-//! let sessions = Sessions::new(FileSystemCache::open(dir.path())?, SessionConfig::default())?;
+//! let store = FileSystemCache::builder(dir.path()).threshold(0).open()?;
+//! let sessions = Sessions::new(store, SessionConfig::default())?;
 //!
 //! // Request 1: no cookie yet.
 //! let mut session = sessions.load(None)?;
