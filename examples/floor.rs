@@ -114,7 +114,10 @@ fn main() {
         .prefix("fscache-floor-")
         .tempdir_in(&parent)
         .unwrap_or_else(|e| {
-            eprintln!("floor: cannot create a work directory in {}: {e}", parent.display());
+            eprintln!(
+                "floor: cannot create a work directory in {}: {e}",
+                parent.display()
+            );
             std::process::exit(2);
         });
     let base = work.path().to_path_buf();
