@@ -484,15 +484,22 @@ pub(crate) fn step(inner: &Inner, budget: usize) -> Result<PruneReport> {
         // Sorted, so a position in the listing means the same names next time (up to
         // the names created or removed in between).
         names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        while pos < names.len() && report.examined < budget {
-            let (name, kind) = &names[pos];
-            pos += 1;
+        // Names this step removes from the shard shift the later ones left in the
+        // next listing: the position saved discounts them, or they would be skipped.
+        let mut removed_here = 0;
+        let mut i = pos;
+        while i < names.len() && report.examined < budget {
+            let (name, kind) = &names[i];
+            i += 1;
+            let before = report.removed();
             let item = classify(shard as u8, name, *kind);
             if clean_item(inner, item, now, &mut report, &mut own)?.is_some() {
                 report.remaining += 1;
             }
+            removed_here += report.removed() - before;
         }
-        if pos < names.len() {
+        if i < names.len() {
+            pos = i - removed_here;
             break;
         }
         shard = (shard + 1) % SHARDS;

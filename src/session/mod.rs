@@ -15,7 +15,7 @@
 //! visitor logs somebody out. Expired sessions do not need a threshold to go: every
 //! 32nd write runs a bounded expiry step (see
 //! [`expiry_budget`](crate::FileSystemCacheBuilder::expiry_budget)), so an abandoned
-//! session's file is removed within about `2 × N` writes of the site (`N` stored
+//! session's file is removed within about `4 × N` writes of the site (`N` stored
 //! sessions), and [`FileSystemCache::prune_step`] does the same from a background
 //! thread where writes are rare. A threshold makes sense only as a disk-space cap far
 //! above the number of sessions you expect (say 10× your peak), accepting that past
