@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every ```rust block of README.md, pasted as a user would: into a new binary crate
+# whose only dependency is fscache (no dev-dependencies such as tempfile), with no
+# hidden rustdoc lines. Each must build and run.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/README.md" "$work" <<'PY'
+import pathlib, re, sys
+readme, work = pathlib.Path(sys.argv[1]).read_text(), pathlib.Path(sys.argv[2])
+blocks = re.findall(r"^```rust\n(.*?)^```", readme, re.S | re.M)
+assert blocks, "README.md has no rust blocks"
+for i, code in enumerate(blocks):
+    hidden = [l for l in code.splitlines() if l.strip() == "#" or l.lstrip().startswith("# ")]
+    if hidden:
+        sys.exit(f"README rust block {i + 1} has hidden rustdoc lines a reader would paste: {hidden}")
+    (work / f"b{i}" / "src").mkdir(parents=True)
+    (work / f"b{i}" / "src" / "main.rs").write_text(code)
+print(len(blocks))
+PY
+for crate in "$work"/b*; do
+  cat >"$crate/Cargo.toml" <<TOML
+[package]
+name = "readme-$(basename "$crate")"
+version = "0.0.0"
+edition = "2024"
+publish = false
+[workspace]
+[dependencies]
+fscache = { path = "$root" }
+TOML
+  (cd "$crate" && CARGO_TARGET_DIR="$root/target/readme-snippets" cargo run --quiet --release >/dev/null) \
+    || { echo "README snippet $(basename "$crate") does not build or run as shown" >&2; cat "$crate/src/main.rs" >&2; exit 1; }
+done
+echo "README snippets: $(ls -d "$work"/b* | wc -l) blocks build and run as pasted"
