@@ -14,6 +14,7 @@ fn main() {
         bind: "127.0.0.1:0".into(),
         dir: tmp.path().join("sessions"),
         secrets: vec!["bench secret".into()],
+        secure: false,
         threads: 4,
     };
     let running = server::start(&settings).unwrap();

@@ -8,11 +8,15 @@
 //! Flags (or environment): `--bind` (`FSCACHE_BIND`, default `127.0.0.1:8000`),
 //! `--dir` (`FSCACHE_SESSION_DIR`, default `./sessions`), `--secret` (`FSCACHE_SECRET`,
 //! signs cookies; several comma-separated secrets rotate: the first signs),
-//! `--threads` (default 8).
+//! `--secure` (`FSCACHE_SECURE=1`: Secure cookies, for a server behind HTTPS),
+//! `--threads` (default 8), `--help`. One log line per request goes to stdout.
 //!
-//! Routes, after the Flask-Session tutorials: `GET /` visit counter, `POST /login`
-//! (form field `user`; regenerates the id), `GET /me`, `POST /logout`,
-//! `POST /cart/add/<id>`, `GET /cart` (JSON), `POST /cart/clear`.
+//! Routes, after the Flask-Session tutorials: `GET /` visit counter (page views only:
+//! the redirect after a form post does not count), `POST /login` (form field `user`;
+//! regenerates the id), `GET /me`, `POST /logout`, `POST /cart/add/<id>`, `GET /cart`
+//! (JSON), `POST /cart/clear`. `HEAD` answers like `GET` without a body and changes
+//! nothing; a known path with another method is 405 with `Allow`; an unknown method
+//! is 501.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -30,11 +34,32 @@ pub struct Settings {
     pub bind: String,
     pub dir: PathBuf,
     pub secrets: Vec<String>,
+    pub secure: bool,
     pub threads: usize,
 }
 
+pub const USAGE: &str = "\
+usage: server [--bind ADDR] [--dir DIR] [--secret S[,OLD...]] [--secure] [--threads N]
+
+A session web server on fscache: a visit counter, login, a cart and logout.
+
+  --bind ADDR     address to listen on (FSCACHE_BIND; default 127.0.0.1:8000)
+  --dir DIR       session directory (FSCACHE_SESSION_DIR; default ./sessions)
+  --secret S      sign cookies; comma-separated secrets rotate, the first signs
+                  (FSCACHE_SECRET)
+  --secure        mark cookies Secure: set this behind HTTPS (FSCACHE_SECURE=1)
+  --threads N     worker threads (default 8)
+  -h, --help      print this help
+";
+
+/// What the command line asks for.
+pub enum Command {
+    Run(Settings),
+    Help,
+}
+
 impl Settings {
-    fn from_args() -> Result<Settings, String> {
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut s = Settings {
             bind: env("FSCACHE_BIND").unwrap_or_else(|| "127.0.0.1:8000".into()),
@@ -43,28 +68,31 @@ impl Settings {
             secrets: env("FSCACHE_SECRET")
                 .map(|v| v.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            secure: env("FSCACHE_SECURE").is_some_and(|v| v == "1" || v == "true"),
             threads: 8,
         };
-        let mut args = std::env::args().skip(1);
+        let mut args = args.into_iter();
         while let Some(flag) = args.next() {
-            let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+            let mut value = || {
+                args.next()
+                    .ok_or(format!("{flag} needs a value (try --help)"))
+            };
             match flag.as_str() {
                 "--bind" => s.bind = value()?,
                 "--dir" => s.dir = PathBuf::from(value()?),
                 "--secret" => s.secrets = value()?.split(',').map(str::to_owned).collect(),
+                "--secure" => s.secure = true,
                 "--threads" => {
-                    s.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?
+                    let v = value()?;
+                    s.threads = v
+                        .parse()
+                        .map_err(|e| format!("--threads {v:?}: {e} (try --help)"))?
                 }
-                "-h" | "--help" => {
-                    return Err(
-                        "usage: server [--bind ADDR] [--dir DIR] [--secret S[,OLD]] [--threads N]"
-                            .into(),
-                    );
-                }
-                other => return Err(format!("unknown flag {other} (try --help)")),
+                "-h" | "--help" => return Ok(Command::Help),
+                other => return Err(format!("unknown flag {other:?} (try --help)")),
             }
         }
-        Ok(s)
+        Ok(Command::Run(s))
     }
 }
 
@@ -88,18 +116,46 @@ impl Running {
     }
 }
 
+/// What the pages say about where sessions live.
+struct Site {
+    sessions: Sessions,
+    dir: String,
+    lifetime_days: u64,
+}
+
 /// Opens the session store and starts the workers.
 pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+    use std::net::ToSocketAddrs;
+    // Check the address first, so a typo is named as such, not as a bind failure.
+    settings.bind.to_socket_addrs().map_err(|e| {
+        format!(
+            "invalid address {:?} for --bind: {e} (expected HOST:PORT, e.g. 127.0.0.1:8000)",
+            settings.bind
+        )
+    })?;
     let cache = FileSystemCache::builder(&settings.dir)
-        // Sessions are bounded by their lifetime, not by evicting active users.
+        // Sessions are bounded by their lifetime, not by evicting active users; the
+        // cache removes expired ones as it is written.
         .threshold(0)
         .open()?;
-    let mut config = SessionConfig::default();
+    let lifetime_days = 31;
+    let mut config = SessionConfig::default()
+        .lifetime(std::time::Duration::from_secs(lifetime_days * 86_400))
+        .secure(settings.secure);
     if !settings.secrets.is_empty() {
         config = config.signing_keys(&settings.secrets);
     }
-    let sessions = Arc::new(Sessions::new(cache, config)?);
-    let server = Arc::new(Server::http(&settings.bind)?);
+    let site = Arc::new(Site {
+        sessions: Sessions::new(cache, config)?,
+        dir: settings.dir.display().to_string(),
+        lifetime_days,
+    });
+    let server = Arc::new(Server::http(&settings.bind).map_err(|e| {
+        format!(
+            "cannot listen on {}: {e}; choose another address with --bind (e.g. --bind 127.0.0.1:8080)",
+            settings.bind
+        )
+    })?);
     let addr = server
         .server_addr()
         .to_ip()
@@ -107,10 +163,10 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
     let workers = (0..settings.threads.max(1))
         .map(|_| {
             let server = Arc::clone(&server);
-            let sessions = Arc::clone(&sessions);
+            let site = Arc::clone(&site);
             std::thread::spawn(move || {
                 for request in server.incoming_requests() {
-                    serve(&sessions, request);
+                    serve(&site, request);
                 }
             })
         })
@@ -122,15 +178,25 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
     })
 }
 
-fn serve(sessions: &Sessions, mut request: Request) {
-    let response = match handle(sessions, &mut request) {
+fn serve(site: &Site, mut request: Request) {
+    let started = std::time::Instant::now();
+    let (method, path) = (request.method().clone(), request.url().to_owned());
+    let response = match handle(site, &mut request) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {} {}: {e}", request.method(), request.url());
+            eprintln!("error: {method} {path}: {e}");
+            // The answer depended on the cookie (its session could not be loaded or
+            // saved), so caches must not share it either.
             text(500, "text/plain; charset=utf-8", "internal error\n".into())
+                .with_header(header("Vary", "Cookie"))
         }
     };
+    let status = response.status_code().0;
     let _ = request.respond(response);
+    println!(
+        "{method} {path} {status} {:.1}ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 type Reply = Response<std::io::Cursor<Vec<u8>>>;
@@ -154,7 +220,42 @@ fn redirect(to: &str) -> Reply {
         .with_header(header("Location", to))
 }
 
-fn handle(sessions: &Sessions, request: &mut Request) -> fscache::Result<Reply> {
+/// The methods each path answers, for 405's `Allow`; `None`: no such path.
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/" | "/me" | "/cart" => Some("GET, HEAD"),
+        "/login" | "/logout" | "/cart/clear" => Some("POST"),
+        p if p.starts_with("/cart/add/") => Some("POST"),
+        _ => None,
+    }
+}
+
+fn handle(site: &Site, request: &mut Request) -> fscache::Result<Reply> {
+    let method = request.method().clone();
+    let (url, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
+    let (url, after_post) = (url.to_owned(), query.split('&').any(|p| p == "after=post"));
+    // Method and path first: these answers do not depend on the cookie.
+    let Some(allow) = allowed(&url) else {
+        return Ok(text(404, "text/plain; charset=utf-8", "not found\n".into()));
+    };
+    let name = method.as_str();
+    if !matches!(
+        name,
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS"
+    ) {
+        return Ok(text(
+            501,
+            "text/plain; charset=utf-8",
+            format!("{name} is not implemented\n"),
+        ));
+    }
+    let as_get = method == Method::Head;
+    if !allow.split(", ").any(|m| m == name) {
+        return Ok(
+            text(405, "text/plain; charset=utf-8", format!("use {allow}\n"))
+                .with_header(header("Allow", allow)),
+        );
+    }
     let cookies: Vec<&str> = request
         .headers()
         .iter()
@@ -162,50 +263,58 @@ fn handle(sessions: &Sessions, request: &mut Request) -> fscache::Result<Reply> 
         .map(|h| h.value.as_str())
         .collect();
     let cookie_header = (!cookies.is_empty()).then(|| cookies.join("; "));
+    let sessions = &site.sessions;
     let mut session = sessions.load(cookie_header.as_deref())?;
-    let method = request.method().clone();
-    let url = request.url().split('?').next().unwrap_or("").to_owned();
     // A browser's form post gets sent back to the page; API clients get JSON.
     let browser = request
         .headers()
         .iter()
         .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("text/html"));
-    let response = route(&method, &url, request, &mut session)?;
+    // HEAD is GET without a body (tiny_http drops it) and changes nothing: it is not a
+    // page view, and nothing it does to the session is saved.
+    let page_view = method == Method::Get && !after_post;
+    let route_method = if as_get { Method::Get } else { method.clone() };
+    let response = route(site, &route_method, &url, page_view, request, &mut session)?;
     let response = if browser && method == Method::Post && response.status_code().0 == 200 {
-        redirect("/")
+        redirect("/?after=post")
     } else {
         response
     };
-    let outcome = sessions.save(&mut session)?;
     let mut response = response;
-    if let Some(set_cookie) = outcome.set_cookie {
-        response = response.with_header(header("Set-Cookie", &set_cookie));
+    if !as_get {
+        let outcome = sessions.save(&mut session)?;
+        if let Some(set_cookie) = outcome.set_cookie {
+            response = response.with_header(header("Set-Cookie", &set_cookie));
+        }
     }
-    if outcome.vary_cookie {
-        response = response.with_header(header("Vary", "Cookie"));
-    }
-    Ok(response)
+    // Every answer past this point was made from the session the cookie names.
+    Ok(response.with_header(header("Vary", "Cookie")))
 }
 
 type Cart = BTreeMap<String, u32>;
 
 fn route(
+    site: &Site,
     method: &Method,
     url: &str,
+    page_view: bool,
     request: &mut Request,
     session: &mut Session,
 ) -> fscache::Result<Reply> {
     Ok(match (method, url) {
         (Method::Get, "/") => {
-            let visits = session
-                .update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))?
-                .unwrap_or(0);
+            let visits = if page_view {
+                session.update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))?
+            } else {
+                session.get::<u64>("visits")?
+            }
+            .unwrap_or(0);
             let user = session.get::<String>("user")?;
             let cart = session.get::<Cart>("cart")?.unwrap_or_default();
             text(
                 200,
                 "text/html; charset=utf-8",
-                page(visits, user.as_deref(), &cart),
+                page(site, visits, user.as_deref(), &cart),
             )
         }
         (Method::Post, "/login") => {
@@ -221,7 +330,7 @@ fn route(
             // New id on login: a session id seen before login is worthless after it.
             session.regenerate()?;
             session.insert("user", user)?;
-            redirect("/")
+            redirect("/?after=post")
         }
         (Method::Get, "/me") => match session.get::<String>("user")? {
             Some(user) => json(200, &serde_json::json!({ "user": user })),
@@ -229,7 +338,7 @@ fn route(
         },
         (Method::Post, "/logout") => {
             session.destroy();
-            redirect("/")
+            redirect("/?after=post")
         }
         (Method::Get, "/cart") => {
             let cart = session.get::<Cart>("cart")?.unwrap_or_default();
@@ -258,7 +367,7 @@ fn route(
             })?;
             json(200, &serde_json::json!(cart))
         }
-        _ => text(404, "text/plain; charset=utf-8", "not found\n".into()),
+        _ => unreachable!("allowed() admitted only routed paths and methods"),
     })
 }
 
@@ -304,53 +413,75 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn page(visits: u64, user: Option<&str>, cart: &Cart) -> String {
+const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;\
+padding:0 1rem;color:#222}h1{font-size:1.5rem}.note{color:#555;font-size:.9rem;border-left:3px \
+solid #9ab;padding-left:.75rem}form{display:inline-block;margin:.25rem .25rem .25rem 0}\
+button{font:inherit;padding:.3rem .8rem;border:1px solid #789;border-radius:4px;\
+background:#f4f7f9;cursor:pointer}input{font:inherit;padding:.25rem .5rem}";
+
+fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
     let who = match user {
         Some(u) => format!(
             "<p>Logged in as <b>{}</b>.</p><form method=post action=/logout><button>Log out</button></form>",
             escape(u)
         ),
-        None => "<form method=post action=/login><input name=user placeholder=name> <button>Log in</button></form>".into(),
+        None => "<form method=post action=/login><input name=user placeholder=name aria-label=name> <button>Log in</button></form>".into(),
     };
     let items: String = cart
         .iter()
         .map(|(k, n)| format!("<li>{} × {n}</li>", escape(k)))
         .collect();
     format!(
-        "<!doctype html><meta charset=utf-8><title>fscache sessions</title>\
-         <h1>fscache session demo</h1><p>You have visited this page <b>{visits}</b> time(s).</p>{who}\
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+         <title>fscache sessions</title><style>{STYLE}</style>\
+         <h1>fscache session demo</h1>\
+         <p class=note>Your session lives on this server, in a file under <code>{dir}</code>; \
+         your browser holds only a random id in the <code>session</code> cookie.<br>\
+         It expires {days} days after your last request; logging out deletes it at once.</p>\
+         <p>You have visited this page <b>{visits}</b> time(s).</p>{who}\
          <h2>Cart</h2><ul>{items}</ul>\
          <form method=post action=/cart/add/apple><button>Add an apple</button></form>\
          <form method=post action=/cart/add/pear><button>Add a pear</button></form>\
          <form method=post action=/cart/clear><button>Empty the cart</button></form>\
-         <p><a href=/me>/me</a> · <a href=/cart>/cart</a></p>"
+         <p><a href=/me>/me</a> · <a href=/cart>/cart</a></p>",
+        dir = escape(&site.dir),
+        days = site.lifetime_days,
     )
 }
 
 #[allow(dead_code)]
 fn main() {
-    let settings = match Settings::from_args() {
-        Ok(s) => s,
+    let settings = match Settings::from_args(std::env::args().skip(1)) {
+        Ok(Command::Run(s)) => s,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return;
+        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("server: {e}");
             std::process::exit(2);
         }
     };
     let running = match start(&settings) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start: {e}");
+            eprintln!("server: cannot start: {e}");
             std::process::exit(1);
         }
     };
     println!(
-        "fscache session demo: open http://{} (sessions in {}{})",
+        "fscache session demo: open http://{} (sessions in {}{}{})",
         running.addr,
         settings.dir.display(),
         if settings.secrets.is_empty() {
             ""
         } else {
             ", cookies signed"
+        },
+        if settings.secure {
+            ", Secure cookies"
+        } else {
+            ""
         }
     );
     for w in running.workers {

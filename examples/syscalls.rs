@@ -5,9 +5,13 @@
 //! ```
 //! The cache lives in a new directory it creates inside DIR (`fscache-syscalls-XXXXXX`),
 //! removed at the end; nothing else in DIR is touched.
-//! Pass `--setup-only` as a fourth argument to run only the setup, and subtract.
+//! The operations are bracketed by two writes to stderr ("fscache-syscalls: begin" /
+//! "end"): count the syscalls between them in `strace -o` output
+//! (`.ci/syscall-budget.sh` does). `--setup-only` as a fourth argument runs only the
+//! setup.
 //! Operations: set-new, overwrite, get, miss, has, delete, inc, churn (threshold 1000).
-//! Set `FSCACHE_FSYNC=1` for `Durability::Fsync`.
+//! Set `FSCACHE_FSYNC=1` for `Durability::Fsync`, `FSCACHE_EXPIRY_BUDGET=0` to leave out
+//! the automatic expiry step.
 
 use fscache::FileSystemCache;
 
@@ -36,7 +40,14 @@ fn main() -> fscache::Result<()> {
     } else {
         fscache::Durability::Rename
     };
+    // FSCACHE_EXPIRY_BUDGET=0 leaves out the automatic expiry step, to count an
+    // operation's own syscalls.
+    let expiry_budget = std::env::var("FSCACHE_EXPIRY_BUDGET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let cache = FileSystemCache::builder(dir)
+        .expiry_budget(expiry_budget)
         .threshold(threshold)
         .durability(durability)
         .open()?;
@@ -55,6 +66,14 @@ fn main() -> fscache::Result<()> {
     if setup_only {
         return Ok(());
     }
+    // Markers for counting: `strace -o` shows these two writes around the operations
+    // (see .ci/syscall-budget.sh), so setup and teardown need no subtracting.
+    // Steady state: a process opens each of the 64 stripe lock files once; do that
+    // before counting (deleting absent keys touches every stripe).
+    for i in 0..2_000 {
+        cache.delete(&format!("warm-up-{i}"))?;
+    }
+    eprintln!("fscache-syscalls: begin");
     for k in &keys {
         match op {
             "set-new" | "overwrite" | "churn" => cache.set_bytes(k, &value)?,
@@ -66,5 +85,6 @@ fn main() -> fscache::Result<()> {
             other => panic!("unknown op {other}"),
         }
     }
+    eprintln!("fscache-syscalls: end");
     Ok(())
 }

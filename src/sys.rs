@@ -425,8 +425,9 @@ pub(crate) enum Kind {
 
 /// Reads the names in one directory below the root (never through a symlink).
 pub(crate) fn list_dir(root: &Root, rel: &str) -> io::Result<Vec<(Vec<u8>, Kind)>> {
+    // Dir::new takes the descriptor we opened (read_from would open it again).
     let dir = root.open_dir(rel)?;
-    let mut iter = rustix::fs::Dir::read_from(dir.as_fd()).map_err(io_err)?;
+    let mut iter = rustix::fs::Dir::new(OwnedFd::from(dir)).map_err(io_err)?;
     let mut out = Vec::new();
     while let Some(ent) = iter.read() {
         let ent = ent.map_err(io_err)?;

@@ -3,8 +3,8 @@
 //! cache, a shard replaced by a file. Each must give a clear typed error or a
 //! documented recovery: never a panic, never data from outside the cache.
 //!
-//! The mount-based cases need root (CI runs as root); elsewhere they report that
-//! they did not run.
+//! The mount-based cases need root (CI runs as root, and fails them if they cannot
+//! run); elsewhere they print SKIPPED.
 
 mod common;
 
@@ -38,7 +38,7 @@ impl Mount {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("NOT RUN: cannot mount a tmpfs here (needs root)");
+            common::cannot_run("cannot mount a tmpfs here (needs root)");
             return None;
         }
         Some(Mount { path, _tmp: tmp })
@@ -144,7 +144,7 @@ fn an_immutable_entry_gives_permission_errors_not_panics() -> TestResult {
     c.set("locked", "original")?;
     let p = entry_path(&dir, "locked");
     if !chattr("+i", &p) {
-        eprintln!("NOT RUN: chattr +i is not available here");
+        common::cannot_run("chattr +i is not available here (needs root and ext4/xfs)");
         return Ok(());
     }
     let result = (|| -> TestResult {
@@ -171,7 +171,7 @@ fn a_write_protected_shard_fails_writes_and_serves_reads() -> TestResult {
     c.set("k", &1)?;
     let shard = entry_path(&dir, "k").parent().unwrap().to_path_buf();
     if !chattr("+i", &shard) {
-        eprintln!("NOT RUN: chattr +i is not available here");
+        common::cannot_run("chattr +i is not available here (needs root and ext4/xfs)");
         return Ok(());
     }
     let result = (|| -> TestResult {

@@ -57,11 +57,8 @@ fn mount() -> Option<Mount> {
     });
     match why {
         None => Some(Mount { _tmp: tmp, point }),
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI must run the FUSE test: {why}")
-        }
         Some(why) => {
-            eprintln!("SKIPPED: FUSE test: {why}");
+            common::cannot_run(&format!("FUSE test: {why}"));
             None
         }
     }

@@ -25,6 +25,7 @@ impl App {
             bind: "127.0.0.1:0".into(),
             dir: dir.clone(),
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            secure: false,
             threads: 8,
         };
         let running = server::start(&settings).expect("server starts");
@@ -349,7 +350,7 @@ fn browser_form_posts_return_to_the_page() -> TestResult {
         .header("Accept", "text/html,application/xhtml+xml")
         .send_empty()?;
     assert_eq!(resp.status().as_u16(), 303);
-    assert_eq!(resp.headers().get("location").unwrap(), "/");
+    assert_eq!(resp.headers().get("location").unwrap(), "/?after=post");
     let cookie = resp
         .headers()
         .get("set-cookie")
@@ -360,7 +361,11 @@ fn browser_form_posts_return_to_the_page() -> TestResult {
         .unwrap()
         .to_owned();
     let _ = resp.body_mut().read_to_string();
-    let page = app.call("GET", "/", Some(&cookie), None);
+    // Following the redirect shows the page without counting a visit: only page views
+    // count, not form posts.
+    let page = app.call("GET", "/?after=post", Some(&cookie), None);
     assert!(page.body.contains("apple × 1"), "{}", page.body);
+    assert_eq!(page.visits(), 0);
+    assert_eq!(app.call("GET", "/", Some(&cookie), None).visits(), 1);
     Ok(())
 }

@@ -1,0 +1,289 @@
+//! The example server as a user runs it: the built binary (`cargo test` builds the
+//! server package's example), its flags, its messages, its log, and how it answers
+//! methods and cookies over real HTTP on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn server_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/server");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test builds it (or: cargo build --example server)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running server process; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = Command::new(server_bin())
+            .args(["--bind", "127.0.0.1:0", "--threads", "2", "--dir"])
+            .arg(tmp.path().join("sessions"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let base = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_owned();
+        Server {
+            child,
+            base,
+            _tmp: tmp,
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into()
+    }
+
+    /// Stops the server and returns what it printed after its first line.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() -> TestResult {
+    let out = Command::new(server_bin()).arg("--help").output()?;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout)?;
+    assert!(stdout.starts_with("usage: server"), "{stdout}");
+    for flag in [
+        "--bind",
+        "--dir",
+        "--secret",
+        "--secure",
+        "--threads",
+        "FSCACHE_SECURE",
+    ] {
+        assert!(stdout.contains(flag), "help names {flag}: {stdout}");
+    }
+    assert!(out.stderr.is_empty());
+    let out = Command::new(server_bin()).arg("--frobnicate").output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)?.contains("\"--frobnicate\" (try --help)"));
+    Ok(())
+}
+
+#[test]
+fn a_bad_address_is_echoed_and_a_busy_one_suggests_bind() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let out = Command::new(server_bin())
+        .args(["--bind", "127.0.0.1:notaport", "--dir"])
+        .arg(tmp.path().join("s"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr)?;
+    assert!(
+        err.contains("\"127.0.0.1:notaport\""),
+        "echoes the value: {err}"
+    );
+    assert!(err.contains("HOST:PORT"), "{err}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let out = Command::new(server_bin())
+        .args(["--bind", &addr, "--dir"])
+        .arg(tmp.path().join("s"))
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains(&addr) && err.contains("--bind"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn one_log_line_per_request_with_method_path_status_and_time() -> TestResult {
+    let server = Server::start(&[], &[]);
+    let agent = Server::agent();
+    agent.get(format!("{}/", server.base)).call()?;
+    agent.get(format!("{}/nope", server.base)).call()?;
+    agent.post(format!("{}/logout", server.base)).send_empty()?;
+    let log = server.stop();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for (line, (method, path, status)) in lines.iter().zip([
+        ("GET", "/", "200"),
+        ("GET", "/nope", "404"),
+        ("POST", "/logout", "303"),
+    ]) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&parts[..3], [method, path, status], "{line}");
+        assert!(parts[3].ends_with("ms") && parts[3].trim_end_matches("ms").parse::<f64>().is_ok());
+    }
+    Ok(())
+}
+
+#[test]
+fn secure_cookies_by_flag_or_environment() -> TestResult {
+    for (args, env) in [
+        (&["--secure"][..], &[][..]),
+        (&[][..], &[("FSCACHE_SECURE", "1")][..]),
+    ] {
+        let server = Server::start(args, env);
+        let agent = Server::agent();
+        let resp = agent
+            .post(format!("{}/login", server.base))
+            .send_form([("user", "ada")])?;
+        let cookie = resp.headers().get("set-cookie").unwrap().to_str()?;
+        assert!(cookie.contains("; Secure"), "{cookie}");
+    }
+    let server = Server::start(&[], &[]);
+    let resp = Server::agent()
+        .post(format!("{}/login", server.base))
+        .send_form([("user", "ada")])?;
+    assert!(
+        !resp
+            .headers()
+            .get("set-cookie")
+            .unwrap()
+            .to_str()?
+            .contains("Secure")
+    );
+    Ok(())
+}
+
+#[test]
+fn head_is_get_without_a_body_and_other_methods_get_405_or_501() -> TestResult {
+    let server = Server::start(&[], &[]);
+    let agent = Server::agent();
+    let mut first = agent.get(format!("{}/", server.base)).call()?;
+    let cookie = first
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let _ = first.body_mut().read_to_string();
+
+    let mut head = agent
+        .head(format!("{}/", server.base))
+        .header("Cookie", &cookie)
+        .call()?;
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers().get("content-type").unwrap(),
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(head.headers().get("vary").unwrap(), "Cookie");
+    assert!(
+        head.headers().get("set-cookie").is_none(),
+        "HEAD changes nothing"
+    );
+    assert_eq!(head.body_mut().read_to_string()?, "");
+    // HEAD was not a visit: the next page view is the second.
+    let mut page = agent
+        .get(format!("{}/", server.base))
+        .header("Cookie", &cookie)
+        .call()?;
+    assert!(page.body_mut().read_to_string()?.contains("<b>2</b>"));
+
+    let put = agent.put(format!("{}/", server.base)).send_empty()?;
+    assert_eq!(put.status().as_u16(), 405);
+    assert_eq!(put.headers().get("allow").unwrap(), "GET, HEAD");
+    let get_login = agent.get(format!("{}/login", server.base)).call()?;
+    assert_eq!(get_login.status().as_u16(), 405);
+    assert_eq!(get_login.headers().get("allow").unwrap(), "POST");
+    // An unknown method, over a raw socket (clients refuse to send one).
+    use std::io::Write;
+    let mut sock = std::net::TcpStream::connect(server.base.trim_start_matches("http://"))?;
+    sock.write_all(b"BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    Ok(())
+}
+
+#[test]
+fn every_answer_made_from_the_cookie_varies_on_it_errors_included() -> TestResult {
+    let server = Server::start(&[], &[]);
+    let agent = Server::agent();
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/me"), // 401
+        ("GET", "/cart"),
+        ("POST", "/cart/add/x!y"), // 400
+        ("POST", "/login"),        // 400: no user
+        ("POST", "/logout"),
+    ] {
+        let url = format!("{}{path}", server.base);
+        let resp = match method {
+            "GET" => agent.get(&url).call()?,
+            _ => agent.post(&url).send_empty()?,
+        };
+        assert_eq!(
+            resp.headers()
+                .get("vary")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .as_deref(),
+            Some("Cookie"),
+            "{method} {path} ({})",
+            resp.status()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_page_says_where_the_session_lives_and_when_it_expires() -> TestResult {
+    let server = Server::start(&[], &[]);
+    let mut resp = Server::agent().get(format!("{}/", server.base)).call()?;
+    let page = resp.body_mut().read_to_string()?;
+    assert!(
+        page.contains("sessions</code>"),
+        "names the directory: {page}"
+    );
+    assert!(page.contains("31 days after your last request"), "{page}");
+    assert!(page.contains("<style>"));
+    Ok(())
+}
