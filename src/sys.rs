@@ -467,9 +467,10 @@ pub(crate) fn kind_of(st: &rustix::fs::Stat) -> Kind {
 
 /// Reads a whole file with no `fstat`: the entry header declares the length, so one
 /// `read` of the first chunk sizes the buffer, and a read returning 0 ends it.
-/// Reads at most `limit + 1` bytes, so an oversized file is detected, not loaded.
-pub(crate) fn read_entry_file(file: &mut File, limit: usize) -> io::Result<Vec<u8>> {
-    use std::io::Read;
+/// Reads at most `limit + 1` bytes, so an oversized file is detected, not loaded, and
+/// stops one byte past the length the header declares: a longer file is damage, found
+/// without reading its tail.
+pub(crate) fn read_entry_file(file: &mut impl io::Read, limit: usize) -> io::Result<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         if buf.len() == buf.capacity() {
@@ -502,6 +503,11 @@ pub(crate) fn read_entry_file(file: &mut File, limit: usize) -> io::Result<Vec<u
         if n == 0 || buf.len() > limit {
             return Ok(buf);
         }
+        if buf.len() >= crate::entry::HEADER_LEN
+            && crate::entry::Header::parse(&buf).is_ok_and(|h| buf.len() > h.total_len())
+        {
+            return Ok(buf); // trailing bytes: the decoder reports the length mismatch
+        }
     }
 }
 
@@ -520,4 +526,37 @@ pub(crate) fn read_prefix(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
     }
     buf.truncate(filled);
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that counts its `read` calls.
+    struct Counting<'a>(&'a [u8], usize);
+    impl io::Read for Counting<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.1 += 1;
+            let n = out.len().min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_stop_the_read_at_once() {
+        let mut w = crate::entry::EntryWriter::start(crate::entry::Codec::Raw, 0, 1, "k", 10);
+        w.payload().extend_from_slice(b"0123456789");
+        let mut bytes = w.finish();
+        let total = bytes.len();
+        let exact = read_entry_file(&mut Counting(&bytes, 0), 16 << 20).unwrap();
+        assert_eq!(exact.len(), total);
+        bytes.extend(std::iter::repeat_n(0xAB, 4 << 20)); // a 4 MiB tail
+        let mut reader = Counting(&bytes, 0);
+        let read = read_entry_file(&mut reader, 16 << 20).unwrap();
+        assert!(read.len() > total && read.len() <= 4096, "{}", read.len());
+        assert!(reader.1 <= 2, "{} reads for a file with a 4 MiB tail", reader.1);
+        assert!(crate::entry::decode(&read, 16 << 20).is_err(), "damage");
+    }
 }

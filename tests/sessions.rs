@@ -115,12 +115,41 @@ fn destroy_wins_over_a_concurrent_change() -> TestResult {
             .contains("Max-Age=0")
     );
     let out = sessions.save(&mut b)?;
-    assert!(
-        out.set_cookie.unwrap().contains("Max-Age=0"),
-        "b learns it is gone"
+    assert_eq!(
+        out.set_cookie, None,
+        "only the destroying request expires the cookie"
     );
     assert_eq!(sessions.store().len()?, 0, "not resurrected");
     assert!(sessions.load(Some(&c))?.is_new());
+    Ok(())
+}
+
+#[test]
+fn a_request_running_during_a_login_does_not_log_the_user_out() -> TestResult {
+    let (_t, sessions, _) = setup(|c| c);
+    let before_login = new_session_cookie(&sessions);
+    // Two requests carry the pre-login cookie.
+    let mut login = sessions.load(Some(&before_login))?;
+    let mut other = sessions.load(Some(&before_login))?;
+    login.regenerate()?;
+    login.insert("user", &"ada")?;
+    let login_cookie = sessions.save(&mut login)?.set_cookie.expect("the new id");
+    assert!(!login_cookie.contains("Max-Age=0"));
+    // The other request saves afterwards: its record went with the old id. If its
+    // response arrives second, any Set-Cookie it sends replaces the login cookie.
+    other.insert("theme", &"dark")?;
+    let out = sessions.save(&mut other)?;
+    assert_eq!(
+        out.set_cookie, None,
+        "must not expire the fresh login cookie"
+    );
+    let pair = login_cookie.split(';').next().unwrap();
+    let after = sessions.load(Some(pair))?;
+    assert_eq!(
+        after.get::<String>("user")?.as_deref(),
+        Some("ada"),
+        "still logged in"
+    );
     Ok(())
 }
 
@@ -385,5 +414,57 @@ fn sessions_run_on_another_store() -> TestResult {
         .unwrap()
         .clone();
     assert!(key.starts_with("session:") && !key.contains(c.trim_start_matches("session=")));
+    Ok(())
+}
+
+#[test]
+fn cookie_attributes_that_could_break_a_header_are_refused() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let store = || {
+        FileSystemCache::builder(tmp.path())
+            .threshold(0)
+            .open()
+            .unwrap()
+    };
+    for path in [
+        "/a\r\nSet-Cookie: x=1",
+        "/a\nb",
+        "/\u{7f}",
+        "/a;b",
+        "relative",
+        "/é",
+    ] {
+        let err = Sessions::new(store(), SessionConfig::default().path(path)).unwrap_err();
+        assert!(
+            matches!(err, fscache::Error::Config { .. }),
+            "{path:?}: {err:?}"
+        );
+    }
+    for domain in [
+        "example.com\r\nX: y",
+        "a b.com",
+        "",
+        ".",
+        "-bad.com",
+        "x..com",
+        "a;b",
+    ] {
+        let err = Sessions::new(store(), SessionConfig::default().domain(domain)).unwrap_err();
+        assert!(
+            matches!(err, fscache::Error::Config { .. }),
+            "{domain:?}: {err:?}"
+        );
+    }
+    for (path, domain) in [
+        ("/", "example.com"),
+        ("/app/v1", ".example.co.uk"),
+        ("/a b", "x-y.z"),
+    ] {
+        let sessions = Sessions::new(store(), SessionConfig::default().path(path).domain(domain))?;
+        let mut s = sessions.load(None)?;
+        s.insert("k", &1)?;
+        let cookie = sessions.save(&mut s)?.set_cookie.unwrap();
+        assert!(!cookie.contains('\r') && !cookie.contains('\n'), "{cookie}");
+    }
     Ok(())
 }

@@ -220,18 +220,35 @@ impl SessionConfig {
         if self.lifetime.as_secs() > i64::MAX as u64 / 1000 {
             return config("the session lifetime is too long to represent".into());
         }
-        if !self.path.starts_with('/') || self.path.contains(';') {
+        // RFC 6265 §4.1.1: path-value is any CHAR except CTLs and ";" (so no CR, LF
+        // or other control character can reach a Set-Cookie header).
+        let path_ok = self.path.starts_with('/')
+            && self.path.chars().all(|c| (' '..='~').contains(&c) && c != ';');
+        if !path_ok {
             return config(format!(
-                "cookie path {:?} must start with / and hold no ;",
+                "cookie path {:?} must start with / and hold only printable ASCII without ; \
+                 (RFC 6265)",
                 self.path
             ));
         }
-        if self
-            .domain
-            .as_deref()
-            .is_some_and(|d| d.is_empty() || d.contains(';'))
-        {
-            return config("cookie domain must be non-empty and hold no ;".into());
+        // A domain is a host name: letters, digits, hyphens and dots (a leading dot is
+        // tolerated by RFC 6265 and ignored by browsers).
+        if let Some(d) = self.domain.as_deref() {
+            let host = d.strip_prefix('.').unwrap_or(d);
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                });
+            if !ok {
+                return config(format!(
+                    "cookie domain {d:?} is not a host name (letters, digits, hyphens, dots)"
+                ));
+            }
         }
         Ok(())
     }

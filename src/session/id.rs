@@ -86,7 +86,11 @@ pub(crate) fn verify<'a>(value: &'a str, keys: &[SigningKey]) -> Option<&'a str>
         return is_well_formed(value).then_some(value);
     }
     let (id, sig) = value.split_once('.')?;
-    if !is_well_formed(id) || sig.len() != SIG_LEN {
+    // Only the spelling signing produces (lower-case hex): one cookie value per id.
+    if !is_well_formed(id)
+        || sig.len() != SIG_LEN
+        || !sig.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return None;
     }
     let sig = blake3::Hash::from_hex(sig).ok()?;
@@ -107,6 +111,26 @@ pub(crate) fn store_key(prefix: &str, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_has_one_spelling() {
+        let keys = [SigningKey::derive(b"k")];
+        let id = generate().unwrap();
+        let signed = keys[0].sign(&id);
+        assert_eq!(verify(&signed, &keys), Some(id.as_str()));
+        let (head, sig) = signed.split_once('.').unwrap();
+        let upper = format!("{head}.{}", sig.to_ascii_uppercase());
+        assert_ne!(upper, signed, "the signature has hex letters to change");
+        assert_eq!(verify(&upper, &keys), None, "upper-case hex is refused");
+        let mixed: String = sig
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c })
+            .collect();
+        if mixed != sig {
+            assert_eq!(verify(&format!("{head}.{mixed}"), &keys), None);
+        }
+    }
 
     #[test]
     fn ids_are_43_url_safe_chars_and_distinct() {

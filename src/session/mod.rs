@@ -515,12 +515,15 @@ impl<S: Store> Sessions<S> {
         let changes = std::mem::take(&mut session.changes);
         let permanent = session.permanent_changed.then_some(session.permanent);
         let mut failure = None;
+        // Whether the record was there to merge into (else it was gone already).
+        let mut found = false;
         let merged = self.store.update(
             &self.store_key(&stored_id),
             ttl,
             |current: Option<Record>| {
                 // Gone: destroyed (or expired) meanwhile. Never resurrect it.
                 let mut record = current?;
+                found = true;
                 let original = record.clone();
                 for change in changes {
                     match change {
@@ -566,7 +569,11 @@ impl<S: Store> Sessions<S> {
                 session.stored_id = None;
                 session.data.clear();
                 reset(session);
-                outcome(Some(self.expired_cookie()))
+                // Emptied by this request: its cookie goes too. Gone already (destroyed,
+                // regenerated or expired by another request): no Set-Cookie, since this
+                // answer may arrive after a login's response set a new cookie, which an
+                // expiring one would delete in the browser.
+                outcome(found.then(|| self.expired_cookie()))
             }
         }
     }
