@@ -126,12 +126,23 @@
 //! other writer changes the count corrects it. Opening a cache reads no entry, whatever
 //! its size.
 //!
+//! # Expiry without a threshold
+//!
+//! Expired entries also go when the cache is below its threshold or unbounded
+//! (`threshold(0)`, as for sessions): every 32nd write of a handle runs one bounded
+//! step that reads up to [`expiry_budget`](FileSystemCacheBuilder::expiry_budget)
+//! entry headers (default 8) from a cursor shared by all processes, and removes the
+//! expired and damaged ones. Each entry is looked at within about `4 × N` writes;
+//! [`prune_step`](FileSystemCache::prune_step) runs the same step from a background
+//! thread, and reads remove an expired entry they meet.
+//!
 //! # Hot path
 //!
 //! A `set` of a new key is `openat2` (temp, `O_EXCL`) + `write` + `close` +
 //! `renameat2(RENAME_NOREPLACE)`; an overwrite commits with
 //! `renameat2(RENAME_EXCHANGE)` and unlinks the replaced entry, which keeps the entry
-//! count exact while other processes delete. A `get` is `openat2` + `read` ×2 + `close`
+//! count exact while other processes delete (the expiry step adds about one syscall
+//! per write, amortized). A `get` is `openat2` + `read` ×2 + `close`
 //! (no `fstat`: the header declares the length), a miss one failed `openat2`, a
 //! `delete` `flock` + `unlinkat` + `flock` (its stripe lock).
 #![deny(unsafe_code, missing_docs)]
