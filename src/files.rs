@@ -140,9 +140,10 @@ impl Inner {
                 }
             }
         } else {
-            // Inside an update closure on another key in portable mode, the commit
-            // runs unlocked: only the shared count can be off (the next quiet scan
-            // corrects it); a second stripe lock could deadlock.
+            // No lock here: renameat2 commits need none, or the caller holds the
+            // stripe, or (portable mode, inside an update closure on another key) a
+            // second stripe lock could deadlock; then only the shared count can be
+            // off, until the next quiet scan corrects it.
             None
         };
         let mut commit = self.root.rename_commit(&tmp, path.rel());
