@@ -191,12 +191,14 @@ fn serve(site: &Site, mut request: Request) {
                 .with_header(header("Vary", "Cookie"))
         }
     };
-    let status = response.status_code().0;
-    let _ = request.respond(response);
+    // Logged before the answer goes out, so a client that has its answer can count
+    // on the line (the time is the handling time, not the transmission).
     println!(
-        "{method} {path} {status} {:.1}ms",
+        "{method} {path} {} {:.1}ms",
+        response.status_code().0,
         started.elapsed().as_secs_f64() * 1e3
     );
+    let _ = request.respond(response);
 }
 
 type Reply = Response<std::io::Cursor<Vec<u8>>>;

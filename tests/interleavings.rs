@@ -201,12 +201,18 @@ fn a_set_that_lands_before_adds_commit_wins() -> TestResult {
         // Another thread sets the key now. Where set takes no lock it completes
         // before add commits; in the portable mode it waits for add's stripe lock.
         let (tx, rx) = mpsc::channel();
-        let (c2, k) = (c2.clone(), k2.lock().unwrap().clone());
+        let (c, k) = (c2.clone(), k2.lock().unwrap().clone());
         std::thread::spawn(move || {
-            c2.set(&k, "from set").unwrap();
+            c.set(&k, "from set").unwrap();
             tx.send(()).ok();
         });
-        if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+        // Lock-free, the set always completes (allow a loaded machine 5 s); under the
+        // portable mode's lock it never can, so a short wait shows that.
+        let wait = match c2.stats().rename_mode {
+            RenameMode::Renameat2 => Duration::from_secs(5),
+            _ => Duration::from_millis(100),
+        };
+        if rx.recv_timeout(wait).is_ok() {
             landed.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
