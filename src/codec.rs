@@ -54,7 +54,16 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     };
     match codec {
         #[cfg(feature = "json")]
-        Codec::Json => serde_json::to_writer(out, value).map_err(|e| failed(e.into())),
+        Codec::Json => {
+            let start = out.len();
+            serde_json::to_writer(&mut *out, value).map_err(|e| failed(e.into()))?;
+            // NaN and infinities were written as null: refuse them rather than store
+            // a value that reads back as something else.
+            if out[start..].windows(4).any(|w| w == b"null") {
+                crate::finite::check(value).map_err(|e| failed(e.into()))?;
+            }
+            Ok(())
+        }
         #[cfg(feature = "msgpack")]
         Codec::MessagePack => {
             rmp_serde::encode::write_named(out, value).map_err(|e| failed(e.into()))

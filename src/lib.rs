@@ -166,6 +166,8 @@ unix! {
     mod entry;
     mod error;
     mod files;
+    #[cfg(feature = "json")]
+    mod finite;
     #[doc(hidden)]
     pub mod hooks;
     mod layout;

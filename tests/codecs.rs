@@ -142,3 +142,55 @@ fn fsync_durability_writes_and_deletes() -> TestResult {
     assert_eq!(c.inc("n", 3)?, 3);
     Ok(())
 }
+
+#[test]
+fn non_finite_floats_round_trip_or_fail() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let json = FileSystemCache::builder(&dir).threshold(0).open()?;
+    json.set("f", &Some(1.5f64))?;
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        // JSON has no NaN or infinity: refused, nothing written, the old value kept.
+        for err in [
+            json.set("f", &Some(bad)).unwrap_err(),
+            json.set("f", &vec![("x", bad)]).unwrap_err(),
+            json.set("f", &(bad as f32)).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Serialize { .. }), "{err:?}");
+            let cause = std::error::Error::source(&err).unwrap().to_string();
+            assert!(cause.contains("MessagePack"), "says what to do: {cause}");
+        }
+        assert_eq!(json.get::<Option<f64>>("f")?, Some(Some(1.5)));
+    }
+    // A real null, and the word "null", are still fine.
+    json.set("n", &(None::<f64>, "null", 0.25))?;
+    assert_eq!(
+        json.get::<(Option<f64>, String, f64)>("n")?,
+        Some((None, "null".into(), 0.25))
+    );
+    assert!(common::temp_files(&dir).is_empty());
+
+    // MessagePack stores them as they are.
+    let (_tmp2, dir2) = temp_cache_dir();
+    let mp = FileSystemCache::builder(&dir2)
+        .format(Format::MessagePack)
+        .open()?;
+    mp.set("f", &(f64::NAN, f64::INFINITY, Some(f64::NEG_INFINITY)))?;
+    let (nan, inf, neg) = mp.get::<(f64, f64, Option<f64>)>("f")?.unwrap();
+    assert!(nan.is_nan() && inf == f64::INFINITY && neg == Some(f64::NEG_INFINITY));
+    Ok(())
+}
+
+#[cfg(feature = "sessions")]
+#[test]
+fn session_values_refuse_non_finite_floats() -> TestResult {
+    use fscache::session::{SessionConfig, Sessions};
+    let (_tmp, dir) = temp_cache_dir();
+    let sessions = Sessions::new(FileSystemCache::open(&dir)?, SessionConfig::default())?;
+    let mut s = sessions.load(None)?;
+    let err = s.insert("score", &f64::NAN).unwrap_err();
+    assert!(matches!(err, Error::Serialize { .. }), "{err:?}");
+    assert!(s.get::<f64>("score")?.is_none(), "nothing stored");
+    s.insert("score", &0.5)?;
+    assert_eq!(s.get::<f64>("score")?, Some(0.5));
+    Ok(())
+}

@@ -301,6 +301,11 @@ impl Session {
 }
 
 fn to_value<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Value> {
+    // Session values are JSON: a NaN or infinity would silently become null.
+    crate::finite::check(value).map_err(|e| Error::Serialize {
+        key: key.to_owned(),
+        source: e.into(),
+    })?;
     serde_json::to_value(value).map_err(|e| Error::Serialize {
         key: key.to_owned(),
         source: e.into(),
