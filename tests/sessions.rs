@@ -468,3 +468,57 @@ fn cookie_attributes_that_could_break_a_header_are_refused() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn reads_keep_a_session_alive_under_an_idle_timeout_without_refresh_each_request() -> TestResult {
+    let (_t, sessions, clock) = setup(|c| {
+        c.idle_timeout(Duration::from_secs(15 * 60))
+            .refresh_each_request(false)
+    });
+    let c = new_session_cookie(&sessions);
+    // Read-only requests every 10 minutes, for an hour: still logged in.
+    for minute in (10..=60).step_by(10) {
+        clock.advance(Duration::from_secs(10 * 60));
+        let mut s = sessions.load(Some(&c))?;
+        assert!(!s.is_new(), "alive at {minute} min");
+        let _ = s.get::<i32>("k")?;
+        let cookie = sessions
+            .save(&mut s)?
+            .set_cookie
+            .expect("the cookie slides too");
+        assert!(cookie.contains("Max-Age=900"), "{cookie}");
+    }
+    // Reads closer together than a tenth of the window write nothing.
+    let file = || -> std::io::Result<std::time::SystemTime> {
+        let dir = sessions.store().path();
+        let entry = walk(dir)
+            .into_iter()
+            .find(|p| p.file_name().unwrap().len() == 64);
+        std::fs::metadata(entry.expect("the record"))?.modified()
+    };
+    let before = file()?;
+    clock.advance(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(20));
+    let mut s = sessions.load(Some(&c))?;
+    sessions.save(&mut s)?;
+    assert_eq!(file()?, before, "no rewrite within 1.5 min of the last one");
+    // Then 15 minutes without a request end it.
+    clock.advance(Duration::from_secs(15 * 60));
+    assert!(
+        sessions.load(Some(&c))?.is_new(),
+        "idle for the whole window"
+    );
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

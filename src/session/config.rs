@@ -126,6 +126,12 @@ impl SessionConfig {
 
     /// Ends a session after this long without a request, if shorter than the
     /// lifetime. Default: none. OWASP suggests 15–30 minutes for sensitive apps.
+    ///
+    /// Every request counts, reads included, also with
+    /// [`refresh_each_request(false)`](Self::refresh_each_request): a request that
+    /// changes nothing rewrites the record (sliding its expiry) only when a tenth of
+    /// the idle window has passed since the last write, so a session ends between 90%
+    /// and 100% of `timeout` after its last request.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self

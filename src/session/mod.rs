@@ -72,6 +72,10 @@ struct Record {
     permanent: bool,
     /// Unix ms when the session was created (for the absolute lifetime).
     created: u64,
+    /// Unix ms of the last write of the record (0 in records of older versions), so
+    /// an idle timeout can slide on reads with a bounded number of rewrites.
+    #[serde(default)]
+    touched: u64,
 }
 
 type Modify = Box<dyn Fn(Option<Value>) -> Result<Option<Value>> + Send>;
@@ -103,6 +107,8 @@ pub struct Session {
     permanent: bool,
     permanent_changed: bool,
     created: u64,
+    /// When the stored record was last written (see `Record::touched`).
+    touched: u64,
     modified: bool,
     accessed: Cell<bool>,
     destroyed: bool,
@@ -416,6 +422,7 @@ impl<S: Store> Sessions<S> {
             permanent: record.permanent,
             permanent_changed: false,
             created: record.created,
+            touched: record.touched,
             modified: false,
             accessed: Cell::new(false),
             destroyed: false,
@@ -433,9 +440,20 @@ impl<S: Store> Sessions<S> {
             permanent: self.config.permanent,
             permanent_changed: false,
             created: self.now(),
+            touched: 0,
             modified: false,
             accessed: Cell::new(false),
             destroyed: false,
+        })
+    }
+
+    /// With an idle timeout, a request that changes nothing still counts as activity:
+    /// its expiry slides, by a rewrite of the record at most once per tenth of the
+    /// idle window (so reads cost no write most of the time).
+    fn idle_refresh_due(&self, session: &Session) -> bool {
+        self.config.idle_timeout.is_some_and(|idle| {
+            let tenth = (idle.as_millis() as u64 / 10).max(1);
+            self.now().saturating_sub(session.touched) >= tenth
         })
     }
 
@@ -506,6 +524,7 @@ impl<S: Store> Sessions<S> {
                 data: session.data.clone(),
                 permanent: session.permanent,
                 created: session.created,
+                touched: self.now(),
             };
             self.store
                 .save(&self.store_key(&session.id), &record, ttl)?;
@@ -514,9 +533,11 @@ impl<S: Store> Sessions<S> {
             reset(session);
             return outcome(Some(self.cookie(session, ttl)));
         };
-        if !session.modified && !self.config.refresh_each_request {
+        if !session.modified && !self.config.refresh_each_request && !self.idle_refresh_due(session)
+        {
             return outcome(None);
         }
+        let now = self.now();
         let changes = std::mem::take(&mut session.changes);
         let permanent = session.permanent_changed.then_some(session.permanent);
         let mut failure = None;
@@ -555,14 +576,16 @@ impl<S: Store> Sessions<S> {
                 if let Some(p) = permanent {
                     record.permanent = p;
                 }
+                record.touched = now;
                 (!record.data.is_empty()).then_some(record)
             },
         )?;
         if let Some(e) = failure {
             return Err(e);
         }
-        let resend =
-            session.permanent_changed || (session.permanent && self.config.refresh_each_request);
+        // A sliding server-side expiry needs the cookie's Max-Age to slide with it.
+        let slides = self.config.refresh_each_request || self.config.idle_timeout.is_some();
+        let resend = session.permanent_changed || (session.permanent && slides);
         match merged {
             Some(record) => {
                 session.data = record.data;
