@@ -163,9 +163,17 @@ impl FileSystemCache {
                     .mode(opts.dir_mode)
                     .create(&dir)
                     .map_err(|e| io_err("create cache directory", e))?;
+                // Exactly dir_mode whatever the umask, keeping a setgid bit inherited
+                // from the parent (a group-shared cache).
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(opts.dir_mode))
-                    .map_err(|e| io_err("set cache directory permissions", e))?;
+                let inherited = std::fs::metadata(&dir)
+                    .map(|m| m.permissions().mode() & crate::sys::SETGID)
+                    .unwrap_or(0);
+                std::fs::set_permissions(
+                    &dir,
+                    std::fs::Permissions::from_mode(opts.dir_mode | inherited),
+                )
+                .map_err(|e| io_err("set cache directory permissions", e))?;
             }
             Err(e) => return Err(io_err("inspect cache directory", e)),
         }

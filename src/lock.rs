@@ -183,6 +183,15 @@ impl Locks {
                 other => other,
             }
             .map_err(|e| Error::io("open lock file", self.dir.join(rel), e))?;
+            // A lock file gets exactly file_mode (the umask may have removed group
+            // bits another user of the cache needs). One made by another user cannot
+            // be changed by this one (EPERM): theirs to set, and left alone.
+            if file.metadata().is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o7777 != self.file_mode
+            }) {
+                let _ = crate::sys::set_mode(&file, self.file_mode);
+            }
             *guard = Some(Opened { file, pid });
         }
         let file = &guard.as_ref().expect("opened above").file;

@@ -40,6 +40,7 @@ pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<b
     let tmp = format!("{TEMP_PREFIX}marker-{:016x}", layout::next_write_id());
     let write = || -> io::Result<bool> {
         let mut f = root.create_new(&tmp, file_mode)?;
+        sys::set_mode(&f, file_mode)?;
         f.write_all(marker_text().as_bytes())?;
         drop(f);
         root.rename_noreplace(&tmp, MARKER)
@@ -194,6 +195,8 @@ fn create_state(
     let tmp = format!("{TEMP_PREFIX}state-{:016x}", layout::next_write_id());
     let write = || -> io::Result<()> {
         let mut f = root.create_new(&tmp, file_mode)?;
+        // Every user of a shared cache maps this file read-write.
+        sys::set_mode(&f, file_mode)?;
         state::write_initial(&mut f, count)?;
         drop(f);
         if !root.rename_noreplace(&tmp, STATE)? {

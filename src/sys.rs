@@ -76,6 +76,15 @@ fn raw_mode(mode: u32) -> Mode {
     Mode::from_raw_mode((mode & 0o7777) as RawMode)
 }
 
+/// The setgid bit of a directory's mode: files created below get its group.
+pub(crate) const SETGID: u32 = 0o2000;
+
+/// Sets exactly `mode` on a file this process just created (the umask may have
+/// removed bits the caller asked for, such as group write for a shared cache).
+pub(crate) fn set_mode(file: &File, mode: u32) -> io::Result<()> {
+    rustix::fs::fchmod(file, raw_mode(mode)).map_err(io_err)
+}
+
 /// Errors that mean "this filesystem or kernel does not do that".
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn is_unsupported(e: Errno) -> bool {
@@ -380,12 +389,16 @@ impl Root {
         }
     }
 
-    /// Creates a directory; `Ok(false)` if something already has that name.
+    /// Creates a directory with exactly `mode` (whatever the umask), keeping a setgid
+    /// bit inherited from the parent (a group-shared cache relies on it for the group
+    /// of every file below); `Ok(false)` if something already has that name.
     pub(crate) fn mkdir(&self, rel: &str, mode: u32) -> io::Result<bool> {
         match rustix::fs::mkdirat(&self.fd, rel, raw_mode(mode)) {
             Ok(()) => {
-                // The umask may have removed bits the caller asked for.
-                rustix::fs::chmodat(&self.fd, rel, raw_mode(mode), AtFlags::empty())?;
+                let st = self.lstat(rel)?;
+                #[allow(clippy::unnecessary_cast)]
+                let setgid = (st.st_mode as u32) & SETGID;
+                rustix::fs::chmodat(&self.fd, rel, raw_mode(mode | setgid), AtFlags::empty())?;
                 Ok(true)
             }
             Err(Errno::EXIST) => Ok(false),

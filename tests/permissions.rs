@@ -54,12 +54,23 @@ fn default_and_custom_modes_hold_under_any_umask() -> TestResult {
             .dir_mode(0o750)
             .open()?;
         c.set("a", &1)?;
+        c.inc("n", 1)?; // creates a lock file
         let p = common::entry_path(&dir2, "a");
         assert_eq!(std::fs::metadata(&p)?.permissions().mode() & 0o777, 0o640);
         assert_eq!(
             std::fs::metadata(p.parent().unwrap())?.permissions().mode() & 0o777,
             0o750
         );
+        // Everything the cache created: the marker, the state file, the lock
+        // directory and lock files, every shard, the directory itself.
+        assert_eq!(
+            std::fs::metadata(&dir2)?.permissions().mode() & 0o777,
+            0o750
+        );
+        for (path, mode, is_dir) in modes(&dir2) {
+            let want = if is_dir { 0o750 } else { 0o640 };
+            assert_eq!(mode, want, "{path}");
+        }
         Ok(())
     })();
     rustix::process::umask(old);
