@@ -166,7 +166,7 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
             let site = Arc::clone(&site);
             std::thread::spawn(move || {
                 for request in server.incoming_requests() {
-                    serve(&site, request);
+                    dispatch(&site, request);
                 }
             })
         })
@@ -178,10 +178,62 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
     })
 }
 
-fn serve(site: &Site, mut request: Request) {
+/// Largest request body read (a login form); a larger one is refused with 413.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Workers never wait for a request body. tiny_http has no socket timeouts, and a
+/// request whose body has not fully arrived blocks whoever reads it — or drops it,
+/// since dropping reads the rest. So a request with a body is read and answered on
+/// a thread of its own: a client that sends its body slowly (or never) holds only
+/// that thread (tiny_http already keeps one per connection), and every worker stays
+/// free for the next request.
+fn dispatch(site: &Arc<Site>, request: Request) {
+    // tiny_http reads a body of up to 1 KiB itself, before queueing the request; only
+    // a larger, chunked or 100-continue body can still be on its way.
+    let pending = request.body_length().is_some_and(|n| n > 1024)
+        || request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect"));
+    if !pending {
+        let mut request = request;
+        let mut body = Vec::new();
+        // In memory already (or empty): this read cannot block.
+        let _ = request
+            .as_reader()
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut body);
+        serve(site, request, body);
+        return;
+    }
+    let site = Arc::clone(site);
+    std::thread::spawn(move || {
+        let mut request = request;
+        let mut body = Vec::new();
+        let read = request
+            .as_reader()
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut body);
+        if read.is_err() {
+            return; // the client went away
+        }
+        serve(&site, request, body);
+    });
+}
+
+fn serve(site: &Site, request: Request, body: Vec<u8>) {
     let started = std::time::Instant::now();
     let (method, path) = (request.method().clone(), request.url().to_owned());
-    let response = match handle(site, &mut request) {
+    let result = if body.len() > MAX_BODY {
+        Ok(text(
+            413,
+            "text/plain; charset=utf-8",
+            "request body too large\n".into(),
+        ))
+    } else {
+        handle(site, &request, &body)
+    };
+    let response = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {method} {path}: {e}");
@@ -232,7 +284,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     }
 }
 
-fn handle(site: &Site, request: &mut Request) -> fscache::Result<Reply> {
+fn handle(site: &Site, request: &Request, body: &[u8]) -> fscache::Result<Reply> {
     let method = request.method().clone();
     let (url, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
     let (url, after_post) = (url.to_owned(), query.split('&').any(|p| p == "after=post"));
@@ -276,7 +328,7 @@ fn handle(site: &Site, request: &mut Request) -> fscache::Result<Reply> {
     // page view, and nothing it does to the session is saved.
     let page_view = method == Method::Get && !after_post;
     let route_method = if as_get { Method::Get } else { method.clone() };
-    let response = route(site, &route_method, &url, page_view, request, &mut session)?;
+    let response = route(site, &route_method, &url, page_view, body, &mut session)?;
     let response = if browser && method == Method::Post && response.status_code().0 == 200 {
         redirect("/?after=post")
     } else {
@@ -300,7 +352,7 @@ fn route(
     method: &Method,
     url: &str,
     page_view: bool,
-    request: &mut Request,
+    body: &[u8],
     session: &mut Session,
 ) -> fscache::Result<Reply> {
     Ok(match (method, url) {
@@ -320,7 +372,7 @@ fn route(
             )
         }
         (Method::Post, "/login") => {
-            let form = read_form(request);
+            let form = read_form(body);
             let user = form.get("user").map(|u| u.trim()).unwrap_or("");
             if user.is_empty() || user.len() > 64 {
                 return Ok(text(
@@ -373,13 +425,9 @@ fn route(
     })
 }
 
-fn read_form(request: &mut Request) -> BTreeMap<String, String> {
-    let mut body = String::new();
-    let _ = request
-        .as_reader()
-        .take(16 * 1024)
-        .read_to_string(&mut body);
-    body.split('&')
+fn read_form(body: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (url_decode(k), url_decode(v)))
         .collect()

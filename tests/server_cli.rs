@@ -287,3 +287,62 @@ fn the_page_says_where_the_session_lives_and_when_it_expires() -> TestResult {
     assert!(page.contains("<style>"));
     Ok(())
 }
+
+#[test]
+fn slow_clients_do_not_stop_the_server() -> TestResult {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    // Two workers, eight slow clients: each announces a 5,000-byte body (login and
+    // cart routes) and sends a few bytes, then nothing.
+    let server = Server::start(&["--threads", "2"], &[]);
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        let mut sock = std::net::TcpStream::connect(&host)?;
+        let path = if i % 2 == 0 {
+            "/login"
+        } else {
+            "/cart/add/apple"
+        };
+        write!(
+            sock,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 5000\r\n\r\nuser=a"
+        )?;
+        slow.push(sock);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // A ninth client is answered at once.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let started = Instant::now();
+    for path in ["/", "/me", "/cart"] {
+        let resp = agent.get(format!("{}{path}", server.base)).call()?;
+        assert!(resp.status().as_u16() < 500, "{path}: {}", resp.status());
+    }
+    eprintln!(
+        "slow clients: 3 requests answered in {:?} beside 8 stalled bodies",
+        started.elapsed()
+    );
+    // A body that does arrive, slowly, is still served.
+    let mut sock = std::net::TcpStream::connect(&host)?;
+    let body = format!("user={}", "b".repeat(20)) + &"&pad=x".repeat(300);
+    write!(
+        sock,
+        "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: \
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    for chunk in body.as_bytes().chunks(500) {
+        sock.write_all(chunk)?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    drop(slow);
+    Ok(())
+}
