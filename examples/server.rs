@@ -14,8 +14,9 @@
 //! Routes, after the Flask-Session tutorials: `GET /` visit counter (page views only:
 //! the redirect after a form post does not count), `POST /login` (form field `user`;
 //! regenerates the id), `GET /me`, `POST /logout`, `POST /cart/add/<id>`, `GET /cart`
-//! (JSON), `POST /cart/clear`. `HEAD` answers like `GET` without a body and changes
-//! nothing; a known path with another method is 405 with `Allow`; an unknown method
+//! (JSON), `POST /cart/clear`. A POST whose `Origin` (or `Referer`) is another site's
+//! is refused with 403 (CSRF, login CSRF included). `HEAD` answers like `GET` without a
+//! body and changes nothing; a known path with another method is 405 with `Allow`; an unknown method
 //! is 501.
 
 use std::collections::BTreeMap;
@@ -121,6 +122,8 @@ struct Site {
     sessions: Sessions,
     dir: String,
     lifetime_days: u64,
+    /// Served over HTTPS (behind a proxy): the origin's scheme.
+    https: bool,
 }
 
 /// Opens the session store and starts the workers.
@@ -149,6 +152,7 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
         sessions: Sessions::new(cache, config)?,
         dir: settings.dir.display().to_string(),
         lifetime_days,
+        https: settings.secure,
     });
     let server = Arc::new(Server::http(&settings.bind).map_err(|e| {
         format!(
@@ -274,6 +278,21 @@ fn redirect(to: &str) -> Reply {
         .with_header(header("Location", to))
 }
 
+/// Whether a state-changing request comes from this site's own pages: its `Origin`
+/// (or, without one, its `Referer`) is this server's origin. A request with neither
+/// header is not from a browser (browsers send `Origin` on every POST), so it carries
+/// no ambient cookie to abuse and is let through.
+fn same_origin(origin: Option<&str>, referer: Option<&str>, host: &str, https: bool) -> bool {
+    let own = format!("{}://{host}", if https { "https" } else { "http" });
+    match (origin, referer) {
+        (Some(origin), _) => !host.is_empty() && origin == own,
+        (None, Some(referer)) => {
+            !host.is_empty() && (referer == own || referer.starts_with(&format!("{own}/")))
+        }
+        (None, None) => true,
+    }
+}
+
 /// The methods each path answers, for 405's `Allow`; `None`: no such path.
 fn allowed(path: &str) -> Option<&'static str> {
     match path {
@@ -309,6 +328,26 @@ fn handle(site: &Site, request: &Request, body: &[u8]) -> fscache::Result<Reply>
             text(405, "text/plain; charset=utf-8", format!("use {allow}\n"))
                 .with_header(header("Allow", allow)),
         );
+    }
+    // CSRF: a state change must come from this site's own pages. SameSite=Lax keeps
+    // the cookie off cross-site POSTs, but not a login POST that needs no cookie
+    // (login CSRF); the Origin check stops both.
+    if method == Method::Post {
+        let value = |name: &'static str| {
+            request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv(name))
+                .map(|h| h.value.as_str())
+        };
+        let host = value("Host").unwrap_or("");
+        if !same_origin(value("Origin"), value("Referer"), host, site.https) {
+            return Ok(text(
+                403,
+                "text/plain; charset=utf-8",
+                "cross-origin request refused\n".into(),
+            ));
+        }
     }
     let cookies: Vec<&str> = request
         .headers()

@@ -346,3 +346,92 @@ fn slow_clients_do_not_stop_the_server() -> TestResult {
     drop(slow);
     Ok(())
 }
+
+#[test]
+fn cross_origin_state_changes_are_refused_login_csrf_included() -> TestResult {
+    let server = Server::start(&[], &[]);
+    let agent = Server::agent();
+    let own = server.base.clone();
+    let post = |path: &str, origin: Option<&str>, referer: Option<&str>, cookie: Option<&str>| {
+        let mut r = agent.post(format!("{own}{path}"));
+        if let Some(o) = origin {
+            r = r.header("Origin", o);
+        }
+        if let Some(rf) = referer {
+            r = r.header("Referer", rf);
+        }
+        if let Some(c) = cookie {
+            r = r.header("Cookie", c);
+        }
+        r.send_form([("user", "mallory")]).unwrap()
+    };
+    // Login CSRF: a foreign page posts a login with no cookie at all.
+    let r = post("/login", Some("http://evil.example"), None, None);
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "no session planted"
+    );
+    let r = post("/login", None, Some("http://evil.example/page"), None);
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "Referer checked when Origin is missing"
+    );
+    let r = post("/login", Some("null"), None, None);
+    assert_eq!(r.status().as_u16(), 403, "an opaque origin is not ours");
+
+    // The site's own pages, and clients that are not browsers, may post.
+    let r = post("/login", Some(&own), None, None);
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        post(
+            "/cart/add/apple",
+            None,
+            Some(&format!("{own}/")),
+            Some(&cookie)
+        )
+        .status()
+        .as_u16(),
+        200
+    );
+    assert_eq!(
+        post("/cart/add/apple", None, None, Some(&cookie))
+            .status()
+            .as_u16(),
+        200
+    );
+    // A cross-site post with the victim's cookie changes nothing.
+    assert_eq!(
+        post(
+            "/cart/clear",
+            Some("https://evil.example"),
+            None,
+            Some(&cookie)
+        )
+        .status()
+        .as_u16(),
+        403
+    );
+    assert_eq!(
+        post("/logout", Some("https://evil.example"), None, Some(&cookie))
+            .status()
+            .as_u16(),
+        403
+    );
+    let mut cart = agent
+        .get(format!("{own}/cart"))
+        .header("Cookie", &cookie)
+        .call()?;
+    assert_eq!(cart.body_mut().read_to_string()?.trim(), r#"{"apple":2}"#);
+    Ok(())
+}
