@@ -12,7 +12,9 @@
 //! `--threads` (default 8), `--help`. One log line per request goes to stdout.
 //!
 //! Routes, after the Flask-Session tutorials: `GET /` visit counter (page views only:
-//! the redirect after a form post does not count), `POST /login` (form field `user`;
+//! the redirect after a form post does not count; an anonymous visitor's count is a
+//! `visits` cookie, so a page view stores no session until there is something to
+//! keep), `POST /login` (form field `user`;
 //! regenerates the id), `GET /me`, `POST /logout`, `POST /cart/add/<id>`, `GET /cart`
 //! (JSON), `POST /cart/clear`. A POST whose `Origin` (or `Referer`) is another site's
 //! is refused with 403 (CSRF, login CSRF included). `HEAD` answers like `GET` without a
@@ -154,12 +156,17 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
         lifetime_days,
         https: settings.secure,
     });
-    let server = Arc::new(Server::http(&settings.bind).map_err(|e| {
+    let listener = std::net::TcpListener::bind(&settings.bind).map_err(|e| {
         format!(
             "cannot listen on {}: {e}; choose another address with --bind (e.g. --bind 127.0.0.1:8080)",
             settings.bind
         )
-    })?);
+    })?;
+    // tiny_http sends a response of over 1 KiB (the page) in two writes; without
+    // TCP_NODELAY, Nagle's algorithm holds the second until the client's delayed ACK,
+    // 40 ms per page view on a kept-alive connection. Accepted sockets inherit it.
+    rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+    let server = Arc::new(Server::from_listener(listener, None)?);
     let addr = server
         .server_addr()
         .to_ip()
@@ -367,7 +374,13 @@ fn handle(site: &Site, request: &Request, body: &[u8]) -> fscache::Result<Reply>
     // page view, and nothing it does to the session is saved.
     let page_view = method == Method::Get && !after_post;
     let route_method = if as_get { Method::Get } else { method.clone() };
-    let response = route(site, &route_method, &url, page_view, body, &mut session)?;
+    let client_visits = cookie_header.as_deref().and_then(visits_cookie);
+    let request_info = RequestInfo {
+        page_view,
+        client_visits,
+        body,
+    };
+    let response = route(site, &route_method, &url, &request_info, &mut session)?;
     let response = if browser && method == Method::Post && response.status_code().0 == 200 {
         redirect("/?after=post")
     } else {
@@ -386,24 +399,73 @@ fn handle(site: &Site, request: &Request, body: &[u8]) -> fscache::Result<Reply>
 
 type Cart = BTreeMap<String, u32>;
 
+/// What a route needs from the request besides the session.
+struct RequestInfo<'a> {
+    /// A GET of the page itself (not HEAD, not the redirect after a form post).
+    page_view: bool,
+    /// The `visits` cookie of an anonymous visitor.
+    client_visits: Option<u64>,
+    body: &'a [u8],
+}
+
+/// The visit count an anonymous visitor carries in a `visits` cookie of its own.
+fn visits_cookie(cookie_header: &str) -> Option<u64> {
+    cookie_header
+        .split(';')
+        .find_map(|c| c.trim().strip_prefix("visits="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|n| n.min(1_000_000_000))
+}
+
+/// A session about to be stored starts from the visits counted client-side.
+fn seed_visits(session: &mut Session, client_visits: Option<u64>) -> fscache::Result<()> {
+    if let Some(n) = client_visits
+        && session.get::<u64>("visits")?.is_none()
+    {
+        session.insert("visits", &n)?;
+    }
+    Ok(())
+}
+
 fn route(
     site: &Site,
     method: &Method,
     url: &str,
-    page_view: bool,
-    body: &[u8],
+    req: &RequestInfo<'_>,
     session: &mut Session,
 ) -> fscache::Result<Reply> {
     Ok(match (method, url) {
         (Method::Get, "/") => {
-            let visits = if page_view {
+            let user = session.get::<String>("user")?;
+            let cart = session.get::<Cart>("cart")?.unwrap_or_default();
+            if session.is_new() {
+                // An anonymous visitor with nothing stored: count in a cookie of its
+                // own and store nothing, so crawlers and one-off visits leave no
+                // session files. A session is stored once it holds something (a
+                // login, a cart), starting from this count.
+                let visits = req.client_visits.unwrap_or(0) + u64::from(req.page_view);
+                let reply = text(
+                    200,
+                    "text/html; charset=utf-8",
+                    page(site, visits, None, &cart),
+                );
+                return Ok(if req.page_view {
+                    reply.with_header(header(
+                        "Set-Cookie",
+                        &format!(
+                            "visits={visits}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+                        ),
+                    ))
+                } else {
+                    reply
+                });
+            }
+            let visits = if req.page_view {
                 session.update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))?
             } else {
                 session.get::<u64>("visits")?
             }
             .unwrap_or(0);
-            let user = session.get::<String>("user")?;
-            let cart = session.get::<Cart>("cart")?.unwrap_or_default();
             text(
                 200,
                 "text/html; charset=utf-8",
@@ -411,7 +473,7 @@ fn route(
             )
         }
         (Method::Post, "/login") => {
-            let form = read_form(body);
+            let form = read_form(req.body);
             let user = form.get("user").map(|u| u.trim()).unwrap_or("");
             if user.is_empty() || user.len() > 64 {
                 return Ok(text(
@@ -423,6 +485,7 @@ fn route(
             // New id on login: a session id seen before login is worthless after it.
             session.regenerate()?;
             session.insert("user", user)?;
+            seed_visits(session, req.client_visits)?;
             redirect("/?after=post")
         }
         (Method::Get, "/me") => match session.get::<String>("user")? {
@@ -452,6 +515,7 @@ fn route(
                 return Ok(json(400, &serde_json::json!({ "error": "bad item id" })));
             }
             let item = item.to_owned();
+            seed_visits(session, req.client_visits)?;
             // Replayed under the store's lock on save: concurrent adds all count.
             let cart = session.update("cart", move |cart: Option<Cart>| {
                 let mut cart = cart.unwrap_or_default();

@@ -136,12 +136,42 @@ fn entry_count(dir: &Path) -> usize {
 }
 
 #[test]
-fn counter_increments_across_requests_with_attributes_and_vary() -> TestResult {
+fn anonymous_page_views_store_no_session_and_count_in_a_cookie() -> TestResult {
     let app = App::start(&[]);
+    // A crawler: a thousand cookie-less page views leave no session file.
+    for _ in 0..1_000 {
+        let r = app.call("GET", "/", None, None);
+        assert_eq!((r.status, r.visits()), (200, 1));
+    }
+    assert_eq!(
+        entry_count(&app.dir),
+        0,
+        "no session stored for bare page views"
+    );
+    // A visitor that keeps its cookies counts visits client-side.
     let first = app.call("GET", "/", None, None);
-    assert_eq!(first.status, 200);
-    assert_eq!(first.visits(), 1);
     let set = first.set_cookie.clone().unwrap();
+    for attr in ["visits=1", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{attr} missing in {set}");
+    }
+    assert_eq!(first.vary.as_deref(), Some("Cookie"));
+    let mut cookie = first.cookie();
+    for n in 2..=4 {
+        let r = app.call("GET", "/", Some(&cookie), None);
+        assert_eq!(r.visits(), n);
+        cookie = r.cookie();
+    }
+    assert_eq!(entry_count(&app.dir), 0);
+    Ok(())
+}
+
+#[test]
+fn a_session_is_stored_once_it_holds_something_with_its_attributes() -> TestResult {
+    let app = App::start(&[]);
+    let visitor = app.call("GET", "/", None, None).cookie(); // visits=1
+    let add = app.call("POST", "/cart/add/apple", Some(&visitor), None);
+    assert_eq!(add.status, 200);
+    let set = add.set_cookie.clone().unwrap();
     for attr in [
         "HttpOnly",
         "SameSite=Lax",
@@ -152,14 +182,17 @@ fn counter_increments_across_requests_with_attributes_and_vary() -> TestResult {
         assert!(set.contains(attr), "{attr} missing in {set}");
     }
     assert!(!set.contains("Secure"), "Secure is off by default: {set}");
-    assert_eq!(first.vary.as_deref(), Some("Cookie"));
-    let cookie = first.cookie();
-    let value = cookie.strip_prefix("session=").unwrap();
+    assert_eq!(add.vary.as_deref(), Some("Cookie"));
+    let session = add.cookie();
+    let value = session.strip_prefix("session=").unwrap();
     assert_eq!(value.len(), 43);
+    assert_eq!(entry_count(&app.dir), 1);
+    // The count goes on from the client-side one, now in the session.
+    let both = format!("{session}; {visitor}");
     for n in 2..=4 {
-        let r = app.call("GET", "/", Some(&cookie), None);
+        let r = app.call("GET", "/", Some(&both), None);
         assert_eq!(r.visits(), n);
-        assert_eq!(r.cookie(), cookie, "same session, sliding expiry re-sent");
+        assert_eq!(r.cookie(), session, "same session, sliding expiry re-sent");
     }
     Ok(())
 }
@@ -253,7 +286,12 @@ fn tampered_forged_oversized_and_garbage_cookies_get_a_fresh_empty_session() -> 
             !fresh.contains(&other_id),
             "a client-chosen id is never adopted"
         );
+        assert!(
+            !fresh.starts_with("session="),
+            "nothing stored for a page view"
+        );
     }
+    assert_eq!(entry_count(&app.dir), 1, "only carol's session");
     // The real cookie still works, also among other cookies.
     let me = app.call(
         "GET",
