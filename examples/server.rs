@@ -588,8 +588,9 @@ fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
         "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
          <title>fscache sessions</title><style>{STYLE}</style>\
          <h1>fscache session demo</h1>\
-         <p class=note>Your session lives on this server, in a file under <code>{dir}</code>; \
-         your browser holds only a random id in the <code>session</code> cookie.<br>\
+         <p class=note>Once you log in or fill the cart, your session lives on this server, \
+         in a file under <code>{dir}</code>; your browser holds only a random id in the \
+         <code>session</code> cookie.<br>\
          It expires {days} days after your last request; logging out deletes it at once.</p>\
          <p>You have visited this page <b>{visits}</b> time(s).</p>{who}\
          <h2>Cart</h2><ul>{items}</ul>\
