@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) expiry_budget: usize,
     /// Writes through this handle, for the expiry step's cadence.
     pub(crate) writes_since_open: AtomicU64,
+    /// Where this handle's expiry walk stands.
+    pub(crate) walk: std::sync::Mutex<crate::prune::Walk>,
     pub(crate) stats: StatCounters,
 }
 
@@ -210,6 +212,7 @@ impl FileSystemCache {
                 stale_temp_age: opts.stale_temp_age,
                 expiry_budget: opts.expiry_budget,
                 writes_since_open: AtomicU64::new(0),
+                walk: std::sync::Mutex::default(),
                 stats: StatCounters::default(),
             }),
         })

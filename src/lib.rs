@@ -131,8 +131,9 @@
 //! Expired entries also go when the cache is below its threshold or unbounded
 //! (`threshold(0)`, as for sessions): every 32nd write of a handle runs one bounded
 //! step that reads up to [`expiry_budget`](FileSystemCacheBuilder::expiry_budget)
-//! entry headers (default 8) from a cursor shared by all processes, and removes the
-//! expired and damaged ones. Each entry is looked at within about `4 × N` writes;
+//! entry headers (default 8), walking the shards in turn (all processes share the
+//! walk), and removes the expired and damaged ones; its cost does not grow with the
+//! cache. Each entry is looked at within about `4 × N` writes;
 //! [`prune_step`](FileSystemCache::prune_step) runs the same step from a background
 //! thread, and reads remove an expired entry they meet.
 //!

@@ -18,7 +18,7 @@ use crate::entry::{self, HEADER_LEN, Header};
 use crate::error::{Error, Result};
 use crate::files::Fingerprint;
 use crate::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, SHARDS, TEMP_PREFIX};
-use crate::sys::{self, Kind, Root};
+use crate::sys::{self, DirStream, Kind, Root};
 
 /// Temp files older than this belong to a writer that crashed; sweeps remove them.
 /// Writes take milliseconds, so a live writer's file is never this old.
@@ -84,18 +84,19 @@ enum Litter {
 /// The names in a shard directory and their kinds.
 type Listing = Vec<(Vec<u8>, Kind)>;
 
-/// The names in one shard. A missing shard is recreated, and one that is a symlink or
-/// a file is removed and recreated: both list as `None` (`bad` is set for the second).
-fn list_shard(
+/// Opens one shard for reading its names. A missing shard is recreated, and one that
+/// is a symlink or a file is removed and recreated: both give `None` (`bad` counts
+/// the second).
+fn open_shard(
     root: &Root,
     dir: &Path,
     dir_mode: u32,
     shard: u8,
     bad: &mut usize,
-) -> Result<Option<Listing>> {
+) -> Result<Option<DirStream>> {
     let rel = layout::shard_str(shard);
-    match sys::list_dir(root, &rel) {
-        Ok(names) => Ok(Some(names)),
+    match DirStream::open(root, &rel) {
+        Ok(stream) => Ok(Some(stream)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             root.mkdir(&rel, dir_mode)
                 .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
@@ -115,6 +116,26 @@ fn list_shard(
         }
         Err(e) => Err(Error::io("list shard directory", dir.join(&rel), e)),
     }
+}
+
+/// The names in one shard (see [`open_shard`]).
+fn list_shard(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
+    shard: u8,
+    bad: &mut usize,
+) -> Result<Option<Listing>> {
+    let Some(mut stream) = open_shard(root, dir, dir_mode, shard, bad)? else {
+        return Ok(None);
+    };
+    let mut names = Vec::new();
+    while let Some(entry) = stream.next_entry(root) {
+        names.push(entry.map_err(|e| {
+            Error::io("list shard directory", dir.join(layout::shard_str(shard)), e)
+        })?);
+    }
+    Ok(Some(names))
 }
 
 /// What the name `name` of kind `kind` in `shard` is.
@@ -464,52 +485,71 @@ pub(crate) fn sweep(inner: &Inner) -> Result<PruneReport> {
 /// Writes per handle between two automatic expiry steps.
 pub(crate) const EXPIRY_EVERY: u64 = 32;
 
-/// One bounded expiry step: resumes at the shared cursor, reads at most `budget`
-/// entry headers in at most `1 + budget / 4` shards, removes what is expired,
-/// damaged or stale litter there, and moves the cursor on. Runs only if no sweep or
-/// step holds the sweep lock (it never waits); then reports nothing.
+/// Where this handle's expiry walk stands: the shard it is reading, and that shard's
+/// directory stream, kept open between steps so a step reads only the names it
+/// examines (re-listing a whole shard per step would cost O(entries / 256) a step).
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// The process that opened `stream`: a forked child must not read its parent's
+    /// directory offset.
+    pid: u32,
+    shard: u8,
+    stream: Option<DirStream>,
+}
+
+/// One bounded expiry step: reads at most `4 × budget` names and `budget` entry
+/// headers, in at most `1 + budget / 4` shards, going on from where this handle's
+/// walk stopped (each new shard is taken from a counter shared by all processes), and
+/// removes what is expired, damaged or stale litter there. Runs only if no sweep or
+/// other step holds the sweep lock (it never waits); then reports nothing.
 pub(crate) fn step(inner: &Inner, budget: usize) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let Some(_guard) = inner.locks.try_sweep(&inner.root)? else {
         return Ok(report);
     };
+    let mut walk = match inner.walk.try_lock() {
+        Ok(w) => w,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Ok(report),
+    };
+    let pid = std::process::id();
+    if walk.pid != pid {
+        walk.pid = pid;
+        walk.stream = None;
+    }
     let now = inner.clock.now_ms();
-    let cursor = inner.state.cursor();
-    let (mut shard, mut pos) = ((cursor >> 32) as usize % SHARDS, (cursor & 0xffff_ffff) as usize);
     let mut own = Own::default();
-    let mut bad = 0;
-    for _ in 0..1 + budget / 4 {
-        let mut names = list_shard(&inner.root, &inner.dir, inner.dir_mode, shard as u8, &mut bad)?
-            .unwrap_or_default();
-        // Sorted, so a position in the listing means the same names next time (up to
-        // the names created or removed in between).
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        // Names this step removes from the shard shift the later ones left in the
-        // next listing: the position saved discounts them, or they would be skipped.
-        let mut removed_here = 0;
-        let mut i = pos;
-        while i < names.len() && report.examined < budget {
-            let (name, kind) = &names[i];
-            i += 1;
-            let before = report.removed();
-            let item = classify(shard as u8, name, *kind);
-            if clean_item(inner, item, now, &mut report, &mut own)?.is_some() {
-                report.remaining += 1;
+    let (mut bad, mut names, mut shards) = (0, 0, 0);
+    while report.examined < budget && names < budget.saturating_mul(4).max(1) {
+        if walk.stream.is_none() {
+            if shards > budget / 4 {
+                break;
             }
-            removed_here += report.removed() - before;
+            shards += 1;
+            let shard = (inner.state.next_shard() % SHARDS as u64) as u8;
+            walk.shard = shard;
+            walk.stream = open_shard(&inner.root, &inner.dir, inner.dir_mode, shard, &mut bad)?;
+            continue;
         }
-        if i < names.len() {
-            pos = i - removed_here;
-            break;
-        }
-        shard = (shard + 1) % SHARDS;
-        pos = 0;
-        if report.examined >= budget {
-            break;
+        let shard = walk.shard;
+        let next = walk.stream.as_mut().and_then(|s| s.next_entry(&inner.root));
+        match next {
+            None => walk.stream = None,
+            Some(Err(e)) => {
+                walk.stream = None;
+                let rel = layout::shard_str(shard);
+                return Err(Error::io("list shard directory", inner.dir.join(rel), e));
+            }
+            Some(Ok((name, kind))) => {
+                names += 1;
+                let item = classify(shard, &name, kind);
+                if clean_item(inner, item, now, &mut report, &mut own)?.is_some() {
+                    report.remaining += 1;
+                }
+            }
         }
     }
     report.damaged += bad;
-    inner.state.set_cursor(((shard as u64) << 32) | pos as u64);
     Ok(report)
 }
 
@@ -561,9 +601,11 @@ impl FileSystemCache {
     }
 
     /// One bounded piece of cleanup, for a background thread or a cron job: reads at
-    /// most `budget` entry headers (in at most `1 + budget / 4` shard directories),
-    /// resuming where the previous step of any process stopped, and removes the
-    /// expired and damaged entries and stale temp files among them. It never waits: if
+    /// most `budget` entry headers and `4 × budget` names (in at most
+    /// `1 + budget / 4` shard directories), going on where this handle's previous step
+    /// stopped (each new shard comes from a counter shared by all processes), and
+    /// removes the expired and damaged entries and stale temp files among them. Its
+    /// cost does not grow with the size of the cache. It never waits: if
     /// a sweep or another step is running it returns an empty report.
     ///
     /// Writes already run a step of [`expiry_budget`] headers every 32 writes of a

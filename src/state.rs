@@ -11,8 +11,8 @@
 //! offset 8   8 bytes  entry-name count, i64 in native byte order (atomic)
 //! offset 16  8 bytes  number of count changes ever made (atomic), so a scan can tell
 //!                     whether anyone changed the count while it ran
-//! offset 24  8 bytes  the expiry cursor: where the next `prune_step` resumes (shard
-//!                     in the high 32 bits, position in its sorted listing in the low)
+//! offset 24  8 bytes  the expiry walk's shard counter: each walk takes the next
+//!                     shard (the value modulo 256), so processes share the walk
 //! rest of the page    zero, reserved
 //! ```
 #![allow(unsafe_code)]
@@ -144,14 +144,9 @@ impl SharedState {
         self.cell(COUNT_OFFSET)
     }
 
-    /// Where the next expiry step resumes; written only under the sweep lock.
-    pub(crate) fn cursor(&self) -> u64 {
-        self.cell(CURSOR_OFFSET).load(Ordering::Relaxed) as u64
-    }
-
-    pub(crate) fn set_cursor(&self, cursor: u64) {
-        self.cell(CURSOR_OFFSET)
-            .store(cursor as i64, Ordering::Relaxed);
+    /// The shard the next expiry walk reads (a counter shared by all processes).
+    pub(crate) fn next_shard(&self) -> u64 {
+        self.cell(CURSOR_OFFSET).fetch_add(1, Ordering::Relaxed) as u64
     }
 
     /// How many times the count has been changed (by `add`), ever, by anyone.

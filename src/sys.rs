@@ -436,35 +436,68 @@ pub(crate) enum Kind {
     Other,
 }
 
+/// An open directory below the root, read a batch of names at a time.
+pub(crate) struct DirStream {
+    dir: rustix::fs::Dir,
+    rel: String,
+}
+
+impl std::fmt::Debug for DirStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirStream").field("rel", &self.rel).finish()
+    }
+}
+
+impl DirStream {
+    /// Opens `rel` (never through a symlink) for reading its names.
+    pub(crate) fn open(root: &Root, rel: &str) -> io::Result<DirStream> {
+        // Dir::new takes the descriptor we opened (read_from would open it again).
+        let dir = root.open_dir(rel)?;
+        let dir = rustix::fs::Dir::new(OwnedFd::from(dir)).map_err(io_err)?;
+        Ok(DirStream {
+            dir,
+            rel: rel.to_owned(),
+        })
+    }
+
+    /// The next name and its kind (`.` and `..` skipped); `None` at the end.
+    pub(crate) fn next_entry(&mut self, root: &Root) -> Option<io::Result<(Vec<u8>, Kind)>> {
+        loop {
+            let ent = match self.dir.read()? {
+                Ok(ent) => ent,
+                Err(e) => return Some(Err(io_err(e))),
+            };
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match ent.file_type() {
+                rustix::fs::FileType::RegularFile => Kind::File,
+                rustix::fs::FileType::Directory => Kind::Dir,
+                rustix::fs::FileType::Symlink => Kind::Symlink,
+                rustix::fs::FileType::Unknown => {
+                    // Some filesystems do not fill d_type.
+                    let mut path = self.rel.clone();
+                    path.push('/');
+                    path.push_str(&String::from_utf8_lossy(name));
+                    match root.lstat(&path) {
+                        Ok(st) => kind_of(&st),
+                        Err(_) => Kind::Other,
+                    }
+                }
+                _ => Kind::Other,
+            };
+            return Some(Ok((name.to_vec(), kind)));
+        }
+    }
+}
+
 /// Reads the names in one directory below the root (never through a symlink).
 pub(crate) fn list_dir(root: &Root, rel: &str) -> io::Result<Vec<(Vec<u8>, Kind)>> {
-    // Dir::new takes the descriptor we opened (read_from would open it again).
-    let dir = root.open_dir(rel)?;
-    let mut iter = rustix::fs::Dir::new(OwnedFd::from(dir)).map_err(io_err)?;
+    let mut stream = DirStream::open(root, rel)?;
     let mut out = Vec::new();
-    while let Some(ent) = iter.read() {
-        let ent = ent.map_err(io_err)?;
-        let name = ent.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        let kind = match ent.file_type() {
-            rustix::fs::FileType::RegularFile => Kind::File,
-            rustix::fs::FileType::Directory => Kind::Dir,
-            rustix::fs::FileType::Symlink => Kind::Symlink,
-            rustix::fs::FileType::Unknown => {
-                // Some filesystems do not fill d_type.
-                let mut path = String::from(rel);
-                path.push('/');
-                path.push_str(&String::from_utf8_lossy(name));
-                match root.lstat(&path) {
-                    Ok(st) => kind_of(&st),
-                    Err(_) => Kind::Other,
-                }
-            }
-            _ => Kind::Other,
-        };
-        out.push((name.to_vec(), kind));
+    while let Some(entry) = stream.next_entry(root) {
+        out.push(entry?);
     }
     Ok(out)
 }
@@ -486,16 +519,18 @@ pub(crate) fn kind_of(st: &rustix::fs::Stat) -> Kind {
 pub(crate) fn read_entry_file(file: &mut impl io::Read, limit: usize) -> io::Result<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        // Only a full buffer needs the header: an entry that fits ends with a read of
+        // 0 (no parse here, the decoder parses once), and a file longer than its
+        // header declares always fills the buffer past that length.
         if buf.len() == buf.capacity() {
-            let want = if buf.len() >= crate::entry::HEADER_LEN {
-                match crate::entry::Header::parse(&buf) {
-                    // +1 so the read that returns 0 has room and EOF is seen.
-                    Ok(h) => h.total_len().saturating_add(1),
-                    Err(_) => buf.len() * 2,
-                }
-            } else {
-                buf.len() * 2
-            };
+            let declared = (buf.len() >= crate::entry::HEADER_LEN)
+                .then(|| crate::entry::Header::parse(&buf).ok().map(|h| h.total_len()))
+                .flatten();
+            if declared.is_some_and(|total| buf.len() > total) {
+                return Ok(buf); // trailing bytes: the decoder reports the length mismatch
+            }
+            // +1 so the read that returns 0 has room and EOF is seen.
+            let want = declared.map_or(buf.len() * 2, |total| total.saturating_add(1));
             let want = want.min(limit.saturating_add(1)).max(buf.len() + 1);
             buf.reserve_exact(want - buf.len());
         }
@@ -515,11 +550,6 @@ pub(crate) fn read_entry_file(file: &mut impl io::Read, limit: usize) -> io::Res
         buf.truncate(start + n);
         if n == 0 || buf.len() > limit {
             return Ok(buf);
-        }
-        if buf.len() >= crate::entry::HEADER_LEN
-            && crate::entry::Header::parse(&buf).is_ok_and(|h| buf.len() > h.total_len())
-        {
-            return Ok(buf); // trailing bytes: the decoder reports the length mismatch
         }
     }
 }
