@@ -25,12 +25,9 @@ fn site_writes(c: &FileSystemCache, from: usize, n: usize) -> fscache::Result<()
     Ok(())
 }
 
-#[test]
-fn abandoned_sessions_expire_under_threshold_zero_without_any_prune_call() -> TestResult {
-    let (_tmp, dir) = temp_cache_dir();
-    let clock = ManualClock::new();
-    let c = open(&dir, &clock, 8);
-    for i in 0..200 {
+/// `n` sessions written once with a 1 s TTL, then left: expired now.
+fn abandon(c: &FileSystemCache, clock: &ManualClock, n: usize) -> fscache::Result<()> {
+    for i in 0..n {
         c.set_with_ttl(
             &format!("abandoned:{i}"),
             &i,
@@ -38,6 +35,15 @@ fn abandoned_sessions_expire_under_threshold_zero_without_any_prune_call() -> Te
         )?;
     }
     clock.advance(Duration::from_secs(2));
+    Ok(())
+}
+
+#[test]
+fn abandoned_sessions_expire_under_threshold_zero_without_any_prune_call() -> TestResult {
+    let (_tmp, dir) = temp_cache_dir();
+    let clock = ManualClock::new();
+    let c = open(&dir, &clock, 8);
+    abandon(&c, &clock, 200)?;
     let left = |dir: &std::path::Path| {
         (0..200)
             .filter(|i| entry_path(dir, &format!("abandoned:{i}")).exists())
@@ -72,14 +78,7 @@ fn with_the_budget_at_zero_writes_do_no_expiry_work() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let clock = ManualClock::new();
     let c = open(&dir, &clock, 0);
-    for i in 0..200 {
-        c.set_with_ttl(
-            &format!("abandoned:{i}"),
-            &i,
-            Ttl::After(Duration::from_secs(1)),
-        )?;
-    }
-    clock.advance(Duration::from_secs(2));
+    abandon(&c, &clock, 200)?;
     site_writes(&c, 0, 3_000)?;
     assert_eq!(entry_files(&dir).len(), 200 + 1_000);
     assert_eq!(c.prune()?.expired, 200, "prune still removes them");
