@@ -180,6 +180,10 @@ impl FileSystemCache {
             Err(e) => return Err(io_err("inspect cache directory", e)),
         }
         let mut root = Root::open(&dir).map_err(|e| io_err("open cache directory", e))?;
+        // Refuse a foreign directory before writing anything into it (the probe below
+        // creates files); the marker itself is written after the probe, which decides
+        // how a no-replace rename is done here.
+        let found = crate::open::check_dir(&root, &dir)?;
         let needs_fchmod = probe(&mut root, &dir, opts.file_mode, opts.force_portable_renames)?;
         if root.mode() == RenameMode::Portable {
             log::warn!(
@@ -188,7 +192,8 @@ impl FileSystemCache {
                 dir.display()
             );
         }
-        let fresh = crate::open::ensure_marker(&root, &dir, opts.file_mode)?;
+        let fresh = found == crate::open::Found::Empty
+            && crate::open::adopt(&root, &dir, opts.file_mode)?;
 
         let locks = Locks::new(&dir, root.id(), opts.file_mode, opts.dir_mode);
         let state = crate::open::open_state(&root, &dir, opts.file_mode, opts.dir_mode, fresh)?;

@@ -18,16 +18,25 @@ fn marker_text() -> String {
     )
 }
 
-/// Checks or writes the marker. `Ok(true)` if the directory was empty and is now
-/// adopted.
-pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<bool> {
+/// What `open` found in the directory, before it writes anything there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// An fscache of this format.
+    Cache,
+    /// An empty directory (temp names aside), to adopt with [`adopt`].
+    Empty,
+}
+
+/// Checks the marker, refusing a non-empty directory without one, and writes
+/// nothing: `open` must not touch a directory it was pointed at by mistake.
+pub(crate) fn check_dir(root: &Root, dir: &Path) -> Result<Found> {
     if read_marker(root, dir)?.is_some() {
-        return Ok(false);
+        return Ok(Found::Cache);
     }
     let names = sys::list_dir(root, ".").map_err(|e| Error::io("list cache directory", dir, e))?;
     if names.iter().any(|(name, _)| name == MARKER.as_bytes()) {
         // Another process adopted the directory after we looked for the marker.
-        return read_marker(root, dir).map(|_| false);
+        return read_marker(root, dir).map(|_| Found::Cache);
     }
     if names
         .iter()
@@ -37,6 +46,13 @@ pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<b
             path: dir.to_path_buf(),
         });
     }
+    Ok(Found::Empty)
+}
+
+/// Adopts an empty directory by writing the marker (a no-replace rename, so of two
+/// processes adopting at once one writes it and the other checks it). `Ok(true)` if
+/// this process wrote it.
+pub(crate) fn adopt(root: &Root, dir: &Path, file_mode: u32) -> Result<bool> {
     let tmp = format!("{TEMP_PREFIX}marker-{:016x}", layout::next_write_id());
     let write = || -> io::Result<bool> {
         let mut f = root.create_new(&tmp, file_mode)?;
@@ -46,18 +62,17 @@ pub(crate) fn ensure_marker(root: &Root, dir: &Path, file_mode: u32) -> Result<b
         root.rename_noreplace(&tmp, MARKER)
     };
     match write() {
-        Ok(true) => {}
+        Ok(true) => Ok(true),
         Ok(false) => {
             // Another process adopted it first; check what it wrote.
             let _ = root.unlink(&tmp);
-            read_marker(root, dir)?;
+            read_marker(root, dir).map(|_| false)
         }
         Err(e) => {
             let _ = root.unlink(&tmp);
-            return Err(Error::io("write marker file", dir.join(MARKER), e));
+            Err(Error::io("write marker file", dir.join(MARKER), e))
         }
     }
-    Ok(true)
 }
 
 /// `Ok(Some(()))` for a marker of this format, `Ok(None)` if there is none.

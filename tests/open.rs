@@ -37,7 +37,15 @@ fn empty_directory_is_adopted() -> TestResult {
 fn non_empty_foreign_directory_is_refused_and_untouched() -> TestResult {
     let tmp = tempfile::tempdir()?;
     std::fs::write(tmp.path().join("notes.txt"), "precious")?;
+    let before = std::fs::metadata(tmp.path())?.modified()?;
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let err = FileSystemCache::open(tmp.path()).unwrap_err();
+    // Not even a file created and removed again (the directory's mtime would move).
+    assert_eq!(
+        std::fs::metadata(tmp.path())?.modified()?,
+        before,
+        "the directory was written to"
+    );
     assert!(matches!(err, Error::NotACache { .. }), "{err:?}");
     assert!(
         err.to_string().contains("not an fscache directory"),
