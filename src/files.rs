@@ -437,6 +437,9 @@ impl Inner {
     /// moved is checked; if it is not the entry decided on, it is put back unless a
     /// newer write has taken the name since.
     pub(crate) fn evict_if_same(&self, path: &EntryPath, fp: &Fingerprint) -> Result<bool> {
+        if let Err(e) = crate::hooks::run(crate::hooks::Point::EvictBegin, &self.dir) {
+            log::debug!("fscache: test hook: {e}");
+        }
         let aside = path.sibling(EVICT_PREFIX, layout::next_write_id());
         match self.root.rename(path.rel(), &aside) {
             Ok(()) => {}

@@ -15,6 +15,9 @@ pub enum Point {
     /// In `add`, after it found the key absent and wrote its temp file, before the
     /// commit (the stripe lock is held).
     AddBeforeCommit,
+    /// In an eviction (sweep, `clear`, stale removal), after the decision and before
+    /// the entry is moved aside (the stripe lock is held).
+    EvictBegin,
     /// In an eviction (sweep, `clear`, stale removal), after the entry was moved
     /// aside and before it is checked and unlinked or restored.
     EvictMovedAside,

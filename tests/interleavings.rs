@@ -86,7 +86,7 @@ fn delete_during_an_update_is_not_undone_by_it() -> TestResult {
 }
 
 #[test]
-fn delete_while_a_sweep_has_the_entry_moved_aside_waits_and_removes_it() -> TestResult {
+fn delete_while_a_sweep_has_a_rewritten_entry_moved_aside_removes_it() -> TestResult {
     let _armed = Armed(hook_lock());
     let (_tmp, dir) = temp_cache_dir();
     let clock = fscache::ManualClock::new();
@@ -94,49 +94,58 @@ fn delete_while_a_sweep_has_the_entry_moved_aside_waits_and_removes_it() -> Test
         .threshold(0)
         .clock(clock.clone())
         .open()?;
-    // "gone" expires and is evicted by prune; "k" is rewritten before the sweep
-    // reaches it, so the sweep moves it aside, finds a newer write and restores it.
-    c.set_with_ttl("gone", &0, Ttl::After(Duration::from_secs(1)))?;
-    c.set("k", &1)?;
+    // The sweep decides to evict "k" (expired); before it moves the name aside, "k"
+    // is rewritten (live). The sweep then moves the new write aside, finds it is not
+    // the one it decided on, and restores it. A delete of "k" in that window must
+    // not report "absent" and then see the key come back.
+    c.set_with_ttl("k", &1, Ttl::After(Duration::from_secs(1)))?;
     clock.advance(Duration::from_secs(2));
-    let (aside_tx, aside_rx) = mpsc::channel::<()>();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = Mutex::new(go_rx);
+    let writer = c.clone();
     let own = dir.clone();
-    hooks::set_hook(Point::EvictMovedAside, move |d| {
-        if d == own {
-            aside_tx.send(()).ok();
-            let _ = go_rx
-                .lock()
-                .unwrap()
-                .recv_timeout(Duration::from_millis(300));
+    let rewritten = Arc::new(AtomicBool::new(false));
+    let r2 = rewritten.clone();
+    hooks::set_hook(Point::EvictBegin, move |d| {
+        if d == own && !r2.swap(true, Ordering::SeqCst) {
+            writer
+                .set_with_ttl("k", &2, Ttl::Never)
+                .map_err(std::io::Error::from)?;
         }
         Ok(())
     });
-    let sweeper = {
-        let c = c.clone();
-        std::thread::spawn(move || c.prune())
-    };
-    aside_rx.recv()?;
-    // The sweep holds "gone" aside now; a delete of it must wait, then find it gone
-    // or remove it, never report false and see it come back.
-    let deleter = {
-        let c = c.clone();
-        std::thread::spawn(move || c.delete("gone"))
-    };
-    std::thread::sleep(Duration::from_millis(50));
-    go_tx.send(()).ok();
-    let report = sweeper.join().expect("sweeper")?;
-    let deleted = deleter.join().expect("deleter")?;
-    assert_eq!(
-        report.expired + usize::from(deleted),
-        1,
-        "removed exactly once"
+    let (deleter_tx, deleter_rx) = mpsc::channel();
+    let deleter_tx = Mutex::new(Some(deleter_tx));
+    let (c2, own) = (c.clone(), dir.clone());
+    hooks::set_hook(Point::EvictMovedAside, move |d| {
+        if d != own {
+            return Ok(());
+        }
+        if let Some(tx) = deleter_tx.lock().unwrap().take() {
+            let c3 = c2.clone();
+            let (done_tx, done_rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let r = c3.delete("k");
+                done_tx.send(()).ok();
+                tx.send(r.map_err(|e| e.to_string())).ok();
+            });
+            // Where delete takes no lock it finishes now, while "k" is aside.
+            let _ = done_rx.recv_timeout(Duration::from_millis(300));
+        }
+        Ok(())
+    });
+    let report = c.prune();
+    hooks::clear_hooks();
+    report?;
+    let deleted = deleter_rx.recv_timeout(Duration::from_secs(10))??;
+    assert!(
+        rewritten.load(Ordering::SeqCst),
+        "the forced rewrite happened"
     );
-    assert_eq!(c.get::<i32>("gone")?, None);
-    assert_eq!(c.get::<i32>("k")?, Some(1));
-    assert_eq!(c.approximate_len(), 1);
-    assert_eq!(c.len()?, 1);
+    assert!(
+        deleted,
+        "the key was live when delete started: it must report it"
+    );
+    assert_eq!(c.get::<i32>("k")?, None, "deleted keys stay deleted");
+    assert_eq!(c.approximate_len(), 0);
     Ok(())
 }
 
