@@ -715,22 +715,20 @@ impl Inner {
     /// would count twice). Inside an `update` closure neither runs: they would need
     /// the held stripe.
     pub(crate) fn after_write(&self, commit: Commit) {
-        if self.locks.held_by_this_thread() {
+        // The cheap conditions first: most writes start neither a sweep nor a step.
+        let over = (commit == Commit::Created && self.threshold > 0)
+            .then(|| self.state.load())
+            .filter(|&count| count > self.threshold as i64);
+        let step_due = over.is_none()
+            && self.expiry_budget > 0
+            && (self.writes_since_open.fetch_add(1, Ordering::Relaxed) + 1)
+                .is_multiple_of(crate::prune::EXPIRY_EVERY);
+        if (over.is_none() && !step_due) || self.locks.held_by_this_thread() {
             return;
         }
-        let count = self.state.load();
-        let result = if commit == Commit::Created
-            && self.threshold > 0
-            && count > self.threshold as i64
-        {
-            crate::prune::on_over_threshold(self, count)
-        } else if self.expiry_budget > 0
-            && (self.writes_since_open.fetch_add(1, Ordering::Relaxed) + 1)
-                .is_multiple_of(crate::prune::EXPIRY_EVERY)
-        {
-            crate::prune::step(self, self.expiry_budget).map(drop)
-        } else {
-            return;
+        let result = match over {
+            Some(count) => crate::prune::on_over_threshold(self, count),
+            None => crate::prune::step(self, self.expiry_budget).map(drop),
         };
         if let Err(e) = result {
             self.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
