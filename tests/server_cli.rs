@@ -2,6 +2,8 @@
 //! server package's example), its flags, its messages, its log, and how it answers
 //! methods and cookies over real HTTP on 127.0.0.1.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -195,15 +197,7 @@ fn head_is_get_without_a_body_and_other_methods_get_405_or_501() -> TestResult {
     let server = Server::start(&[], &[]);
     let agent = Server::agent();
     let mut first = agent.get(format!("{}/", server.base)).call()?;
-    let cookie = first
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()?
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = common::set_cookie_pair(&first);
     let _ = first.body_mut().read_to_string();
 
     let mut head = agent
@@ -384,15 +378,7 @@ fn cross_origin_state_changes_are_refused_login_csrf_included() -> TestResult {
     // The site's own pages, and clients that are not browsers, may post.
     let r = post("/login", Some(&own), None, None);
     assert_eq!(r.status().as_u16(), 303);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()?
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = common::set_cookie_pair(&r);
     assert_eq!(
         post(
             "/cart/add/apple",

@@ -1,6 +1,7 @@
 //! End to end: the example server (examples/server.rs, compiled in here) on
 //! 127.0.0.1 with an OS-chosen port, driven by a real HTTP client.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/server.rs"]
 mod server;
@@ -389,15 +390,7 @@ fn browser_form_posts_return_to_the_page() -> TestResult {
         .send_empty()?;
     assert_eq!(resp.status().as_u16(), 303);
     assert_eq!(resp.headers().get("location").unwrap(), "/?after=post");
-    let cookie = resp
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()?
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = common::set_cookie_pair(&resp);
     let _ = resp.body_mut().read_to_string();
     // Following the redirect shows the page without counting a visit: only page views
     // count, not form posts.

@@ -102,16 +102,7 @@ fn child_entry_point() -> TestResult {
 }
 
 fn run_as(bin: &Path, uid: u32, gid: u32, job: &str, dir: &Path) -> TestResult {
-    let out = Command::new(bin)
-        .args([
-            "child_entry_point",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FSCACHE_CHILD", job)
-        .env("FSCACHE_CHILD_DIR", dir)
-        .env("FSCACHE_CHILD_ID", "0")
+    let out = common::child_command_of(bin, job, dir, 0)
         .current_dir(dir.parent().unwrap())
         .uid(uid)
         .gid(gid)

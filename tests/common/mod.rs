@@ -74,7 +74,11 @@ pub fn entry_path(dir: &Path, key: &str) -> PathBuf {
 /// named `child_entry_point`, with `FSCACHE_CHILD=<job>`, the cache directory and an
 /// id in its environment. Each test file that spawns children defines that test.
 pub fn child_command(job: &str, dir: &Path, id: usize) -> std::process::Command {
-    let exe = std::env::current_exe().expect("test binary");
+    child_command_of(&std::env::current_exe().expect("test binary"), job, dir, id)
+}
+
+/// [`child_command`] running the test binary `exe` (a copy other users can run).
+pub fn child_command_of(exe: &Path, job: &str, dir: &Path, id: usize) -> std::process::Command {
     let mut cmd = std::process::Command::new(exe);
     cmd.args([
         "child_entry_point",
@@ -95,4 +99,14 @@ pub fn cannot_run(why: &str) {
         panic!("CI must run this test, but: {why}");
     }
     eprintln!("SKIPPED: {why}");
+}
+
+/// The `name=value` part of a response's (first) `Set-Cookie` header.
+pub fn set_cookie_pair(resp: &ureq::http::Response<ureq::Body>) -> String {
+    let header = resp
+        .headers()
+        .get("set-cookie")
+        .expect("a Set-Cookie header");
+    let value = header.to_str().expect("an ASCII Set-Cookie header");
+    value.split(';').next().unwrap_or_default().to_owned()
 }
