@@ -1,26 +1,16 @@
 //! `FileSystemCache`: opening a directory and the per-key operations.
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::Clock;
 use crate::codec;
-use crate::entry::{CHECKSUM_LEN, Codec, EntryWriter, HEADER_LEN};
+use crate::engine::{Codec, Engine, Keys, PruneReport, RenameMode};
 use crate::error::{Error, Result};
-use crate::layout::{self, EntryPath, TEMP_PREFIX};
-use crate::lock::{LockGuard, Locks};
-use crate::options::{Durability, FileSystemCacheBuilder, Ttl, expires_at};
-use crate::state::SharedState;
-use crate::sys::{Commit, RenameMode, Root};
-
-/// Longest key accepted, in bytes.
-pub const MAX_KEY_LEN: usize = 64 * 1024;
+use crate::options::{FileSystemCacheBuilder, Ttl, expires_at};
 
 /// A cache of serde values (or raw bytes) in a directory, one file per key.
 ///
@@ -29,51 +19,7 @@ pub const MAX_KEY_LEN: usize = 64 * 1024;
 /// the on-disk layout and what is guaranteed.
 #[derive(Clone, Debug)]
 pub struct FileSystemCache {
-    pub(crate) inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) root: Root,
-    pub(crate) state: SharedState,
-    pub(crate) locks: Locks,
-    pub(crate) threshold: usize,
-    pub(crate) low_water_percent: u8,
-    pub(crate) default_ttl: Option<Duration>,
-    pub(crate) codec: Codec,
-    pub(crate) file_mode: u32,
-    pub(crate) dir_mode: u32,
-    /// The umask strips bits of `file_mode`, so new files need an explicit `fchmod`.
-    pub(crate) needs_fchmod: bool,
-    pub(crate) durability: Durability,
-    pub(crate) max_value_size: usize,
-    pub(crate) clock: Arc<dyn Clock>,
-    /// Temp and moved-aside files older than this (by ctime) are swept.
-    pub(crate) stale_temp_age: Duration,
-    /// Entry headers an automatic expiry step reads (0: no automatic steps).
-    pub(crate) expiry_budget: usize,
-    /// Writes through this handle, for the expiry step's cadence.
-    pub(crate) writes_since_open: AtomicU64,
-    /// Where this handle's expiry walk stands.
-    pub(crate) walk: std::sync::Mutex<crate::prune::Walk>,
-    pub(crate) stats: StatCounters,
-}
-
-/// Counters since this handle was opened (per process, not shared).
-#[derive(Debug, Default)]
-pub(crate) struct StatCounters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub writes: AtomicU64,
-    pub deletes: AtomicU64,
-    pub expired: AtomicU64,
-    pub evicted: AtomicU64,
-    pub damaged: AtomicU64,
-    pub sweeps: AtomicU64,
-    pub stale_temp: AtomicU64,
-    pub sweep_errors: AtomicU64,
-    pub litter: AtomicU64,
+    inner: Arc<Engine>,
 }
 
 /// A snapshot of a cache handle's counters; see [`FileSystemCache::stats`].
@@ -94,8 +40,11 @@ pub struct Stats {
     pub evicted: u64,
     /// Damaged or foreign files found (and removed) in the cache directory.
     pub damaged: u64,
-    /// Sweeps run (automatic and `prune`).
+    /// Full sweeps run (`prune`).
     pub sweeps: u64,
+    /// Bounded cleanup steps run: eviction steps of writes past the threshold,
+    /// periodic expiry steps, and [`prune_step`](FileSystemCache::prune_step) calls.
+    pub steps: u64,
     /// Stale temp files of crashed writers removed.
     pub stale_temp: u64,
     /// Housekeeping that failed without failing the operation that ran it: sweeps
@@ -153,84 +102,14 @@ impl FileSystemCache {
         FileSystemCacheBuilder::new(dir.as_ref())
     }
 
-    pub(crate) fn open_with(opts: FileSystemCacheBuilder) -> Result<FileSystemCache> {
-        let dir = opts.dir.clone();
-        let io_err = |op, e| Error::io(op, &dir, e);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(opts.dir_mode)
-                    .create(&dir)
-                    .map_err(|e| io_err("create cache directory", e))?;
-                // Exactly dir_mode whatever the umask, keeping a setgid bit inherited
-                // from the parent (a group-shared cache).
-                use std::os::unix::fs::PermissionsExt;
-                let inherited = std::fs::metadata(&dir)
-                    .map(|m| m.permissions().mode() & crate::sys::SETGID)
-                    .unwrap_or(0);
-                std::fs::set_permissions(
-                    &dir,
-                    std::fs::Permissions::from_mode(opts.dir_mode | inherited),
-                )
-                .map_err(|e| io_err("set cache directory permissions", e))?;
-            }
-            Err(e) => return Err(io_err("inspect cache directory", e)),
-        }
-        let mut root = Root::open(&dir).map_err(|e| io_err("open cache directory", e))?;
-        // Refuse a foreign directory before writing anything into it (the probe below
-        // creates files); the marker itself is written after the probe, which decides
-        // how a no-replace rename is done here.
-        let found = crate::open::check_dir(&root, &dir)?;
-        let needs_fchmod = probe(&mut root, &dir, opts.file_mode, opts.force_portable_renames)?;
-        if root.mode() == RenameMode::Portable {
-            log::warn!(
-                "fscache: {} has no renameat2 flags (or the portable mode was forced): using \
-                 link + unlink and a lock per write (RenameMode::Portable)",
-                dir.display()
-            );
-        }
-        let fresh = found == crate::open::Found::Empty
-            && crate::open::adopt(&root, &dir, opts.file_mode)?;
-
-        let locks = Locks::new(&dir, root.id(), opts.file_mode, opts.dir_mode);
-        let state = crate::open::open_state(&root, &dir, opts.file_mode, opts.dir_mode, fresh)?;
-
-        Ok(FileSystemCache {
-            inner: Arc::new(Inner {
-                dir,
-                root,
-                state,
-                locks,
-                threshold: opts.threshold,
-                low_water_percent: opts.low_water_percent,
-                default_ttl: opts.default_ttl,
-                codec: opts.format.codec(),
-                file_mode: opts.file_mode,
-                dir_mode: opts.dir_mode,
-                needs_fchmod,
-                durability: opts.durability,
-                max_value_size: opts.max_value_size,
-                clock: opts.clock,
-                stale_temp_age: opts.stale_temp_age,
-                expiry_budget: opts.expiry_budget,
-                writes_since_open: AtomicU64::new(0),
-                walk: std::sync::Mutex::default(),
-                stats: StatCounters::default(),
-            }),
-        })
-    }
-
     /// The cache directory.
     pub fn path(&self) -> &Path {
-        &self.inner.dir
+        self.inner.dir()
     }
 
     /// A snapshot of this handle's counters (this process only).
     pub fn stats(&self) -> Stats {
-        let s = &self.inner.stats;
+        let s = self.inner.stats();
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             hits: l(&s.hits),
@@ -241,10 +120,11 @@ impl FileSystemCache {
             evicted: l(&s.evicted),
             damaged: l(&s.damaged),
             sweeps: l(&s.sweeps),
+            steps: l(&s.steps),
             stale_temp: l(&s.stale_temp),
             sweep_errors: l(&s.sweep_errors),
             litter: l(&s.litter),
-            rename_mode: self.inner.root.mode(),
+            rename_mode: self.inner.rename_mode(),
         }
     }
 
@@ -253,7 +133,7 @@ impl FileSystemCache {
     /// gives the exact number of live entries and corrects this figure when it runs
     /// quietly.
     pub fn approximate_len(&self) -> usize {
-        self.inner.state.load().max(0) as usize
+        self.inner.count().max(0) as usize
     }
 
     // ----- reads -----
@@ -360,8 +240,8 @@ impl FileSystemCache {
         ttl: Ttl,
     ) -> Result<()> {
         let path = self.inner.path_for(key)?;
-        let expires = self.inner.expires_at(ttl)?;
-        let bytes = self.inner.encode(key, value, expires)?;
+        let expires = self.expires_at(ttl)?;
+        let bytes = self.encode(self.inner.codec(), key, value, expires)?;
         let commit = self.inner.write_entry(&path, &bytes, None)?;
         self.inner.after_write(commit);
         Ok(())
@@ -381,8 +261,8 @@ impl FileSystemCache {
     /// As [`set_with_ttl`](Self::set_with_ttl), without serialization.
     pub fn set_bytes_with_ttl(&self, key: &str, bytes: &[u8], ttl: Ttl) -> Result<()> {
         let path = self.inner.path_for(key)?;
-        let expires = self.inner.expires_at(ttl)?;
-        let entry = self.inner.encode_raw(key, bytes, expires)?;
+        let expires = self.expires_at(ttl)?;
+        let entry = self.encode_raw(key, bytes, expires)?;
         let commit = self.inner.write_entry(&path, &entry, None)?;
         self.inner.after_write(commit);
         Ok(())
@@ -418,8 +298,8 @@ impl FileSystemCache {
     pub fn add<T: Serialize + ?Sized>(&self, key: &str, value: &T, ttl: Ttl) -> Result<bool> {
         let inner = &self.inner;
         let path = inner.path_for(key)?;
-        let expires = inner.expires_at(ttl)?;
-        let bytes = inner.encode(key, value, expires)?;
+        let expires = self.expires_at(ttl)?;
+        let bytes = self.encode(inner.codec(), key, value, expires)?;
         let commit = {
             let guard = inner.lock(&path, "add")?;
             inner.add_entry(key, &path, &bytes, &guard)?
@@ -462,18 +342,18 @@ impl FileSystemCache {
                 Some(l) => {
                     let v: i64 = codec::decode(l.header.codec, key, l.payload())?;
                     let codec = if l.header.codec == Codec::Raw {
-                        inner.codec
+                        inner.codec()
                     } else {
                         l.header.codec
                     };
                     (v, l.header.expires_at, codec)
                 }
-                None => (0, inner.expires_at(Ttl::Default)?, inner.codec),
+                None => (0, self.expires_at(Ttl::Default)?, inner.codec()),
             };
             let value = current.checked_add(delta).ok_or_else(|| Error::Overflow {
                 key: key.to_owned(),
             })?;
-            let bytes = inner.encode_with(codec, key, &value, expires)?;
+            let bytes = self.encode(codec, key, &value, expires)?;
             (value, inner.write_entry(&path, &bytes, Some(&guard))?)
         };
         inner.after_write(commit);
@@ -532,7 +412,7 @@ impl FileSystemCache {
     {
         let inner = &self.inner;
         let path = inner.path_for(key)?;
-        let expires = inner.expires_at(ttl)?;
+        let expires = self.expires_at(ttl)?;
         let (new, commit) = {
             let guard = inner.lock(&path, "update")?;
             let current = match inner.load(key, &path, Some(&guard))? {
@@ -542,7 +422,7 @@ impl FileSystemCache {
             let existed = current.is_some();
             match f(current) {
                 Some(value) => {
-                    let bytes = inner.encode(key, &value, expires)?;
+                    let bytes = self.encode(inner.codec(), key, &value, expires)?;
                     (
                         Some(value),
                         Some(inner.write_entry(&path, &bytes, Some(&guard))?),
@@ -593,154 +473,163 @@ impl FileSystemCache {
     }
 }
 
-/// Learns, with two probe files, whether the umask strips bits of `file_mode` (the
-/// result), whether `flock` works, and which [`RenameMode`] the filesystem supports
-/// (set on `root`). Refuses a filesystem that lacks what the guarantees need.
-fn probe(root: &mut Root, dir: &Path, file_mode: u32, force_portable: bool) -> Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    let id = layout::next_write_id();
-    let a = format!("{TEMP_PREFIX}probe-{id:016x}");
-    let b = format!("{TEMP_PREFIX}probe-{id:016x}-b");
-    let io_err = |e| Error::io("create a file in the cache directory", dir, e);
-    let file = root.create_new(&a, file_mode).map_err(io_err)?;
-    let cleanup = |root: &Root| {
-        let _ = root.unlink(&a);
-        let _ = root.unlink(&b);
-    };
-    let mode = file.metadata().map(|m| m.permissions().mode() & 0o777);
-    let locked = file.try_lock();
-    drop(file);
-    let unsupported = |missing, source| Error::UnsupportedFilesystem {
-        path: dir.to_path_buf(),
-        missing,
-        source,
-    };
-    match locked {
-        Ok(()) | Err(std::fs::TryLockError::WouldBlock) => {}
-        Err(std::fs::TryLockError::Error(e)) => {
-            cleanup(root);
-            return Err(unsupported("flock", e));
-        }
-    }
-    let mode = match mode {
-        Ok(m) => m,
-        Err(e) => {
-            cleanup(root);
-            return Err(io_err(e));
-        }
-    };
-    if let Err(e) = root.create_new(&b, file_mode) {
-        cleanup(root);
-        return Err(io_err(e));
-    }
-    // probe_mode consumes (removes) both probe files, also on error.
-    root.probe_mode(dir, &a, &b, force_portable)
-        .map_err(|(missing, e)| unsupported(missing, e))?;
-    Ok(mode != file_mode)
-}
-
-impl Inner {
-    pub(crate) fn path_for(&self, key: &str) -> Result<EntryPath> {
-        if key.len() > MAX_KEY_LEN {
-            return Err(Error::KeyTooLong {
-                len: key.len(),
-                max: MAX_KEY_LEN,
-            });
-        }
-        Ok(EntryPath::for_key(key))
+impl FileSystemCache {
+    /// Sweeps the whole directory now: removes expired and damaged entries and stale
+    /// temp files, evicts nearest-expiry entries if more live entries than the
+    /// threshold remain, and resets the shared count to the exact figure.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a shard cannot be listed or an entry removed; [`Error::Lock`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use fscache::{FileSystemCache, ManualClock, Ttl};
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new();
+    /// let cache = FileSystemCache::builder(dir.path()).clock(clock.clone()).open()?;
+    /// cache.set_with_ttl("a", &1, Ttl::After(Duration::from_secs(1)))?;
+    /// cache.set_with_ttl("b", &2, Ttl::Never)?;
+    /// clock.advance(Duration::from_secs(2));
+    /// let report = cache.prune()?;
+    /// assert_eq!((report.expired, report.remaining), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn prune(&self) -> Result<PruneReport> {
+        self.inner.prune()
     }
 
-    pub(crate) fn expires_at(&self, ttl: Ttl) -> Result<u64> {
-        expires_at(ttl, self.default_ttl, self.clock.now_ms())
+    /// One bounded piece of cleanup, for a background thread or a cron job: reads at
+    /// most `budget` entry headers and `4 × budget` names (in at most
+    /// `1 + budget / 4` shard directories), going on where this handle's previous step
+    /// stopped (each new shard comes from a counter shared by all processes), and
+    /// removes the expired and damaged entries and stale temp files among them. Its
+    /// cost does not grow with the size of the cache. It never waits: if
+    /// a sweep or another step is running it returns an empty report.
+    ///
+    /// Writes already run a step of [`expiry_budget`] headers every 32 writes of a
+    /// handle, so most programs need not call this; call it where writes are rare and
+    /// expired entries should still go. A full cycle over `N` entries takes about
+    /// `N / budget` calls (at least `256 / (1 + budget / 4)`).
+    ///
+    /// [`expiry_budget`]: crate::FileSystemCacheBuilder::expiry_budget
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Lock`]; [`Error::Reentrant`] inside an `update` closure.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use fscache::{FileSystemCache, ManualClock, Ttl};
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let clock = ManualClock::new();
+    /// let cache = FileSystemCache::builder(dir.path()).threshold(0).clock(clock.clone()).open()?;
+    /// for i in 0..100 {
+    ///     cache.set_with_ttl(&format!("k{i}"), &i, Ttl::After(Duration::from_secs(1)))?;
+    /// }
+    /// clock.advance(Duration::from_secs(2));
+    /// let mut removed = 0;
+    /// while removed < 100 {
+    ///     let report = cache.prune_step(64)?;
+    ///     assert!(report.examined <= 64);
+    ///     removed += report.expired;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn prune_step(&self, budget: usize) -> Result<PruneReport> {
+        self.inner.prune_step(budget)
     }
 
-    pub(crate) fn io(&self, op: &'static str, rel: &str, e: io::Error) -> Error {
-        Error::io(op, self.dir.join(rel), e)
+    /// The exact number of live entries (a full scan of the headers; O(entries)).
+    /// Also corrects the shared count kept per operation, if no other writer changed
+    /// it during the scan.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a shard cannot be listed or an entry read.
+    pub fn len(&self) -> Result<usize> {
+        self.inner.len()
     }
 
-    pub(crate) fn max_file_len(&self) -> usize {
-        HEADER_LEN + crate::MAX_KEY_LEN + self.max_value_size + CHECKSUM_LEN
+    /// Whether there are no live entries (a scan, stopping at the first live one).
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.keys().next().transpose()?.is_none())
     }
 
-    pub(crate) fn encode<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        expires: u64,
-    ) -> Result<Vec<u8>> {
-        self.encode_with(self.codec, key, value, expires)
+    /// Removes every entry present when it runs; returns how many it removed. An
+    /// entry written while it runs is not lost: only entries it has read are removed,
+    /// each only if unchanged since.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Lock`].
+    pub fn clear(&self) -> Result<usize> {
+        self.inner.clear()
     }
 
-    fn encode_with<T: Serialize + ?Sized>(
+    /// Iterates over the keys of live entries, one shard at a time (memory bounded by
+    /// one shard's listing). Entries written or removed during the iteration may or
+    /// may not be seen. Damaged and expired entries are skipped (`prune` removes them).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = fscache::FileSystemCache::open(dir.path())?;
+    /// cache.set("a", &1)?;
+    /// cache.set("b", &2)?;
+    /// let mut keys = cache.keys().collect::<fscache::Result<Vec<_>>>()?;
+    /// keys.sort();
+    /// assert_eq!(keys, ["a", "b"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keys(&self) -> Keys<'_> {
+        self.inner.keys()
+    }
+
+    // ----- encoding -----
+
+    fn expires_at(&self, ttl: Ttl) -> Result<u64> {
+        expires_at(ttl, self.inner.default_ttl(), self.inner.now_ms())
+    }
+
+    fn encode<T: Serialize + ?Sized>(
         &self,
         codec: Codec,
         key: &str,
         value: &T,
         expires: u64,
     ) -> Result<Vec<u8>> {
-        let mut w = EntryWriter::start(codec, expires, layout::next_write_id(), key, 256);
+        let mut w = self.inner.start_entry(codec, key, expires, 256);
         codec::encode(codec, key, value, w.payload())?;
-        self.check_size(key, w.payload_len())?;
-        Ok(w.finish())
+        self.inner.finish_entry(key, w)
     }
 
-    pub(crate) fn encode_raw(&self, key: &str, payload: &[u8], expires: u64) -> Result<Vec<u8>> {
-        self.check_size(key, payload.len())?;
-        let mut w = EntryWriter::start(
-            Codec::Raw,
-            expires,
-            layout::next_write_id(),
-            key,
-            payload.len(),
-        );
+    fn encode_raw(&self, key: &str, payload: &[u8], expires: u64) -> Result<Vec<u8>> {
+        let mut w = self.inner.start_entry(Codec::Raw, key, expires, payload.len());
         w.payload().extend_from_slice(payload);
-        Ok(w.finish())
+        self.inner.finish_entry(key, w)
     }
+}
 
-    fn check_size(&self, key: &str, size: usize) -> Result<()> {
-        if size > self.max_value_size {
-            return Err(Error::ValueTooLarge {
-                key: key.to_owned(),
-                size,
-                max: self.max_value_size,
-            });
-        }
-        Ok(())
-    }
-
-    /// After a write outside any stripe lock: start a sweep if the threshold is passed,
-    /// else, every [`EXPIRY_EVERY`](crate::prune::EXPIRY_EVERY)th write of this handle,
-    /// a bounded expiry step. The write is committed, so a failing sweep or step is
-    /// logged and counted in [`Stats::sweep_errors`], never returned (a retried `inc`
-    /// would count twice). Inside an `update` closure neither runs: they would need
-    /// the held stripe.
-    pub(crate) fn after_write(&self, commit: Commit) {
-        // The cheap conditions first: most writes start neither a sweep nor a step.
-        let over = (commit == Commit::Created && self.threshold > 0)
-            .then(|| self.state.load())
-            .filter(|&count| count > self.threshold as i64);
-        let step_due = over.is_none()
-            && self.expiry_budget > 0
-            && (self.writes_since_open.fetch_add(1, Ordering::Relaxed) + 1)
-                .is_multiple_of(crate::prune::EXPIRY_EVERY);
-        if (over.is_none() && !step_due) || self.locks.held_by_this_thread() {
-            return;
-        }
-        let result = match over {
-            Some(count) => crate::prune::on_over_threshold(self, count),
-            None => crate::prune::step(self, self.expiry_budget).map(drop),
-        };
-        if let Err(e) = result {
-            self.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "fscache: cleanup of {} after a write failed (the write itself is stored): {e}",
-                self.dir.display()
-            );
-        }
-    }
-
-    pub(crate) fn lock(&self, path: &EntryPath, op: &'static str) -> Result<LockGuard<'_>> {
-        self.locks.stripe(&self.root, path.stripe(), op)
+impl FileSystemCacheBuilder {
+    /// Opens (creating if needed) the cache directory.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid options, [`Error::NotACache`] for a non-empty
+    /// directory that is not an fscache, [`Error::IncompatibleFormat`] for one of
+    /// another format version, [`Error::UnsupportedFilesystem`] where the guarantees
+    /// cannot hold, [`Error::Io`] when the directory cannot be created or read.
+    pub fn open(self) -> Result<FileSystemCache> {
+        Ok(FileSystemCache {
+            inner: Arc::new(Engine::open(self.into_config()?)?),
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::entry::Codec;
+use crate::disk::entry::Codec;
 use crate::error::{Error, Result};
 
 /// How typed values (`set`, `get::<T>`) are encoded on disk.

@@ -21,7 +21,8 @@ pub enum Point {
     /// In an eviction (sweep, `clear`, stale removal), after the entry was moved
     /// aside and before it is checked and unlinked or restored.
     EvictMovedAside,
-    /// At the start of a threshold sweep run after a write; an `Err` fails the sweep.
+    /// At the start of a bounded cleanup step run after a write (eviction past the
+    /// threshold, or the periodic expiry step); an `Err` fails the step.
     SweepAfterWrite,
     /// When `open` probes whether hard links work (the portable mode's primitive); an
     /// `Err` stands for the filesystem refusing them.

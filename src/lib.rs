@@ -161,44 +161,42 @@ macro_rules! unix {
 }
 
 unix! {
-    mod cache;
-    mod clock;
-    mod codec;
-    mod entry;
-    mod error;
-    mod files;
-    #[cfg(feature = "json")]
-    mod finite;
-    #[doc(hidden)]
-    pub mod hooks;
-    mod layout;
-    mod lock;
-    mod open;
-    mod options;
-    mod prune;
+    // Layers, top down; a module imports only from layers below it (and from the
+    // leaves: error, clock, hooks). `.ci/layers.py` checks this.
     #[cfg(feature = "sessions")]
     pub mod session;
-    mod state;
     mod store;
-    mod sys;
+    mod cache;
+    mod options;
+    mod codec;
+    #[cfg(feature = "json")]
+    mod finite;
+    mod engine;
+    mod disk;
+    mod clock;
+    mod error;
+    #[doc(hidden)]
+    pub mod hooks;
 
-    pub use cache::{FileSystemCache, MAX_KEY_LEN, Stats};
+    pub use cache::{FileSystemCache, Stats};
+    pub use disk::entry::MAX_KEY_LEN;
     pub use clock::{Clock, ManualClock, SystemClock};
     pub use codec::Format;
     pub use error::{BoxError, Error, Result};
     pub use options::{
         Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
     };
-    pub use prune::{Keys, PruneReport, STALE_TEMP_AGE};
+    pub use engine::{
+        EVICT_PER_STEP, EVICTION_SAMPLES, Keys, POOL, PruneReport, RenameMode, STALE_TEMP_AGE,
+    };
     pub use store::Store;
-    pub use sys::RenameMode;
 }
 
 /// Internal entry points for `fuzz/` (feature `fuzzing`); not a public API.
 #[cfg(all(unix, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::entry::{self, EntryWriter};
+    use crate::disk::entry::{self, EntryWriter};
 
     /// Decodes arbitrary bytes as an entry file; whatever decodes must re-encode to
     /// the same bytes. Panics on a violation.

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::FileSystemCache;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Format;
+pub use crate::engine::Durability;
+use crate::engine::{Config, STALE_TEMP_AGE};
 use crate::error::{Error, Result};
 
 /// How long an entry lives.
@@ -22,28 +23,8 @@ pub enum Ttl {
     After(Duration),
 }
 
-/// What a completed write guarantees after a crash.
-///
-/// Both modes are atomic: a reader, or the cache after a crash of the writing
-/// process, sees the old entry or the new one, never a mix. They differ on power loss
-/// or a kernel crash.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Write a temp file and rename it over the entry; no `fsync`. A crash of the
-    /// process loses nothing that was written; a power loss may lose recent writes
-    /// (or, on filesystems without rename ordering, leave the entry empty — such a
-    /// file is detected by its checksum and read as a miss). The default: right for a
-    /// cache and for sessions.
-    #[default]
-    Rename,
-    /// Additionally `fsync` the temp file before the rename and the shard directory
-    /// after it (and after a delete): once the call returns, the change survives power
-    /// loss, at the cost of a few milliseconds per write on real disks.
-    Fsync,
-}
-
-/// Builds a [`FileSystemCache`] with options; see [`FileSystemCache::builder`].
+/// Builds a [`FileSystemCache`](crate::FileSystemCache) with options; see
+/// [`FileSystemCache::builder`](crate::FileSystemCache::builder).
 #[derive(Clone, Debug)]
 #[must_use = "call .open() to open the cache"]
 pub struct FileSystemCacheBuilder {
@@ -83,7 +64,7 @@ impl FileSystemCacheBuilder {
             max_value_size: 16 << 20,
             clock: Arc::new(SystemClock),
             force_portable_renames: std::env::var_os(FORCE_PORTABLE_ENV).is_some_and(|v| v == "1"),
-            stale_temp_age: crate::prune::STALE_TEMP_AGE,
+            stale_temp_age: STALE_TEMP_AGE,
             expiry_budget: 8,
         }
     }
@@ -209,16 +190,24 @@ impl FileSystemCacheBuilder {
         self
     }
 
-    /// Opens (creating if needed) the cache directory.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for invalid options, [`Error::NotACache`] for a non-empty
-    /// directory that is not an fscache, [`Error::IncompatibleFormat`] for one of
-    /// another format version, [`Error::Io`] when the directory cannot be created or
-    /// read.
-    pub fn open(self) -> Result<FileSystemCache> {
+    /// The engine's configuration, once the options are checked.
+    pub(crate) fn into_config(self) -> Result<Config> {
         self.validate()?;
-        FileSystemCache::open_with(self)
+        Ok(Config {
+            dir: self.dir,
+            threshold: self.threshold,
+            low_water_percent: self.low_water_percent,
+            default_ttl: self.default_ttl,
+            codec: self.format.codec(),
+            file_mode: self.file_mode,
+            dir_mode: self.dir_mode,
+            durability: self.durability,
+            max_value_size: self.max_value_size,
+            clock: self.clock,
+            force_portable_renames: self.force_portable_renames,
+            stale_temp_age: self.stale_temp_age,
+            expiry_budget: self.expiry_budget,
+        })
     }
 
     fn validate(&self) -> Result<()> {

@@ -196,7 +196,9 @@ fn threshold_bounds_the_entry_count() -> TestResult {
     }
     // The most recent insert is always kept.
     assert_eq!(c.get::<i32>("key99")?, Some(99));
-    assert!(c.stats().sweeps >= 1);
+    // Bounded steps did it: no full sweep ran.
+    assert!(c.stats().steps >= 87, "{:?}", c.stats());
+    assert_eq!(c.stats().sweeps, 0);
     Ok(())
 }
 
@@ -204,35 +206,52 @@ fn threshold_bounds_the_entry_count() -> TestResult {
 fn prune_removes_expired_first_then_keeps_longer_lived() -> TestResult {
     let (_tmp, dir) = temp_cache_dir();
     let clock = fscache::ManualClock::new();
-    let c = fscache::FileSystemCache::builder(&dir)
-        .threshold(5)
-        .low_water_percent(80)
+    // Filled without a threshold, then pruned by a handle with one.
+    let fill = fscache::FileSystemCache::builder(&dir)
+        .threshold(0)
         .clock(clock.clone())
         .open()?;
-    // Two already-expired-soon entries, and entries with growing TTLs.
-    c.set_with_ttl("expired1", &0, Ttl::After(Duration::from_secs(1)))?;
-    c.set_with_ttl("expired2", &0, Ttl::After(Duration::from_secs(1)))?;
+    fill.set_with_ttl("expired1", &0, Ttl::After(Duration::from_secs(1)))?;
+    fill.set_with_ttl("expired2", &0, Ttl::After(Duration::from_secs(1)))?;
     clock.advance(Duration::from_secs(2));
-    c.set_with_ttl("t100", &1, Ttl::After(Duration::from_secs(100)))?;
-    c.set_with_ttl("never", &2, Ttl::Never)?;
-    c.set_with_ttl("t200", &3, Ttl::After(Duration::from_secs(200)))?;
-    // Five names on disk, none pruned yet (5 is not past the threshold).
-    assert_eq!(entry_files(&dir).len(), 5);
-    c.set_with_ttl("t300", &4, Ttl::After(Duration::from_secs(300)))?;
-    // Six > 5: the sweep removes the two expired ones; four live remain = low water.
-    let s = c.stats();
-    assert_eq!((s.expired, s.evicted), (2, 0));
-    c.set_with_ttl("t400", &5, Ttl::After(Duration::from_secs(400)))?;
-    c.set_with_ttl("t500", &6, Ttl::After(Duration::from_secs(500)))?;
-    // Six live > 5: evict nearest-expiry down to 4: t100 and t200 go, never stays.
-    assert_eq!(c.stats().evicted, 2);
+    for (k, ttl) in [("t100", 100), ("t200", 200), ("t300", 300), ("t400", 400)] {
+        fill.set_with_ttl(k, &1, Ttl::After(Duration::from_secs(ttl)))?;
+    }
+    fill.set_with_ttl("never", &2, Ttl::Never)?;
+    assert_eq!(entry_files(&dir).len(), 7);
+    let c = fscache::FileSystemCache::builder(&dir)
+        .threshold(4)
+        .low_water_percent(75)
+        .clock(clock.clone())
+        .open()?;
+    // The full sweep: both expired ones go, then five live > 4: evict the
+    // nearest-expiry down to the low-water mark of 3: t100 and t200 go, never stays.
+    let report = c.prune()?;
+    assert_eq!(
+        (report.expired, report.evicted, report.remaining),
+        (2, 2, 3)
+    );
     for (k, live) in [
         ("t100", false),
         ("t200", false),
         ("t300", true),
-        ("never", true),
         ("t400", true),
+        ("never", true),
+    ] {
+        assert_eq!(c.has(k)?, live, "{k}");
+    }
+    // Past the threshold again, a write's bounded step evicts what is over, nearest
+    // expiry first among what it read (here, every entry), never-expiring last.
+    c.set_with_ttl("t500", &5, Ttl::After(Duration::from_secs(500)))?;
+    assert_eq!(c.approximate_len(), 4, "not past the threshold");
+    c.set_with_ttl("t600", &6, Ttl::After(Duration::from_secs(600)))?;
+    assert_eq!(c.approximate_len(), 4);
+    for (k, live) in [
+        ("t300", false),
+        ("t400", true),
+        ("never", true),
         ("t500", true),
+        ("t600", true),
     ] {
         assert_eq!(c.has(k)?, live, "{k}");
     }

@@ -5,13 +5,12 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
-use crate::cache::Inner;
-use crate::entry::{self, HEADER_LEN, Header};
+use super::{Durability, Engine};
+use crate::disk::entry::{self, HEADER_LEN, Header};
+use crate::disk::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, TEMP_PREFIX};
+use crate::disk::lock::LockGuard;
+use crate::disk::sys::{self, Commit, RenameMode};
 use crate::error::{Error, Result};
-use crate::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, TEMP_PREFIX};
-use crate::lock::LockGuard;
-use crate::options::Durability;
-use crate::sys::{self, Commit, RenameMode};
 
 /// How a stored entry is recognised when it is removed: an eviction deletes only
 /// the very write it decided on, never one that replaced it meanwhile.
@@ -68,7 +67,7 @@ fn is_symlink_error(e: &io::Error) -> bool {
     )
 }
 
-impl Inner {
+impl Engine {
     /// Writes `bytes` to a new temp file in the entry's shard; returns its name. On
     /// error nothing is left behind.
     fn write_temp(&self, path: &EntryPath, bytes: &[u8]) -> Result<String> {
@@ -503,44 +502,39 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FileSystemCache;
 
-    fn header_fp(cache: &FileSystemCache, key: &str) -> Fingerprint {
+    fn header_fp(engine: &Engine, key: &str) -> Fingerprint {
         let path = EntryPath::for_key(key);
-        let bytes = std::fs::read(cache.path().join(path.rel())).unwrap();
+        let bytes = std::fs::read(engine.dir().join(path.rel())).unwrap();
         fingerprint_header(&bytes)
     }
 
     #[test]
     fn eviction_removes_only_the_write_it_decided_on() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = FileSystemCache::builder(dir.path())
-            .threshold(0)
-            .open()
-            .unwrap();
-        let inner = &cache.inner;
+        let engine = Engine::open_for_test(dir.path());
         let path = EntryPath::for_key("k");
 
         // Decided on write 1; write 2 replaced it: eviction must put write 2 back.
-        cache.set("k", &1).unwrap();
-        let decided = header_fp(&cache, "k");
-        cache.set("k", &2).unwrap();
-        assert!(!inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), Some(2));
-        assert_eq!(cache.approximate_len(), 1);
+        engine.put_for_test("k", b"1");
+        let decided = header_fp(&engine, "k");
+        engine.put_for_test("k", b"2");
+        assert!(!engine.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(engine.get_for_test("k").as_deref(), Some(&b"2"[..]));
+        assert_eq!(engine.count(), 1);
 
         // The same value rewritten is still another write (a new write id).
-        cache.set("k", &2).unwrap();
-        assert!(!inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), Some(2));
+        engine.put_for_test("k", b"2");
+        assert!(!engine.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(engine.get_for_test("k").as_deref(), Some(&b"2"[..]));
 
         // Unchanged since the decision: removed.
-        let decided = header_fp(&cache, "k");
-        assert!(inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), None);
-        assert_eq!(cache.approximate_len(), 0);
+        let decided = header_fp(&engine, "k");
+        assert!(engine.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(engine.get_for_test("k"), None);
+        assert_eq!(engine.count(), 0);
         // Already gone: nothing to do.
-        assert!(!inner.evict_if_same(&path, &decided).unwrap());
+        assert!(!engine.evict_if_same(&path, &decided).unwrap());
         assert!(
             std::fs::read_dir(dir.path().join(path.shard_rel()))
                 .unwrap()
@@ -552,16 +546,13 @@ mod tests {
     #[test]
     fn damaged_content_is_removed_only_if_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = FileSystemCache::builder(dir.path())
-            .threshold(0)
-            .open()
-            .unwrap();
+        let engine = Engine::open_for_test(dir.path());
         let path = EntryPath::for_key("k");
         let file = dir.path().join(path.rel());
         std::fs::write(&file, b"garbage").unwrap();
         let decided = Fingerprint::Content(blake3::hash(b"garbage"));
-        cache.set("k", &7).unwrap();
-        assert!(!cache.inner.evict_if_same(&path, &decided).unwrap());
-        assert_eq!(cache.get::<i32>("k").unwrap(), Some(7));
+        engine.put_for_test("k", b"7");
+        assert!(!engine.evict_if_same(&path, &decided).unwrap());
+        assert_eq!(engine.get_for_test("k").as_deref(), Some(&b"7"[..]));
     }
 }

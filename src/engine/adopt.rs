@@ -1,4 +1,5 @@
-//! Adopting a directory: the marker file, the shard layout and the shared state.
+//! Opening a directory: refusing a foreign one, probing what the filesystem supports,
+//! the marker file, the shard layout and the shared counter.
 //!
 //! The marker is written first (atomically, by rename), so two processes opening a
 //! new directory at once both see an fscache; everything after it is idempotent.
@@ -6,10 +7,13 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use super::Config;
+use super::scan::count_entry_names;
+use crate::disk::counter::{self, SharedState};
+use crate::disk::layout::{self, FORMAT_VERSION, LOCK_DIR, MARKER, SHARDS, STATE, TEMP_PREFIX};
+use crate::disk::lock::Locks;
+use crate::disk::sys::{self, RenameMode, Root};
 use crate::error::{Error, Result};
-use crate::layout::{self, FORMAT_VERSION, LOCK_DIR, MARKER, SHARDS, STATE, TEMP_PREFIX};
-use crate::state::{self, SharedState};
-use crate::sys::{self, Root};
 
 fn marker_text() -> String {
     format!(
@@ -20,7 +24,7 @@ fn marker_text() -> String {
 
 /// What `open` found in the directory, before it writes anything there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Found {
+enum Found {
     /// An fscache of this format.
     Cache,
     /// An empty directory (temp names aside), to adopt with [`adopt`].
@@ -29,7 +33,7 @@ pub(crate) enum Found {
 
 /// Checks the marker, refusing a non-empty directory without one, and writes
 /// nothing: `open` must not touch a directory it was pointed at by mistake.
-pub(crate) fn check_dir(root: &Root, dir: &Path) -> Result<Found> {
+fn check_dir(root: &Root, dir: &Path) -> Result<Found> {
     if read_marker(root, dir)?.is_some() {
         return Ok(Found::Cache);
     }
@@ -52,7 +56,7 @@ pub(crate) fn check_dir(root: &Root, dir: &Path) -> Result<Found> {
 /// Adopts an empty directory by writing the marker (a no-replace rename, so of two
 /// processes adopting at once one writes it and the other checks it). `Ok(true)` if
 /// this process wrote it.
-pub(crate) fn adopt(root: &Root, dir: &Path, file_mode: u32) -> Result<bool> {
+fn adopt(root: &Root, dir: &Path, file_mode: u32) -> Result<bool> {
     let tmp = format!("{TEMP_PREFIX}marker-{:016x}", layout::next_write_id());
     let write = || -> io::Result<bool> {
         let mut f = root.create_new(&tmp, file_mode)?;
@@ -120,7 +124,7 @@ const ABSURD_COUNT: i64 = 1 << 40;
 /// handles that already map it keep sharing one counter with the new one. A negative
 /// or absurd count is recounted. Both run under an exclusive `flock` on the state file
 /// itself, so two processes opening at once repair it once.
-pub(crate) fn open_state(
+fn open_state(
     root: &Root,
     dir: &Path,
     file_mode: u32,
@@ -152,7 +156,7 @@ pub(crate) fn open_state(
                      entries",
                     state_path.display()
                 );
-                let count = crate::prune::count_entry_names(root, dir, dir_mode)? as i64;
+                let count = count_entry_names(root, dir, dir_mode)? as i64;
                 SharedState::repair_in_place(&file, count)
             }
         };
@@ -165,7 +169,7 @@ pub(crate) fn open_state(
         lock.lock().map_err(|e| io_err("lock state file", e))?;
         let found = state.load();
         if !(0..=ABSURD_COUNT).contains(&found) {
-            let count = crate::prune::count_entry_names(root, dir, dir_mode);
+            let count = count_entry_names(root, dir, dir_mode);
             if let Ok(count) = count {
                 log::warn!(
                     "fscache: {} held an impossible entry count ({found}); recounted {count}",
@@ -205,14 +209,14 @@ fn create_state(
     let count = if fresh {
         0
     } else {
-        crate::prune::count_entry_names(root, dir, dir_mode)? as i64
+        count_entry_names(root, dir, dir_mode)? as i64
     };
     let tmp = format!("{TEMP_PREFIX}state-{:016x}", layout::next_write_id());
     let write = || -> io::Result<()> {
         let mut f = root.create_new(&tmp, file_mode)?;
         // Every user of a shared cache maps this file read-write.
         sys::set_mode(&f, file_mode)?;
-        state::write_initial(&mut f, count)?;
+        counter::write_initial(&mut f, count)?;
         drop(f);
         if !root.rename_noreplace(&tmp, STATE)? {
             // Another process created it first.
@@ -224,4 +228,113 @@ fn create_state(
         let _ = root.unlink(&tmp);
         Error::io("create state file", dir.join(STATE), e)
     })
+}
+
+/// What opening a directory produced.
+pub(super) struct Opened {
+pub(super) root: Root,
+pub(super) state: SharedState,
+pub(super) locks: Locks,
+pub(super) needs_fchmod: bool,
+}
+
+/// Opens `opts.dir`: creates it if missing, refuses a foreign directory, probes the
+/// filesystem, adopts an empty directory, and maps the shared counter.
+pub(super) fn open(opts: &Config) -> Result<Opened> {
+    let dir = opts.dir.clone();
+    let io_err = |op, e| Error::io(op, &dir, e);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(opts.dir_mode)
+                .create(&dir)
+                .map_err(|e| io_err("create cache directory", e))?;
+            // Exactly dir_mode whatever the umask, keeping a setgid bit inherited
+            // from the parent (a group-shared cache).
+            use std::os::unix::fs::PermissionsExt;
+            let inherited = std::fs::metadata(&dir)
+                .map(|m| m.permissions().mode() & sys::SETGID)
+                .unwrap_or(0);
+            std::fs::set_permissions(
+                &dir,
+                std::fs::Permissions::from_mode(opts.dir_mode | inherited),
+            )
+            .map_err(|e| io_err("set cache directory permissions", e))?;
+        }
+        Err(e) => return Err(io_err("inspect cache directory", e)),
+    }
+    let mut root = Root::open(&dir).map_err(|e| io_err("open cache directory", e))?;
+    // Refuse a foreign directory before writing anything into it (the probe below
+    // creates files); the marker itself is written after the probe, which decides
+    // how a no-replace rename is done here.
+    let found = check_dir(&root, &dir)?;
+    let needs_fchmod = probe(&mut root, &dir, opts.file_mode, opts.force_portable_renames)?;
+    if root.mode() == RenameMode::Portable {
+        log::warn!(
+            "fscache: {} has no renameat2 flags (or the portable mode was forced): using \
+             link + unlink and a lock per write (RenameMode::Portable)",
+            dir.display()
+        );
+    }
+    let fresh = found == Found::Empty
+        && adopt(&root, &dir, opts.file_mode)?;
+
+    let locks = Locks::new(&dir, root.id(), opts.file_mode, opts.dir_mode);
+    let state = open_state(&root, &dir, opts.file_mode, opts.dir_mode, fresh)?;
+
+    Ok(Opened {
+        root,
+        state,
+        locks,
+        needs_fchmod,
+    })
+}
+
+/// Learns, with two probe files, whether the umask strips bits of `file_mode` (the
+/// result), whether `flock` works, and which [`RenameMode`] the filesystem supports
+/// (set on `root`). Refuses a filesystem that lacks what the guarantees need.
+fn probe(root: &mut Root, dir: &Path, file_mode: u32, force_portable: bool) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let id = layout::next_write_id();
+    let a = format!("{TEMP_PREFIX}probe-{id:016x}");
+    let b = format!("{TEMP_PREFIX}probe-{id:016x}-b");
+    let io_err = |e| Error::io("create a file in the cache directory", dir, e);
+    let file = root.create_new(&a, file_mode).map_err(io_err)?;
+    let cleanup = |root: &Root| {
+        let _ = root.unlink(&a);
+        let _ = root.unlink(&b);
+    };
+    let mode = file.metadata().map(|m| m.permissions().mode() & 0o777);
+    let locked = file.try_lock();
+    drop(file);
+    let unsupported = |missing, source| Error::UnsupportedFilesystem {
+        path: dir.to_path_buf(),
+        missing,
+        source,
+    };
+    match locked {
+        Ok(()) | Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => {
+            cleanup(root);
+            return Err(unsupported("flock", e));
+        }
+    }
+    let mode = match mode {
+        Ok(m) => m,
+        Err(e) => {
+            cleanup(root);
+            return Err(io_err(e));
+        }
+    };
+    if let Err(e) = root.create_new(&b, file_mode) {
+        cleanup(root);
+        return Err(io_err(e));
+    }
+    // probe_mode consumes (removes) both probe files, also on error.
+    root.probe_mode(dir, &a, &b, force_portable)
+        .map_err(|(missing, e)| unsupported(missing, e))?;
+    Ok(mode != file_mode)
 }

@@ -523,8 +523,8 @@ pub(crate) fn read_entry_file(file: &mut impl io::Read, limit: usize) -> io::Res
         // 0 (no parse here, the decoder parses once), and a file longer than its
         // header declares always fills the buffer past that length.
         if buf.len() == buf.capacity() {
-            let declared = (buf.len() >= crate::entry::HEADER_LEN)
-                .then(|| crate::entry::Header::parse(&buf).ok().map(|h| h.total_len()))
+            let declared = (buf.len() >= super::entry::HEADER_LEN)
+                .then(|| super::entry::Header::parse(&buf).ok().map(|h| h.total_len()))
                 .flatten();
             if declared.is_some_and(|total| buf.len() > total) {
                 return Ok(buf); // trailing bytes: the decoder reports the length mismatch
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_stop_the_read_at_once() {
-        let mut w = crate::entry::EntryWriter::start(crate::entry::Codec::Raw, 0, 1, "k", 10);
+        let mut w = crate::disk::entry::EntryWriter::start(crate::disk::entry::Codec::Raw, 0, 1, "k", 10);
         w.payload().extend_from_slice(b"0123456789");
         let mut bytes = w.finish();
         let total = bytes.len();
@@ -600,6 +600,6 @@ mod tests {
         let read = read_entry_file(&mut reader, 16 << 20).unwrap();
         assert!(read.len() > total && read.len() <= 4096, "{}", read.len());
         assert!(reader.1 <= 2, "{} reads for a file with a 4 MiB tail", reader.1);
-        assert!(crate::entry::decode(&read, 16 << 20).is_err(), "damage");
+        assert!(crate::disk::entry::decode(&read, 16 << 20).is_err(), "damage");
     }
 }

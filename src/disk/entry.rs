@@ -22,6 +22,9 @@
 //! [`Damage`], never data.
 
 /// Magic bytes at the start of every entry file.
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 64 * 1024;
+
 pub(crate) const MAGIC: [u8; 4] = *b"FSCE";
 /// On-disk entry format version.
 pub(crate) const VERSION: u8 = 1;
@@ -214,7 +217,7 @@ pub(crate) struct Entry<'a> {
 /// Decodes a whole entry file. `max_payload` bounds the declared payload length.
 pub(crate) fn decode(bytes: &[u8], max_payload: usize) -> Result<Entry<'_>, Damage> {
     let header = Header::parse(bytes)?;
-    if header.payload_len as usize > max_payload || header.key_len as usize > crate::MAX_KEY_LEN {
+    if header.payload_len as usize > max_payload || header.key_len as usize > MAX_KEY_LEN {
         return Err(Damage::TooLarge);
     }
     let total = header.total_len();

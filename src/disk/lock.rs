@@ -24,11 +24,11 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::layout::{self, STRIPES, SWEEP_LOCK};
-use crate::sys::{DirId, Root};
+use super::layout::{self, STRIPES, SWEEP_LOCK};
+use super::sys::{DirId, Root};
 
 /// A lock file and the process that opened it.
 #[derive(Debug)]
@@ -134,16 +134,6 @@ impl Locks {
         Ok(guard)
     }
 
-    /// Takes the sweep lock if no other thread or process holds it.
-    pub(crate) fn try_sweep(&self, root: &Root) -> Result<Option<LockGuard<'_>>> {
-        let guard = match self.sweep.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Ok(None),
-        };
-        self.acquire(root, guard, SWEEP_LOCK, false)
-    }
-
     /// Waits for the sweep lock. Refused while this thread holds a stripe lock: a
     /// sweep elsewhere may be waiting for that stripe.
     pub(crate) fn sweep(&self, root: &Root, op: &'static str) -> Result<LockGuard<'_>> {
@@ -190,7 +180,7 @@ impl Locks {
                 use std::os::unix::fs::PermissionsExt;
                 m.permissions().mode() & 0o7777 != self.file_mode
             }) {
-                let _ = crate::sys::set_mode(&file, self.file_mode);
+                let _ = super::sys::set_mode(&file, self.file_mode);
             }
             *guard = Some(Opened { file, pid });
         }

@@ -1,0 +1,348 @@
+//! Reading a cache directory: listing shards, classifying names, reading entry
+//! headers; `len`, `clear` and `keys` are scans.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::Engine;
+use super::entries::Fingerprint;
+use crate::disk::entry::{self, HEADER_LEN, Header, MAX_KEY_LEN};
+use crate::disk::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, SHARDS, TEMP_PREFIX};
+use crate::disk::sys::{self, DirStream, Kind, Root};
+use crate::error::{Error, Result};
+
+/// A thing found in a shard directory.
+pub(super) enum Item {
+    Entry(EntryPath),
+    Litter(String, Litter),
+    Foreign(String, Kind),
+}
+
+/// A name the cache itself left in a shard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Litter {
+    /// `.fscache-tmp-`: a write in progress, or the leftover of one that crashed.
+    Temp,
+    /// `.fscache-evict-`: an entry moved aside by an eviction (still counted).
+    Evict,
+    /// `.fscache-old-`: a replaced entry a committed write could not remove.
+    Old,
+}
+
+/// The names in a shard directory and their kinds.
+pub(super) type Listing = Vec<(Vec<u8>, Kind)>;
+
+/// Opens one shard for reading its names. A missing shard is recreated, and one that
+/// is a symlink or a file is removed and recreated: both give `None` (`bad` counts
+/// the second).
+pub(super) fn open_shard(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
+    shard: u8,
+    bad: &mut usize,
+) -> Result<Option<DirStream>> {
+    let rel = layout::shard_str(shard);
+    match DirStream::open(root, &rel) {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            root.mkdir(&rel, dir_mode)
+                .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory || is_loop(&e) => {
+            log::warn!(
+                "fscache: shard {} is not a directory (symlink or file); replacing it",
+                dir.join(&rel).display()
+            );
+            root.unlink(&rel)
+                .map_err(|e| Error::io("remove bad shard", dir.join(&rel), e))?;
+            root.mkdir(&rel, dir_mode)
+                .map_err(|e| Error::io("create shard directory", dir.join(&rel), e))?;
+            *bad += 1;
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("list shard directory", dir.join(&rel), e)),
+    }
+}
+
+/// The names in one shard (see [`open_shard`]).
+fn list_shard(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
+    shard: u8,
+    bad: &mut usize,
+) -> Result<Option<Listing>> {
+    let Some(mut stream) = open_shard(root, dir, dir_mode, shard, bad)? else {
+        return Ok(None);
+    };
+    let mut names = Vec::new();
+    while let Some(entry) = stream.next_entry(root) {
+        names.push(entry.map_err(|e| {
+            Error::io("list shard directory", dir.join(layout::shard_str(shard)), e)
+        })?);
+    }
+    Ok(Some(names))
+}
+
+/// What the name `name` of kind `kind` in `shard` is.
+pub(super) fn classify(shard: u8, name: &[u8], kind: Kind) -> Item {
+    let child = || format!("{}/{}", layout::shard_str(shard), String::from_utf8_lossy(name));
+    let litter = [
+        (TEMP_PREFIX, Litter::Temp),
+        (EVICT_PREFIX, Litter::Evict),
+        (OLD_PREFIX, Litter::Old),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| name.starts_with(prefix.as_bytes()));
+    if let Some((_, litter)) = litter {
+        return Item::Litter(child(), litter);
+    }
+    match (EntryPath::from_name(shard, name), kind) {
+        // A directory, FIFO or socket under an entry name is read as damage (opened
+        // non-blocking) and evicted like any damaged entry.
+        (Some(path), Kind::File | Kind::Dir | Kind::Other) => Item::Entry(path),
+        _ => Item::Foreign(child(), kind),
+    }
+}
+
+/// Visits every name in every shard; returns how many shards had to be replaced.
+pub(super) fn for_each_item(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
+    mut f: impl FnMut(Item) -> Result<()>,
+) -> Result<usize> {
+    let mut bad_shards = 0;
+    for shard in 0..SHARDS {
+        let shard = shard as u8;
+        let Some(names) = list_shard(root, dir, dir_mode, shard, &mut bad_shards)? else {
+            continue;
+        };
+        for (name, kind) in names {
+            f(classify(shard, &name, kind))?;
+        }
+    }
+    Ok(bad_shards)
+}
+
+pub(super) fn is_loop(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Counts entry names (used when the state file must be rebuilt).
+pub(super) fn count_entry_names(root: &Root, dir: &Path, dir_mode: u32) -> Result<usize> {
+    let mut n = 0;
+    for_each_item(root, dir, dir_mode, |item| {
+        if let Item::Entry(_) = item {
+            n += 1;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Sets the shared count to a scan's figure, but only if nobody else changed it during
+/// the scan. Per-operation counting is exact under any concurrency, while a scan cannot
+/// tell which concurrent changes it saw, so correcting during concurrent writes could
+/// introduce the drift it means to remove. Drift (a crash between a rename and the count
+/// update, files removed by hand) is corrected by the next scan that runs quietly.
+/// `start_changes` is the state's change number read before the scan; each of the
+/// scan's own removals made one change: `own_removed` of the `names_seen` entry names,
+/// plus `other_changes` (moved-aside entries of crashed evictions, counted but not
+/// among the names seen).
+pub(super) fn correct_count(
+    inner: &Engine,
+    start_changes: i64,
+    (own_removed, other_changes): (usize, usize),
+    names_seen: usize,
+) {
+    inner.state.correct(
+        start_changes + (own_removed + other_changes) as i64,
+        names_seen as i64 - own_removed as i64,
+    );
+}
+
+/// What an entry's header says.
+pub(super) enum Peek {
+    Valid(Header, [u8; HEADER_LEN]),
+    Damaged(Fingerprint),
+    Gone,
+}
+
+pub(super) fn peek(inner: &Engine, path: &EntryPath) -> Result<Peek> {
+    let io_err = |op, e| Error::io(op, inner.dir.join(path.rel()), e);
+    let not_a_file = || {
+        inner.report_damage(path.rel(), "not a regular file");
+        Ok(Peek::Damaged(Fingerprint::NotAFile))
+    };
+    let mut file = match inner.root.open_read(path.rel()) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Peek::Gone),
+        Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
+        Err(e) => return Err(io_err("open entry", e)),
+    };
+    let prefix = match sys::read_prefix(&mut file, HEADER_LEN) {
+        Ok(p) => p,
+        Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
+        Err(e) => return Err(io_err("read entry", e)),
+    };
+    match Header::parse(&prefix) {
+        Ok(h)
+            if (h.payload_len as usize) <= inner.max_value_size
+                && h.key_len as usize <= MAX_KEY_LEN =>
+        {
+            Ok(Peek::Valid(h, prefix.try_into().expect("header length")))
+        }
+        Ok(_) => {
+            inner.report_damage(path.rel(), entry::Damage::TooLarge);
+            Ok(Peek::Damaged(content_fingerprint(inner, path)?))
+        }
+        Err(damage) => {
+            inner.report_damage(path.rel(), damage);
+            Ok(Peek::Damaged(content_fingerprint(inner, path)?))
+        }
+    }
+}
+
+pub(super) fn content_fingerprint(inner: &Engine, path: &EntryPath) -> Result<Fingerprint> {
+    let bytes = inner
+        .root
+        .open_read(path.rel())
+        .and_then(|mut f| sys::read_entry_file(&mut f, inner.max_file_len()))
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| Error::io("read entry", inner.dir.join(path.rel()), e))?;
+    Ok(Fingerprint::Content(blake3::hash(&bytes)))
+}
+
+pub(super) fn evict(inner: &Engine, path: &EntryPath, fp: &Fingerprint, op: &'static str) -> Result<bool> {
+    let _guard = inner.lock(path, op)?;
+    inner.evict_if_same(path, fp)
+}
+
+
+impl Engine {
+    /// The exact number of live entries; corrects the shared count if no other
+    /// writer changed it during the scan.
+    pub(crate) fn len(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let start_changes = self.state.changes();
+        let (mut names, mut live) = (0usize, 0usize);
+        for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
+            if let Item::Entry(path) = item {
+                names += 1;
+                if let Peek::Valid(h, _) = peek(self, &path)? {
+                    live += usize::from(!h.is_expired(now));
+                }
+            }
+            Ok(())
+        })?;
+        correct_count(self, start_changes, (0, 0), names);
+        Ok(live)
+    }
+
+    /// Removes every entry present when it runs, each only if unchanged since it was
+    /// read; returns how many it removed.
+    pub(crate) fn clear(&self) -> Result<usize> {
+        self.locks.ensure_not_held("clear")?;
+        let start_changes = self.state.changes();
+        let (mut names, mut removed) = (0usize, 0usize);
+        for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
+            if let Item::Entry(path) = item {
+                names += 1;
+                let fp = match peek(self, &path)? {
+                    Peek::Gone => return Ok(()),
+                    Peek::Valid(_, header) => Fingerprint::Header(header),
+                    Peek::Damaged(fp) => fp,
+                };
+                if evict(self, &path, &fp, "clear")? {
+                    removed += 1;
+                    self.stats.deletes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        correct_count(self, start_changes, (removed, 0), names);
+        Ok(removed)
+    }
+
+    pub(crate) fn keys(&self) -> Keys<'_> {
+        Keys {
+            engine: self,
+            next_shard: 0,
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// Iterator over live keys; see [`FileSystemCache::keys`](crate::FileSystemCache::keys).
+#[derive(Debug)]
+pub struct Keys<'a> {
+    engine: &'a Engine,
+    next_shard: usize,
+    pending: Vec<EntryPath>,
+}
+
+impl Iterator for Keys<'_> {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        loop {
+            while let Some(path) = self.pending.pop() {
+                let inner = self.engine;
+                let bytes = match inner
+                    .root
+                    .open_read(path.rel())
+                    .and_then(|mut f| sys::read_entry_file(&mut f, inner.max_file_len()))
+                {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if is_loop(&e) => continue,
+                    Err(e) => {
+                        return Some(Err(Error::io("read entry", inner.dir.join(path.rel()), e)));
+                    }
+                };
+                if let Ok(entry) = entry::decode(&bytes, inner.max_value_size)
+                    && !entry.header.is_expired(inner.clock.now_ms())
+                    && EntryPath::for_key(entry.key) == path
+                {
+                    return Some(Ok(entry.key.to_owned()));
+                }
+            }
+            if self.next_shard >= SHARDS {
+                return None;
+            }
+            let shard = self.next_shard as u8;
+            self.next_shard += 1;
+            let rel = layout::shard_str(shard);
+            match sys::list_dir(&self.engine.root, &rel) {
+                Ok(names) => {
+                    self.pending = names
+                        .into_iter()
+                        .filter(|(_, kind)| *kind == Kind::File)
+                        .filter_map(|(name, _)| EntryPath::from_name(shard, &name))
+                        .collect();
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory
+                        || is_loop(&e) => {}
+                Err(e) => {
+                    return Some(Err(Error::io(
+                        "list shard directory",
+                        self.engine.dir.join(&rel),
+                        e,
+                    )));
+                }
+            }
+        }
+    }
+}

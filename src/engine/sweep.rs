@@ -1,0 +1,637 @@
+//! Removal policy: what goes, when, and how much work each step may do.
+//!
+//! **Bounded steps.** No write ever runs a whole-directory sweep, and no writer waits
+//! for another's cleanup. A write that makes a new name while the shared count is past
+//! the threshold runs one *eviction step*: it reads a few more names and entry headers
+//! where its walker stopped ([`EVICTION_SAMPLES`] headers, plus the names between
+//! them), adds the live entries it saw to its walker's candidate pool (the
+//! [`POOL`] nearest-expiry entries seen so far, as in Redis's eviction pool), and
+//! evicts the pool's nearest-expiry entries until the count is back at the threshold
+//! (at most [`EVICT_PER_STEP`] a step). Expired, damaged and stale leftovers it meets
+//! are removed on the way. Every 32nd write of a handle runs an *expiry step* of the
+//! same kind (no eviction) so that expired entries go below the threshold too.
+//!
+//! **Walkers.** A handle has [`WALKERS`] walkers; a step takes a free one with a
+//! `try_lock` and, if all are busy, walks with a fresh one, so steps of many threads
+//! run side by side and none waits. A walker reads one shard directory at a time
+//! through a directory stream kept open between steps, and takes its next shard from
+//! a counter in the shared state page, so all walkers of all processes spread over
+//! the 256 shards.
+//!
+//! **Order.** Eviction takes the nearest-expiry entries *of the pool*, which holds
+//! the best of the entries the walker has seen; how close that is to the exact order
+//! is measured in `tests/bounded.rs` and stated in the crate docs.
+//!
+//! **The full sweep** (`prune`) lists every shard, removes what is expired or damaged
+//! and, past the threshold, evicts the nearest-expiry entries down to the low-water
+//! mark. Every removal goes through [`Engine::evict_if_same`], so an entry rewritten
+//! after a step or sweep looked at it survives.
+
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, SystemTime};
+
+use super::Engine;
+use super::entries::Fingerprint;
+use super::scan::{
+    Item, Litter, Peek, classify, correct_count, evict, for_each_item, open_shard, peek,
+};
+use crate::disk::entry::{HEADER_LEN, Header};
+use crate::disk::layout::{self, EntryPath, SHARDS};
+use crate::disk::sys::{DirStream, Kind};
+use crate::error::{Error, Result};
+
+/// Temp files older than this belong to a writer that crashed; sweeps remove them.
+/// Writes take milliseconds, so a live writer's file is never this old.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
+
+/// What a sweep or step removed and what is left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Expired entries removed.
+    pub expired: usize,
+    /// Live entries evicted because the threshold was passed.
+    pub evicted: usize,
+    /// Damaged or foreign files removed (truncated, bit-flipped, wrong version,
+    /// symlinks, files of other programs inside shard directories).
+    pub damaged: usize,
+    /// Temp files older than [`STALE_TEMP_AGE`] (from crashed writers) removed.
+    pub stale_temp: usize,
+    /// Live entries left (a full sweep); live entries seen ([`prune_step`]).
+    ///
+    /// [`prune_step`]: FileSystemCache::prune_step
+    pub remaining: usize,
+    /// Entry headers read.
+    pub examined: usize,
+}
+
+impl PruneReport {
+    /// Everything removed: expired, evicted, damaged and stale temp files.
+    pub fn removed(&self) -> usize {
+        self.expired + self.evicted + self.damaged + self.stale_temp
+    }
+}
+
+/// The count a sweep prunes down to: `percent` of the threshold (at least 1).
+pub(crate) fn low_water(threshold: usize, percent: u8) -> usize {
+    let p = percent as usize;
+    (threshold / 100 * p + threshold % 100 * p / 100).max(1)
+}
+
+
+/// Whether a temp or moved-aside file is old enough to belong to a crashed process.
+/// Judged by ctime, which `rename` updates: a file a live evictor just moved aside
+/// has a fresh ctime even if its mtime (copied from the entry) is old.
+#[allow(clippy::unnecessary_cast)]
+fn is_stale_temp(inner: &Engine, rel: &str) -> bool {
+    let Ok(st) = inner.root.lstat(rel) else {
+        return false;
+    };
+    let ctime = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            st.st_ctime.max(0) as u64,
+            st.st_ctime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    SystemTime::now()
+        .duration_since(ctime)
+        .is_ok_and(|age| age >= inner.stale_temp_age)
+}
+
+/// Removes litter a sweep found: `.fscache-old-` files at once, temp and moved-aside
+/// files once stale; directories (left by damage) too. Returns whether it removed a
+/// moved-aside entry, which was still counted.
+fn sweep_litter(inner: &Engine, rel: &str, litter: Litter, report: &mut PruneReport) -> bool {
+    if litter != Litter::Old && !is_stale_temp(inner, rel) {
+        return false;
+    }
+    match inner.root.remove_tree(rel) {
+        Ok(true) => {
+            report.stale_temp += 1;
+            inner.stats.stale_temp.fetch_add(1, Ordering::Relaxed);
+            if litter == Litter::Evict {
+                inner.state.add(-1);
+                return true;
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            inner.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "fscache: could not remove leftover {}: {e}",
+                inner.dir.join(rel).display()
+            );
+        }
+    }
+    false
+}
+
+/// A live entry that may be evicted; ordered by expiry, never-expiring last.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate {
+    expires: u64,
+    write_id: u64,
+    path: EntryPath,
+    header: [u8; HEADER_LEN],
+}
+
+impl Candidate {
+    fn new(path: EntryPath, h: &Header, header: [u8; HEADER_LEN]) -> Candidate {
+        Candidate {
+            expires: if h.expires_at == 0 {
+                u64::MAX
+            } else {
+                h.expires_at
+            },
+            write_id: h.write_id,
+            path,
+            header,
+        }
+    }
+}
+
+impl PartialOrd for EntryPath {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EntryPath {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rel().cmp(other.rel())
+    }
+}
+
+/// A sweep's own changes to the count, and the entry names it saw.
+#[derive(Default)]
+struct Own {
+    names_seen: usize,
+    /// Entry names it removed.
+    removed: usize,
+    /// Moved-aside entries of crashed evictions it removed (counted, not names).
+    aside: usize,
+}
+
+/// Removes `item` if it is an expired, damaged or foreign entry or stale litter,
+/// counting into `report` and `own`; returns a live entry's header.
+fn clean_item(
+    inner: &Engine,
+    item: Item,
+    now: u64,
+    report: &mut PruneReport,
+    own: &mut Own,
+) -> Result<Option<(EntryPath, Header, [u8; HEADER_LEN])>> {
+    match item {
+        Item::Litter(rel, litter) => {
+            if sweep_litter(inner, &rel, litter, report) {
+                own.aside += 1;
+            }
+        }
+        Item::Foreign(rel, Kind::Dir) => {
+            log::warn!(
+                "fscache: leaving foreign directory {} alone",
+                inner.dir.join(rel).display()
+            );
+        }
+        Item::Foreign(rel, _) => {
+            inner.report_damage(&rel, "not an entry file");
+            if inner.root.unlink(&rel).unwrap_or(false) {
+                report.damaged += 1;
+            }
+        }
+        Item::Entry(path) => {
+            own.names_seen += 1;
+            report.examined += 1;
+            match peek(inner, &path)? {
+                Peek::Gone => {}
+                Peek::Damaged(fp) => {
+                    if evict(inner, &path, &fp, "prune")? {
+                        report.damaged += 1;
+                        own.removed += 1;
+                    }
+                }
+                Peek::Valid(h, header) if h.is_expired(now) => {
+                    if evict(inner, &path, &Fingerprint::Header(header), "prune")? {
+                        report.expired += 1;
+                        own.removed += 1;
+                        inner.stats.expired.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Peek::Valid(h, header) => return Ok(Some((path, h, header))),
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Runs a full sweep. The caller holds the sweep lock.
+pub(crate) fn sweep(inner: &Engine) -> Result<PruneReport> {
+    inner.stats.sweeps.fetch_add(1, Ordering::Relaxed);
+    let now = inner.clock.now_ms();
+    let threshold = inner.threshold;
+    let start_changes = inner.state.changes();
+    let start_count = inner.state.load();
+    let keep = low_water(threshold, inner.low_water_percent);
+    // The heap keeps the `cap` nearest-expiry live entries seen: memory is bounded by
+    // how many may need evicting, not by the number of entries.
+    let cap = if threshold == 0 {
+        0
+    } else {
+        (start_count.max(0) as usize)
+            .saturating_sub(keep)
+            .saturating_add(64)
+    };
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
+    let mut report = PruneReport::default();
+    let mut own = Own::default();
+    let mut live = 0usize;
+    let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
+        if let Some((path, h, header)) = clean_item(inner, item, now, &mut report, &mut own)? {
+            live += 1;
+            if cap > 0 {
+                heap.push(Candidate::new(path, &h, header));
+                if heap.len() > cap {
+                    heap.pop();
+                }
+            }
+        }
+        Ok(())
+    })?;
+    report.damaged += bad_shards;
+    if threshold > 0 && live > threshold {
+        // The nearest-expiry `live - keep`, grouped by stripe so each stripe lock is
+        // taken once per sweep rather than once per eviction.
+        let mut chosen = heap.into_sorted_vec();
+        chosen.truncate(live - keep);
+        chosen.sort_by_key(|c| c.path.stripe());
+        for group in chosen.chunk_by(|a, b| a.path.stripe() == b.path.stripe()) {
+            let _guard = inner.lock(&group[0].path, "prune")?;
+            for c in group {
+                if inner.evict_if_same(&c.path, &Fingerprint::Header(c.header))? {
+                    live -= 1;
+                    own.removed += 1;
+                    report.evicted += 1;
+                    inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    correct_count(
+        inner,
+        start_changes,
+        (own.removed, own.aside),
+        own.names_seen,
+    );
+    report.remaining = live;
+    if report.removed() > 0 {
+        log::debug!("fscache: sweep of {}: {report:?}", inner.dir.display());
+    }
+    Ok(report)
+}
+
+/// Writes per handle between two automatic expiry steps.
+pub(crate) const EXPIRY_EVERY: u64 = 32;
+
+/// Walkers per handle: this many steps of one handle run side by side with a kept
+/// directory stream and pool; more run with a fresh walker.
+pub(crate) const WALKERS: usize = 4;
+
+/// Candidates a walker's eviction pool keeps (the nearest-expiry ones it has seen).
+pub const POOL: usize = 16;
+
+/// Entry headers an eviction step reads to refresh its pool.
+pub const EVICTION_SAMPLES: usize = 4;
+
+/// Most entries one eviction step evicts (it evicts what the count is past the
+/// threshold, up to this).
+pub const EVICT_PER_STEP: usize = 4;
+
+/// The walkers of one handle.
+#[derive(Debug, Default)]
+pub(crate) struct Walkers {
+    slots: [Mutex<Walker>; WALKERS],
+}
+
+/// Where one walker stands: the shard it reads, that shard's directory stream (kept
+/// open between steps, so a step reads only the names it examines), and the
+/// nearest-expiry live entries it has seen.
+#[derive(Debug, Default)]
+struct Walker {
+    /// The process that opened `stream`: a forked child must not share its parent's
+    /// directory offset.
+    pid: u32,
+    shard: u8,
+    stream: Option<DirStream>,
+    /// Sorted, nearest expiry first; at most [`POOL`].
+    pool: Vec<Candidate>,
+}
+
+impl Walker {
+    /// Keeps `c` if it is among the [`POOL`] nearest-expiry candidates seen.
+    fn offer(&mut self, c: Candidate) {
+        if self.pool.len() == POOL && self.pool.last().is_some_and(|worst| c >= *worst) {
+            return;
+        }
+        if self.pool.iter().any(|p| p.path == c.path) {
+            // Seen again (the walk came round): the newer look replaces the older.
+            self.pool.retain(|p| p.path != c.path);
+        }
+        let at = self.pool.partition_point(|p| *p < c);
+        self.pool.insert(at, c);
+        self.pool.truncate(POOL);
+    }
+}
+
+/// How much one step may do.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    /// Entry headers to read.
+    headers: usize,
+    /// Names to read (entries, leftovers, foreign files).
+    names: usize,
+    /// Shard directories to open.
+    shards: usize,
+    /// Entries to evict, at most; only while the count is past `target`.
+    evict: usize,
+    target: i64,
+}
+
+impl Budget {
+    /// Reads `headers` headers, `4 × headers` names (at least 64), `1 + headers / 4`
+    /// shards.
+    fn reading(headers: usize) -> Budget {
+        Budget {
+            headers,
+            names: headers.saturating_mul(4).max(64),
+            shards: 1 + headers / 4,
+            evict: 0,
+            target: i64::MAX,
+        }
+    }
+}
+
+impl Walkers {
+    /// Runs `f` with a free walker, or a fresh one if all are busy (never waits).
+    fn with<R>(&self, f: impl FnOnce(&mut Walker) -> R) -> R {
+        let start = (thread_slot() % WALKERS as u64) as usize;
+        for i in 0..WALKERS {
+            match self.slots[(start + i) % WALKERS].try_lock() {
+                Ok(mut w) => return f(&mut w),
+                Err(TryLockError::Poisoned(p)) => return f(&mut p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        f(&mut Walker::default())
+    }
+}
+
+/// A per-thread number, so threads of one handle start at different walkers.
+fn thread_slot() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static SLOT: u64 = {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0);
+            h.finish()
+        };
+    }
+    SLOT.with(|s| *s)
+}
+
+/// One bounded step with `walker`: reads names and headers within `budget`, going on
+/// where the walker stopped; removes expired, damaged and stale leftovers it meets;
+/// then, while the shared count is past `budget.target`, evicts the pool's
+/// nearest-expiry entries (at most `budget.evict`).
+fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneReport> {
+    engine.stats.steps.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    if walker.pid != pid {
+        *walker = Walker {
+            pid,
+            ..Walker::default()
+        };
+    }
+    let mut r = Reader {
+        engine,
+        now: engine.clock.now_ms(),
+        report: PruneReport::default(),
+        own: Own::default(),
+        names: 0,
+        shards: 0,
+    };
+    let limit = budget.shards.min(1 + budget.headers / 4);
+    r.read(walker, budget.headers, budget.names, limit, |_| false)?;
+    // One extra read when the pool has nothing evictable, or only never-expiring
+    // entries: an evicting step reads on, past its header budget and through empty
+    // shards (a sparse cache), until it finds an entry that expires, or its name
+    // budget or one full cycle of shards is spent. And damage counts as names until
+    // it is found: where a step finds some, there may be more, and the count may be
+    // past the threshold because of it, so the step reads on through its name
+    // budget, removing it, before it evicts any live entry. What reading removed
+    // counts toward what the step must remove.
+    let (mut extended, mut read_on) = (false, false);
+    loop {
+        if budget.evict > 0 && r.report.damaged > 0 && !read_on {
+            read_on = true;
+            r.read(walker, usize::MAX, budget.names, budget.shards, |_| true)?;
+        }
+        if r.report.removed() >= budget.evict || engine.state.load() <= budget.target {
+            break;
+        }
+        let best_never = walker.pool.first().is_none_or(|c| c.expires == u64::MAX);
+        if best_never && !extended {
+            extended = true;
+            let more = r.report.examined + EVICTION_SAMPLES;
+            r.read(walker, more, budget.names, budget.shards, |w| {
+                w.pool.first().is_none_or(|c| c.expires == u64::MAX)
+            })?;
+            continue;
+        }
+        if walker.pool.is_empty() {
+            break;
+        }
+        let c = walker.pool.remove(0);
+        let fp = Fingerprint::Header(c.header);
+        if c.expires != u64::MAX && c.expires <= r.now {
+            // Expired since it was seen: removed as expired, not evicted.
+            if evict(engine, &c.path, &fp, "evict")? {
+                r.report.expired += 1;
+                engine.stats.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if evict(engine, &c.path, &fp, "evict")? {
+            r.report.evicted += 1;
+            engine.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(r.report)
+}
+
+/// The reading half of a step.
+struct Reader<'a> {
+    engine: &'a Engine,
+    now: u64,
+    report: PruneReport,
+    own: Own,
+    names: usize,
+    shards: usize,
+}
+
+impl Reader<'_> {
+    /// Reads names until `headers` headers were read in this step (or, while
+    /// `read_on(walker)` holds, beyond), or `names` names or `shards` shard
+    /// directories were read in this step.
+    fn read(
+        &mut self,
+        walker: &mut Walker,
+        headers: usize,
+        names: usize,
+        shards: usize,
+        read_on: impl Fn(&Walker) -> bool,
+    ) -> Result<()> {
+        let engine = self.engine;
+        while (self.report.examined < headers || read_on(walker)) && self.names < names {
+            if walker.stream.is_none() {
+                if self.shards >= shards {
+                    break;
+                }
+                self.shards += 1;
+                let shard = (engine.state.next_shard() % SHARDS as u64) as u8;
+                walker.shard = shard;
+                let (root, dir) = (&engine.root, &engine.dir);
+                walker.stream =
+                    open_shard(root, dir, engine.dir_mode, shard, &mut self.report.damaged)?;
+                continue;
+            }
+            let shard = walker.shard;
+            let next = walker.stream.as_mut().and_then(|s| s.next_entry(&engine.root));
+            match next {
+                None => walker.stream = None,
+                Some(Err(e)) => {
+                    walker.stream = None;
+                    let rel = layout::shard_str(shard);
+                    return Err(Error::io("list shard directory", engine.dir.join(rel), e));
+                }
+                Some(Ok((name, kind))) => {
+                    self.names += 1;
+                    let item = classify(shard, &name, kind);
+                    let live = clean_item(engine, item, self.now, &mut self.report, &mut self.own)?;
+                    if let Some((path, h, header)) = live {
+                        self.report.remaining += 1;
+                        if engine.threshold > 0 {
+                            walker.offer(Candidate::new(path, &h, header));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The step a write runs when it made a new name past the threshold: evicts what the
+/// count is past the threshold (at most [`EVICT_PER_STEP`]) after reading
+/// [`EVICTION_SAMPLES`] more headers into the pool.
+pub(super) fn evict_step(engine: &Engine) -> Result<()> {
+    let threshold = engine.threshold as i64;
+    let over = engine.state.load() - threshold;
+    if over <= 0 {
+        return Ok(());
+    }
+    let budget = Budget {
+        evict: (over as usize).min(EVICT_PER_STEP),
+        target: threshold,
+        // See `walk`: a step that finds nothing evictable may read on through one
+        // full cycle of shards (a sparse cache has fewer entries than shards).
+        shards: SHARDS,
+        ..Budget::reading(EVICTION_SAMPLES)
+    };
+    engine.walkers.with(|w| walk(engine, w, budget)).map(drop)
+}
+
+/// An expiry step of `headers` headers (no eviction).
+pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport> {
+    engine.walkers.with(|w| walk(engine, w, Budget::reading(headers)))
+}
+
+/// The count a background step evicts down to: 1% under the threshold (at least one
+/// entry), so that writes seldom find the count past the threshold.
+pub(crate) fn headroom_target(threshold: usize) -> usize {
+    threshold.saturating_sub((threshold / 100).max(1))
+}
+
+impl Engine {
+    /// A bounded step for background cleanup: see `FileSystemCache::prune_step`.
+    pub(crate) fn prune_step(&self, budget: usize) -> Result<PruneReport> {
+        self.locks.ensure_not_held("prune_step")?;
+        let b = if self.threshold > 0 {
+            Budget {
+                evict: budget,
+                target: headroom_target(self.threshold) as i64,
+                ..Budget::reading(budget)
+            }
+        } else {
+            Budget::reading(budget)
+        };
+        self.walkers.with(|w| walk(self, w, b))
+    }
+
+    /// The full sweep: see `FileSystemCache::prune`.
+    pub(crate) fn prune(&self) -> Result<PruneReport> {
+        let _guard = self.locks.sweep(&self.root, "prune")?;
+        sweep(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_water_and_headroom() {
+        assert_eq!(low_water(1, 50), 1);
+        assert_eq!(low_water(2, 50), 1);
+        assert_eq!(low_water(5, 80), 4);
+        assert_eq!(low_water(500, 50), 250);
+        assert_eq!(low_water(1001, 80), 800);
+        assert_eq!(
+            low_water(usize::MAX, 99),
+            usize::MAX / 100 * 99 + 15 * 99 / 100
+        );
+        assert_eq!(headroom_target(1), 0);
+        assert_eq!(headroom_target(500), 495);
+        assert_eq!(headroom_target(1_000_000), 990_000);
+    }
+
+    fn candidate(expires: u64, n: u8) -> Candidate {
+        let mut header = [0u8; HEADER_LEN];
+        header[0] = n;
+        Candidate {
+            expires,
+            write_id: u64::from(n),
+            path: EntryPath::for_key(&n.to_string()),
+            header,
+        }
+    }
+
+    #[test]
+    fn the_pool_keeps_the_nearest_expiry_candidates_in_order() {
+        let mut w = Walker::default();
+        for n in 0..40u8 {
+            // Expiries 39, 38, … 0 offered in that order; never-expiring ones too.
+            let expires = if n % 10 == 0 { u64::MAX } else { 100 - u64::from(n) };
+            w.offer(candidate(expires, n));
+        }
+        assert_eq!(w.pool.len(), POOL);
+        let expiries: Vec<u64> = w.pool.iter().map(|c| c.expires).collect();
+        let mut sorted = expiries.clone();
+        sorted.sort_unstable();
+        assert_eq!(expiries, sorted);
+        assert_eq!(expiries[0], 61, "the nearest expiry offered");
+        assert!(expiries.iter().all(|&e| e != u64::MAX), "never-expiring last");
+        // An entry seen again replaces its older look.
+        w.offer(candidate(1, 39));
+        assert_eq!(w.pool.iter().filter(|c| c.write_id == 39).count(), 1);
+        assert_eq!(w.pool[0].expires, 1);
+    }
+}
