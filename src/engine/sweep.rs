@@ -61,7 +61,7 @@ pub struct PruneReport {
     pub stale_temp: usize,
     /// Live entries left (a full sweep); live entries seen ([`prune_step`]).
     ///
-    /// [`prune_step`]: FileSystemCache::prune_step
+    /// [`prune_step`]: crate::FileSystemCache::prune_step
     pub remaining: usize,
     /// Entry headers read.
     pub examined: usize,
