@@ -129,7 +129,8 @@ fn mixed_load_with_sweeps_and_short_ttls() -> TestResult {
     let stop = AtomicBool::new(false);
     let total_ops = AtomicU64::new(0);
     let total_errors = AtomicU64::new(0);
-    let bound = THRESHOLD + THRESHOLD / 4 + THREADS + PROCS;
+    // The documented margin: one name per writer in flight past the threshold.
+    let bound = THRESHOLD + THREADS + PROCS;
     let (mut max_entries, mut max_listed, mut rss_samples) = (0usize, 0usize, Vec::new());
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -174,7 +175,13 @@ fn mixed_load_with_sweeps_and_short_ttls() -> TestResult {
     assert_eq!(errors, 0);
     assert!(ops > 1000);
     assert!(max_entries <= bound, "{max_entries} entries > {bound}");
-    assert_eq!(open_fds(), fds_before, "leaked file descriptors");
+    // A handle keeps its walkers' directory streams open between cleanup steps: at
+    // most 4 (one per walker), whatever the load.
+    let fds_after = open_fds();
+    assert!(
+        (fds_before..=fds_before + 4).contains(&fds_after),
+        "leaked file descriptors: {fds_before} -> {fds_after}"
+    );
     assert!(temp_files(&dir).is_empty(), "temp files left behind");
     assert!(
         last <= first + 8 * 1024,

@@ -134,6 +134,30 @@ impl Locks {
         Ok(guard)
     }
 
+    /// Takes the stripe only if no other thread or process holds it (`None` if one
+    /// does): for cleanup steps, which skip a busy stripe rather than wait. Refused
+    /// like [`Locks::stripe`] if this thread already holds a stripe.
+    pub(crate) fn try_stripe(
+        &self,
+        root: &Root,
+        stripe: usize,
+        op: &'static str,
+    ) -> Result<Option<LockGuard<'_>>> {
+        self.ensure_not_held(op)?;
+        let rel = layout::lock_rel(stripe);
+        let guard = match self.stripes[stripe].try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        let Some(mut guard) = self.acquire(root, guard, &rel, false)? else {
+            return Ok(None);
+        };
+        HELD.with(|held| held.borrow_mut().push(self.dir_id));
+        guard.held = Some(self.dir_id);
+        Ok(Some(guard))
+    }
+
     /// Waits for the sweep lock. Refused while this thread holds a stripe lock: a
     /// sweep elsewhere may be waiting for that stripe.
     pub(crate) fn sweep(&self, root: &Root, op: &'static str) -> Result<LockGuard<'_>> {

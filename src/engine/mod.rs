@@ -71,6 +71,7 @@ pub(crate) struct Config {
     pub(crate) force_portable_renames: bool,
     pub(crate) stale_temp_age: Duration,
     pub(crate) expiry_budget: usize,
+    pub(crate) eviction_samples: usize,
 }
 
 /// One open cache directory, shared by the clones of a handle.
@@ -95,6 +96,8 @@ pub(crate) struct Engine {
     stale_temp_age: Duration,
     /// Entry headers an automatic expiry step reads (0: no automatic steps).
     expiry_budget: usize,
+    /// Entry headers an eviction step reads.
+    eviction_samples: usize,
     /// Writes through this handle, for the expiry step's cadence.
     writes_since_open: AtomicU64,
     /// The walkers of this handle's bounded steps (see `sweep.rs`).
@@ -140,6 +143,7 @@ impl Engine {
             clock: config.clock,
             stale_temp_age: config.stale_temp_age,
             expiry_budget: config.expiry_budget,
+            eviction_samples: config.eviction_samples,
             writes_since_open: AtomicU64::new(0),
             walkers: sweep::Walkers::default(),
             stats: StatCounters::default(),
@@ -277,6 +281,7 @@ impl Engine {
             force_portable_renames: false,
             stale_temp_age: STALE_TEMP_AGE,
             expiry_budget: 0,
+            eviction_samples: EVICTION_SAMPLES,
         })
         .expect("open a test engine")
     }

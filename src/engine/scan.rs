@@ -228,6 +228,15 @@ pub(super) fn evict(inner: &Engine, path: &EntryPath, fp: &Fingerprint, op: &'st
     inner.evict_if_same(path, fp)
 }
 
+/// As [`evict`], but only if the key's stripe is free: `None` if another thread or
+/// process holds it (a cleanup step skips the entry rather than wait).
+pub(super) fn try_evict(engine: &Engine, path: &EntryPath, fp: &Fingerprint) -> Result<Option<bool>> {
+    match engine.locks.try_stripe(&engine.root, path.stripe(), "evict")? {
+        Some(_guard) => engine.evict_if_same(path, fp).map(Some),
+        None => Ok(None),
+    }
+}
+
 
 impl Engine {
     /// The exact number of live entries; corrects the shared count if no other

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use super::Engine;
 use super::entries::Fingerprint;
 use super::scan::{
-    Item, Litter, Peek, classify, correct_count, evict, for_each_item, open_shard, peek,
+    Item, Litter, Peek, classify, correct_count, evict, for_each_item, open_shard, peek, try_evict,
 };
 use crate::disk::entry::{HEADER_LEN, Header};
 use crate::disk::layout::{self, EntryPath, SHARDS};
@@ -173,12 +173,22 @@ struct Own {
     aside: usize,
 }
 
+/// Evicts `path` if unchanged; a step (`wait` false) skips it if its stripe is busy.
+fn remove(engine: &Engine, path: &EntryPath, fp: &Fingerprint, wait: bool) -> Result<bool> {
+    if wait {
+        evict(engine, path, fp, "prune")
+    } else {
+        Ok(try_evict(engine, path, fp)?.unwrap_or(false))
+    }
+}
+
 /// Removes `item` if it is an expired, damaged or foreign entry or stale litter,
 /// counting into `report` and `own`; returns a live entry's header.
 fn clean_item(
     inner: &Engine,
     item: Item,
     now: u64,
+    wait: bool,
     report: &mut PruneReport,
     own: &mut Own,
 ) -> Result<Option<(EntryPath, Header, [u8; HEADER_LEN])>> {
@@ -206,13 +216,13 @@ fn clean_item(
             match peek(inner, &path)? {
                 Peek::Gone => {}
                 Peek::Damaged(fp) => {
-                    if evict(inner, &path, &fp, "prune")? {
+                    if remove(inner, &path, &fp, wait)? {
                         report.damaged += 1;
                         own.removed += 1;
                     }
                 }
                 Peek::Valid(h, header) if h.is_expired(now) => {
-                    if evict(inner, &path, &Fingerprint::Header(header), "prune")? {
+                    if remove(inner, &path, &Fingerprint::Header(header), wait)? {
                         report.expired += 1;
                         own.removed += 1;
                         inner.stats.expired.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +257,7 @@ pub(crate) fn sweep(inner: &Engine) -> Result<PruneReport> {
     let mut own = Own::default();
     let mut live = 0usize;
     let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
-        if let Some((path, h, header)) = clean_item(inner, item, now, &mut report, &mut own)? {
+        if let Some((path, h, header)) = clean_item(inner, item, now, true, &mut report, &mut own)? {
             live += 1;
             if cap > 0 {
                 heap.push(Candidate::new(path, &h, header));
@@ -300,8 +310,9 @@ pub(crate) const WALKERS: usize = 4;
 /// Candidates a walker's eviction pool keeps (the nearest-expiry ones it has seen).
 pub const POOL: usize = 16;
 
-/// Entry headers an eviction step reads to refresh its pool.
-pub const EVICTION_SAMPLES: usize = 4;
+/// Entry headers an eviction step reads to refresh its pool, by default (see
+/// [`eviction_samples`](crate::FileSystemCacheBuilder::eviction_samples)).
+pub const EVICTION_SAMPLES: usize = 2;
 
 /// Most entries one eviction step evicts (it evicts what the count is past the
 /// threshold, up to this).
@@ -355,6 +366,9 @@ struct Budget {
     /// Entries to evict, at most; only while the count is past `target`.
     evict: usize,
     target: i64,
+    /// May read past `headers` to find something evictable (a write's step; a
+    /// `prune_step` keeps to its budget).
+    read_past: bool,
 }
 
 impl Budget {
@@ -367,6 +381,7 @@ impl Budget {
             shards: 1 + headers / 4,
             evict: 0,
             target: i64::MAX,
+            read_past: false,
         }
     }
 }
@@ -420,6 +435,11 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
         names: 0,
         shards: 0,
     };
+    if walker.pool.len() == POOL {
+        // The pool keeps the best of what was seen *recently*: a candidate never
+        // good enough to be evicted leaves, making room for fresh samples.
+        walker.pool.pop();
+    }
     let limit = budget.shards.min(1 + budget.headers / 4);
     r.read(walker, budget.headers, budget.names, limit, |_| false)?;
     // One extra read when the pool has nothing evictable, or only never-expiring
@@ -431,21 +451,25 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
     // budget, removing it, before it evicts any live entry. What reading removed
     // counts toward what the step must remove.
     let (mut extended, mut read_on) = (false, false);
+    let mut busy = Vec::new();
     loop {
-        if budget.evict > 0 && r.report.damaged > 0 && !read_on {
+        if budget.read_past && r.report.damaged > 0 && !read_on {
             read_on = true;
             r.read(walker, usize::MAX, budget.names, budget.shards, |_| true)?;
         }
         if r.report.removed() >= budget.evict || engine.state.load() <= budget.target {
             break;
         }
-        let best_never = walker.pool.first().is_none_or(|c| c.expires == u64::MAX);
-        if best_never && !extended {
+        // A pool that is nearly empty (the first steps, or after the entries it held
+        // were removed by others) or holds only never-expiring entries is refilled
+        // first: eviction picks the best of the pool, so a thin pool evicts at random.
+        let thin = |w: &Walker| {
+            w.pool.len() < POOL / 2 || w.pool.first().is_none_or(|c| c.expires == u64::MAX)
+        };
+        if thin(walker) && !extended && budget.read_past {
             extended = true;
-            let more = r.report.examined + EVICTION_SAMPLES;
-            r.read(walker, more, budget.names, budget.shards, |w| {
-                w.pool.first().is_none_or(|c| c.expires == u64::MAX)
-            })?;
+            let more = r.report.examined + engine.eviction_samples;
+            r.read(walker, more, budget.names, budget.shards, thin)?;
             continue;
         }
         if walker.pool.is_empty() {
@@ -453,16 +477,25 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
         }
         let c = walker.pool.remove(0);
         let fp = Fingerprint::Header(c.header);
-        if c.expires != u64::MAX && c.expires <= r.now {
+        let expired = c.expires != u64::MAX && c.expires <= r.now;
+        match try_evict(engine, &c.path, &fp)? {
+            // Its stripe is busy (an update, a delete, another step): skip it, never
+            // wait; it stays a candidate for a later step.
+            None => busy.push(c),
+            Some(false) => {}
             // Expired since it was seen: removed as expired, not evicted.
-            if evict(engine, &c.path, &fp, "evict")? {
+            Some(true) if expired => {
                 r.report.expired += 1;
                 engine.stats.expired.fetch_add(1, Ordering::Relaxed);
             }
-        } else if evict(engine, &c.path, &fp, "evict")? {
-            r.report.evicted += 1;
-            engine.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            Some(true) => {
+                r.report.evicted += 1;
+                engine.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+    for c in busy {
+        walker.offer(c);
     }
     Ok(r.report)
 }
@@ -515,7 +548,7 @@ impl Reader<'_> {
                 Some(Ok((name, kind))) => {
                     self.names += 1;
                     let item = classify(shard, &name, kind);
-                    let live = clean_item(engine, item, self.now, &mut self.report, &mut self.own)?;
+                    let live = clean_item(engine, item, self.now, false, &mut self.report, &mut self.own)?;
                     if let Some((path, h, header)) = live {
                         self.report.remaining += 1;
                         if engine.threshold > 0 {
@@ -531,7 +564,7 @@ impl Reader<'_> {
 
 /// The step a write runs when it made a new name past the threshold: evicts what the
 /// count is past the threshold (at most [`EVICT_PER_STEP`]) after reading
-/// [`EVICTION_SAMPLES`] more headers into the pool.
+/// `eviction_samples` more headers into the pool.
 pub(super) fn evict_step(engine: &Engine) -> Result<()> {
     let threshold = engine.threshold as i64;
     let over = engine.state.load() - threshold;
@@ -544,7 +577,8 @@ pub(super) fn evict_step(engine: &Engine) -> Result<()> {
         // See `walk`: a step that finds nothing evictable may read on through one
         // full cycle of shards (a sparse cache has fewer entries than shards).
         shards: SHARDS,
-        ..Budget::reading(EVICTION_SAMPLES)
+        read_past: true,
+        ..Budget::reading(engine.eviction_samples)
     };
     engine.walkers.with(|w| walk(engine, w, budget)).map(drop)
 }
@@ -554,10 +588,11 @@ pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport
     engine.walkers.with(|w| walk(engine, w, Budget::reading(headers)))
 }
 
-/// The count a background step evicts down to: 1% under the threshold (at least one
-/// entry), so that writes seldom find the count past the threshold.
+/// The count a background step evicts down to: 1% under the threshold, or a quarter
+/// of it up to 64 entries if that is more, so that writes between two background
+/// steps seldom find the count past the threshold.
 pub(crate) fn headroom_target(threshold: usize) -> usize {
-    threshold.saturating_sub((threshold / 100).max(1))
+    threshold.saturating_sub((threshold / 100).max(threshold.min(256) / 4).max(1))
 }
 
 impl Engine {
@@ -599,7 +634,9 @@ mod tests {
             usize::MAX / 100 * 99 + 15 * 99 / 100
         );
         assert_eq!(headroom_target(1), 0);
-        assert_eq!(headroom_target(500), 495);
+        assert_eq!(headroom_target(10), 8);
+        assert_eq!(headroom_target(500), 436);
+        assert_eq!(headroom_target(10_000), 9_900);
         assert_eq!(headroom_target(1_000_000), 990_000);
     }
 

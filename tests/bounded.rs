@@ -1,0 +1,344 @@
+//! Bounded pruning (issue 11): the count stays within the documented margin of the
+//! threshold at every instant, with threads and with processes; no writer waits for
+//! another's cleanup (a paused step holding a stripe, forced with a hook); expired
+//! entries go within the documented number of writes below the threshold; eviction
+//! order is close to exact (measured, with a floor asserted); `prune_step` works off
+//! the request path.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use common::{TestResult, child_command, temp_cache_dir};
+use fscache::hooks::{self, Point};
+use fscache::{FileSystemCache, ManualClock, Ttl};
+
+const VALUE: [u8; 200] = [b'x'; 200];
+
+fn open(dir: &Path, threshold: usize) -> fscache::Result<FileSystemCache> {
+    FileSystemCache::builder(dir).threshold(threshold).open()
+}
+
+/// Watches the shared count from its own handle until stopped; returns the largest
+/// value seen.
+fn watch(dir: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<i64> {
+    let c = open(dir, 0).unwrap();
+    std::thread::spawn(move || {
+        let mut max = 0i64;
+        while !stop.load(Ordering::Relaxed) {
+            max = max.max(c.approximate_len() as i64);
+            std::hint::spin_loop();
+        }
+        max
+    })
+}
+
+fn fill(c: &FileSystemCache, n: usize) -> fscache::Result<()> {
+    for i in 0..n {
+        c.set_bytes(&format!("fill-{i}"), &VALUE)?;
+    }
+    Ok(())
+}
+
+/// The documented margin: the threshold plus one per writer in flight.
+#[test]
+fn the_count_never_exceeds_the_threshold_by_more_than_the_writers_in_flight() -> TestResult {
+    const T: usize = 2_000;
+    const THREADS: usize = 4;
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, T)?;
+    fill(&c, T)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch(&dir, stop.clone());
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (c, b) = (c.clone(), barrier.clone());
+            std::thread::spawn(move || -> fscache::Result<()> {
+                b.wait();
+                for i in 0..5_000 {
+                    c.set_bytes(&format!("t{t}-{i}"), &VALUE)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap()?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let max = watcher.join().unwrap() as usize;
+    println!("4 threads: largest count seen {max} (threshold {T})");
+    assert!(max <= T + THREADS, "count reached {max}");
+    assert!(c.stats().evicted >= 20_000 - THREADS as u64);
+    assert_eq!(c.stats().sweeps, 0, "no full sweep ran");
+    // The count is exact: no drift from the concurrent steps.
+    assert_eq!(c.approximate_len(), c.len()?);
+    Ok(())
+}
+
+#[test]
+fn child_entry_point() -> TestResult {
+    let Ok(job) = std::env::var("FSCACHE_CHILD") else {
+        return Ok(());
+    };
+    let dir = std::path::PathBuf::from(std::env::var("FSCACHE_CHILD_DIR")?);
+    let id = std::env::var("FSCACHE_CHILD_ID")?;
+    match job.as_str() {
+        "churn" => {
+            let c = open(&dir, 2_000)?;
+            for i in 0..5_000 {
+                c.set_bytes(&format!("p{id}-{i}"), &VALUE)?;
+            }
+        }
+        "churn-100" => {
+            let c = open(&dir, 50)?;
+            for i in 0..100 {
+                c.set_bytes(&format!("p{id}-{i}"), &VALUE)?;
+            }
+        }
+        other => panic!("unknown job {other}"),
+    }
+    println!("DONE");
+    Ok(())
+}
+
+#[test]
+fn the_margin_holds_across_processes() -> TestResult {
+    const T: usize = 2_000;
+    let (_tmp, dir) = temp_cache_dir();
+    fill(&open(&dir, T)?, T)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch(&dir, stop.clone());
+    let children: Vec<_> = (0..2)
+        .map(|p| child_command("churn", &dir, p).output())
+        .collect::<Result<_, _>>()?;
+    stop.store(true, Ordering::Relaxed);
+    let max = watcher.join().unwrap() as usize;
+    for out in &children {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("DONE"));
+    }
+    println!("2 processes: largest count seen {max} (threshold {T})");
+    assert!(max <= T + 2, "count reached {max}");
+    let c = open(&dir, T)?;
+    assert_eq!(c.approximate_len(), c.len()?);
+    assert!(c.len()? <= T);
+    Ok(())
+}
+
+/// A step paused inside an eviction holds a walker and a stripe lock; writes of other
+/// threads and of another process past the threshold go on (their steps skip the busy
+/// stripe) instead of waiting for it.
+#[test]
+fn no_writer_waits_for_another_writers_cleanup() -> TestResult {
+    static HOOKS: Mutex<()> = Mutex::new(());
+    let _only = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, 50)?;
+    fill(&c, 50)?;
+    let (paused_tx, paused_rx) = mpsc::channel();
+    let release = Arc::new(AtomicBool::new(false));
+    let paused_once = Arc::new(AtomicBool::new(false));
+    {
+        let (own, release, paused_once) = (dir.clone(), release.clone(), paused_once.clone());
+        let paused_tx = Mutex::new(paused_tx);
+        hooks::set_hook(Point::EvictBegin, move |d| {
+            if d == own && !paused_once.swap(true, Ordering::SeqCst) {
+                paused_tx.lock().unwrap().send(()).unwrap();
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(())
+        });
+    }
+    let c1 = c.clone();
+    let paused = std::thread::spawn(move || c1.set_bytes("the-paused-one", &VALUE));
+    paused_rx.recv_timeout(Duration::from_secs(10))?;
+    // The paused step holds a stripe (and its walker). Other writers:
+    let (done_tx, done_rx) = mpsc::channel();
+    for t in 0..3 {
+        let (c, done_tx) = (c.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            for i in 0..100 {
+                c.set_bytes(&format!("t{t}-{i}"), &VALUE).unwrap();
+            }
+            done_tx.send(()).unwrap();
+        });
+    }
+    for _ in 0..3 {
+        done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a writer waited for the paused step");
+    }
+    let child = child_command("churn-100", &dir, 9).output()?;
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(String::from_utf8_lossy(&child.stdout).contains("DONE"));
+    // They kept the bound while the paused step could not finish its eviction.
+    assert!(c.approximate_len() <= 50 + 2, "{}", c.approximate_len());
+    release.store(true, Ordering::SeqCst);
+    paused.join().unwrap()?;
+    hooks::clear_hooks();
+    Ok(())
+}
+
+/// The documented expiry bound below the threshold: one expiry step of
+/// `expiry_budget` (8) headers, 3 shards or 64 names every 32 writes of a handle, so a
+/// cycle over the 256 shards takes at most 32 × (N / 8 + 256 / 3) writes, and an
+/// expired entry goes within two cycles (one, unless its shard was being read when it
+/// was written).
+#[test]
+fn expired_entries_go_within_the_documented_number_of_writes_below_the_threshold() -> TestResult {
+    const N: usize = 1_000;
+    let (_tmp, dir) = temp_cache_dir();
+    let clock = ManualClock::new();
+    let c = FileSystemCache::builder(&dir)
+        .threshold(0)
+        .clock(clock.clone())
+        .open()?;
+    for i in 0..N {
+        c.set_with_ttl(&format!("short{i}"), &i, Ttl::After(Duration::from_secs(1)))?;
+    }
+    clock.advance(Duration::from_secs(2));
+    let bound = 2 * 32 * (N / 8 + 256 / 3 + 1);
+    let mut writes = 0;
+    while c.stats().expired < N as u64 {
+        // Overwrites of one key: no new names, nothing to evict.
+        c.set("busy", &writes)?;
+        writes += 1;
+        assert!(
+            writes <= bound,
+            "{} of {N} expired entries removed after {writes} writes",
+            c.stats().expired
+        );
+    }
+    println!("{N} expired entries removed within {writes} writes (bound {bound})");
+    assert_eq!(c.approximate_len(), 1);
+    Ok(())
+}
+
+/// How close eviction is to the exact nearest-expiry order: entries with distinct
+/// expiries, then new longer-lived ones past the threshold; the share of the evicted
+/// entries that the exact order would have evicted too. Printed for several sample
+/// sizes; the default must reach the documented floor.
+#[test]
+fn eviction_order_is_close_to_exact_and_never_expiring_entries_go_last() -> TestResult {
+    const T: usize = 2_000;
+    const NEW: usize = 1_000;
+    let mut default_precision = 0.0;
+    for samples in [1, 2, 4, 8] {
+        let (_tmp, dir) = temp_cache_dir();
+        let c = FileSystemCache::builder(&dir)
+            .threshold(T)
+            .eviction_samples(samples)
+            .open()?;
+        // Expiries 1..=1900 minutes in a shuffled order, and 100 never-expiring.
+        let mut order: Vec<usize> = (0..T).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in (1..T).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        for &i in &order {
+            let ttl = if i >= T - 100 {
+                Ttl::Never
+            } else {
+                Ttl::After(Duration::from_secs(60 * (i as u64 + 1)))
+            };
+            c.set_bytes_with_ttl(&format!("old{i}"), &VALUE, ttl)?;
+        }
+        for i in 0..NEW {
+            c.set_bytes_with_ttl(
+                &format!("new{i}"),
+                &VALUE,
+                Ttl::After(Duration::from_secs(1 << 20)),
+            )?;
+        }
+        let survivors: HashSet<usize> = (0..T)
+            .filter(|i| c.has(&format!("old{i}")).unwrap())
+            .collect();
+        let evicted_old: Vec<usize> = (0..T).filter(|i| !survivors.contains(i)).collect();
+        let evicted_new = (0..NEW)
+            .filter(|i| !c.has(&format!("new{i}")).unwrap())
+            .count();
+        let evicted = evicted_old.len() + evicted_new;
+        assert_eq!(evicted, NEW, "samples {samples}: the count is exact");
+        // The exact order evicts old0 … old{NEW-1}: the nearest expiries.
+        let exact = evicted_old.iter().filter(|&&i| i < NEW).count();
+        let never = evicted_old.iter().filter(|&&i| i >= T - 100).count();
+        let precision = exact as f64 / NEW as f64;
+        println!(
+            "eviction_samples {samples}: {:.1}% of evictions in the exact order's set, \
+             {evicted_new} of the new (farthest-expiry) entries evicted, \
+             {never} never-expiring evicted",
+            precision * 100.0
+        );
+        assert_eq!(never, 0, "never-expiring entries go last");
+        if samples == fscache::EVICTION_SAMPLES {
+            default_precision = precision;
+        }
+    }
+    // Measured 82% at the default of 2 samples (92% at 4, 97% at 8); 1 is random.
+    assert!(default_precision >= 0.75, "{default_precision}");
+    Ok(())
+}
+
+/// `prune_step` from a background thread keeps the count under the threshold, so
+/// writes seldom evict inline; each call reads at most its budget of headers.
+#[test]
+fn a_background_prune_step_keeps_cleanup_off_the_request_path() -> TestResult {
+    const T: usize = 1_000;
+    let (_tmp, dir) = temp_cache_dir();
+    let c = open(&dir, T)?;
+    fill(&c, T)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_examined = Arc::new(AtomicI64::new(0));
+    let pruner = {
+        let (c, stop, max_examined) = (c.clone(), stop.clone(), max_examined.clone());
+        std::thread::spawn(move || -> fscache::Result<u64> {
+            let mut evicted = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = c.prune_step(64)?;
+                max_examined.fetch_max(r.examined as i64, Ordering::Relaxed);
+                evicted += r.evicted as u64;
+                if r.removed() == 0 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            Ok(evicted)
+        })
+    };
+    let before = c.stats().steps;
+    for i in 0..5_000 {
+        c.set_bytes(&format!("new{i}"), &VALUE)?;
+        if i % 500 == 0 {
+            // Give the pruner its turn on a loaded machine.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let by_pruner = pruner.join().unwrap()?;
+    let inline = c.stats().evicted - by_pruner;
+    println!("evicted by the background step: {by_pruner}, inline by writes: {inline}");
+    assert!(by_pruner > 0);
+    assert!(c.approximate_len() <= T);
+    assert!(max_examined.load(Ordering::Relaxed) <= 64);
+    assert!(c.stats().steps > before);
+    Ok(())
+}
