@@ -394,11 +394,14 @@ fn cache_calls_inside_an_update_closure_never_deadlock() -> TestResult {
             let seen = seen.lock().unwrap();
             assert!(seen[..11].iter().all(|s| s == "Ok(())"), "{seen:?}");
             assert!(seen[11..].iter().all(|s| s == "Reentrant"), "{seen:?}");
-            // Outside the closure everything works again, sweeps included.
+            // Outside the closure everything works again, cleanup steps included:
+            // 12 names at threshold 3; each write past it evicts up to 4 (net 3 fewer).
             assert_eq!(c.inc("k", 1)?, 2);
-            c.set("after", &0)?;
+            for i in 0..3 {
+                c.set(&format!("after{i}"), &0)?;
+            }
             assert!(c.stats().steps > 0);
-            assert!(c.approximate_len() <= 4);
+            assert!(c.approximate_len() <= 3, "{}", c.approximate_len());
             Ok(())
         },
     );

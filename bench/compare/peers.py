@@ -4,6 +4,7 @@ usage: peers.py SYSTEM DIR N SIZE CAP_SECONDS
 SYSTEM: cachelib (FileSystemCache, its default threshold 500), cachelib0 (threshold 0),
 diskcache (diskcache.Cache). Same workloads and values as the Rust driver.
 """
+import math
 import os
 import random
 import sys
@@ -45,8 +46,37 @@ def run(name, n, cap, op):
     return done
 
 
+def churn(argv):
+    """churn SYSTEM DIR THRESHOLD INSERTS SIZE CAP: fills a cache bounded at THRESHOLD
+    entries (not measured), then times each insert of a new key; prints
+    `LAT inserts mean p50 p99 p99.9 max capped` in microseconds."""
+    global VALUE_LEN
+    system, path, threshold, inserts, size, cap = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4]), float(argv[5])
+    val = value(size)
+    VALUE_LEN = len(val)
+    c = open_system(system, path, threshold=threshold)
+    for i in range(threshold):
+        c.set(f"fill:{i:08}", val)
+    lat = []
+    start = time.perf_counter()
+    for i in range(inserts):
+        t = time.perf_counter_ns()
+        c.set(f"session:{i:08}", val)
+        lat.append(time.perf_counter_ns() - t)
+        if i % 64 == 0 and time.perf_counter() - start > cap:
+            break
+    lat.sort()
+    pct = lambda p: lat[min(len(lat), max(1, math.ceil(len(lat) * p))) - 1] / 1e3
+    mean = sum(lat) / len(lat) / 1e3
+    print(f"LAT {len(lat)} {mean:.2f} {pct(0.5):.2f} {pct(0.99):.2f} {pct(0.999):.2f} {lat[-1] / 1e3:.2f} {int(len(lat) < inserts)}", flush=True)
+    if hasattr(c, "close"):
+        c.close()
+
+
 def main():
     global VALUE_LEN
+    if sys.argv[1] == "churn":
+        return churn(sys.argv[2:])
     system, path, n, size, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
     val = value(size)
     VALUE_LEN = len(val)

@@ -314,6 +314,10 @@ pub const POOL: usize = 16;
 /// [`eviction_samples`](crate::FileSystemCacheBuilder::eviction_samples)).
 pub const EVICTION_SAMPLES: usize = 2;
 
+/// Steps a walker goes without reading on for an entry that expires, after such a
+/// read found only never-expiring ones.
+const NEVER_ONLY_PAUSE: u32 = 64;
+
 /// Most entries one eviction step evicts (it evicts what the count is past the
 /// threshold, up to this).
 pub const EVICT_PER_STEP: usize = 4;
@@ -336,6 +340,10 @@ struct Walker {
     stream: Option<DirStream>,
     /// Sorted, nearest expiry first; at most [`POOL`].
     pool: Vec<Candidate>,
+    /// Steps left before the walker again reads on to find an entry that expires,
+    /// after a read-on found only never-expiring ones (a cache of mostly
+    /// never-expiring entries must not pay for a long read every step).
+    never_only: u32,
 }
 
 impl Walker {
@@ -442,9 +450,10 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
     }
     let limit = budget.shards.min(1 + budget.headers / 4);
     r.read(walker, budget.headers, budget.names, limit, |_| false)?;
-    // One extra read when the pool has nothing evictable, or only never-expiring
-    // entries: an evicting step reads on, past its header budget and through empty
-    // shards (a sparse cache), until it finds an entry that expires, or its name
+    // One extra read when the pool is thin or has only never-expiring entries; an
+    // empty pool (or one of only never-expiring entries, unless such a read found
+    // nothing else lately) is read on, past the header budget and through empty
+    // shards (a sparse cache), until it holds a candidate that expires, or the name
     // budget or one full cycle of shards is spent. And damage counts as names until
     // it is found: where a step finds some, there may be more, and the count may be
     // past the threshold because of it, so the step reads on through its name
@@ -460,16 +469,27 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
         if r.report.removed() >= budget.evict || engine.state.load() <= budget.target {
             break;
         }
-        // A pool that is nearly empty (the first steps, or after the entries it held
-        // were removed by others) or holds only never-expiring entries is refilled
-        // first: eviction picks the best of the pool, so a thin pool evicts at random.
-        let thin = |w: &Walker| {
-            w.pool.len() < POOL / 2 || w.pool.first().is_none_or(|c| c.expires == u64::MAX)
-        };
-        if thin(walker) && !extended && budget.read_past {
+        // A pool that is thin (the first steps, or after the entries it held were
+        // removed by others) or holds only never-expiring entries gets one more
+        // sample's worth of headers first, since eviction picks the best of the pool;
+        // an empty one is read on until it holds a candidate.
+        let never = |w: &Walker| w.pool.first().is_none_or(|c| c.expires == u64::MAX);
+        let look_for_expiring = never(walker) && walker.never_only == 0;
+        let thin = walker.pool.len() < POOL / 2 || look_for_expiring;
+        if !extended && budget.read_past {
             extended = true;
-            let more = r.report.examined + engine.eviction_samples;
-            r.read(walker, more, budget.names, budget.shards, thin)?;
+            walker.never_only = walker.never_only.saturating_sub(1);
+            if thin {
+                let more = r.report.examined + engine.eviction_samples * budget.evict;
+                if look_for_expiring {
+                    r.read(walker, more, budget.names, budget.shards, never)?;
+                    if never(walker) {
+                        walker.never_only = NEVER_ONLY_PAUSE;
+                    }
+                } else {
+                    r.read(walker, more, budget.names, budget.shards, |w| w.pool.is_empty())?;
+                }
+            }
             continue;
         }
         if walker.pool.is_empty() {
@@ -564,21 +584,22 @@ impl Reader<'_> {
 
 /// The step a write runs when it made a new name past the threshold: evicts what the
 /// count is past the threshold (at most [`EVICT_PER_STEP`]) after reading
-/// `eviction_samples` more headers into the pool.
+/// `eviction_samples` more headers per entry to evict into the pool.
 pub(super) fn evict_step(engine: &Engine) -> Result<()> {
     let threshold = engine.threshold as i64;
     let over = engine.state.load() - threshold;
     if over <= 0 {
         return Ok(());
     }
+    let evict = (over as usize).min(EVICT_PER_STEP);
     let budget = Budget {
-        evict: (over as usize).min(EVICT_PER_STEP),
+        evict,
         target: threshold,
         // See `walk`: a step that finds nothing evictable may read on through one
         // full cycle of shards (a sparse cache has fewer entries than shards).
         shards: SHARDS,
         read_past: true,
-        ..Budget::reading(engine.eviction_samples)
+        ..Budget::reading(engine.eviction_samples * evict)
     };
     engine.walkers.with(|w| walk(engine, w, budget)).map(drop)
 }

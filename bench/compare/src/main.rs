@@ -122,8 +122,82 @@ fn run(name: &str, n: usize, cap: Duration, mut op: impl FnMut(usize)) -> usize 
     done
 }
 
+/// Prints `LAT inserts mean p50 p99 p99.9 max capped` (µs) of per-insert latencies.
+fn report_latencies(mut lat: Vec<u64>, capped: bool) {
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i] as f64 / 1e3
+    };
+    let mean = lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1e3;
+    println!(
+        "LAT {} {mean:.2} {:.2} {:.2} {:.2} {:.2} {}",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0),
+        u8::from(capped)
+    );
+}
+
+/// `churn SYSTEM DIR THRESHOLD INSERTS SIZE CAP`: fills a cache bounded at THRESHOLD
+/// entries (not measured), then times each of INSERTS inserts of new keys (or as many
+/// as CAP seconds allow). SYSTEM: `fscache`; `fscache-plain` (unbounded, the same
+/// fill: plain sets of new keys); `fscache-pruner` (a thread calls `prune_step(64)`).
+fn churn(args: &[String]) {
+    let [system, dir, threshold, inserts, size, cap] = args else {
+        eprintln!("usage: fscache-compare churn SYSTEM DIR THRESHOLD INSERTS SIZE CAP_SECONDS");
+        std::process::exit(2);
+    };
+    let threshold: usize = threshold.parse().unwrap();
+    let inserts: usize = inserts.parse().unwrap();
+    let value = value(size.parse().unwrap());
+    let cap = Duration::from_secs_f64(cap.parse().unwrap());
+    let bound = if system == "fscache-plain" { 0 } else { threshold };
+    let cache = fscache::FileSystemCache::builder(dir)
+        .threshold(bound)
+        .no_default_ttl()
+        .open()
+        .unwrap();
+    for i in 0..threshold {
+        cache.set_bytes(&format!("fill:{i:08}"), &value).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = (system == "fscache-pruner").then(|| {
+        let (c, stop) = (cache.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if c.prune_step(64).unwrap().removed() == 0 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        })
+    });
+    let start = Instant::now();
+    let mut lat = Vec::with_capacity(inserts);
+    for i in 0..inserts {
+        let key = format!("session:{i:08}");
+        let t = Instant::now();
+        cache.set_bytes(&key, &value).unwrap();
+        lat.push(t.elapsed().as_nanos() as u64);
+        if i % 64 == 0 && start.elapsed() > cap {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(p) = pruner {
+        p.join().unwrap();
+    }
+    let capped = lat.len() < inserts;
+    report_latencies(lat, capped);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("churn") {
+        return churn(&args[2..]);
+    }
     let [_, system, dir, n, size, cap] = &args[..] else {
         eprintln!("usage: fscache-compare SYSTEM DIR N SIZE CAP_SECONDS");
         std::process::exit(2);

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Churn latency side by side: new keys inserted into a cache full at its threshold,
+# every insert timed, for fscache (inline bounded steps; with a background
+# prune_step thread), fscache's own plain set of new keys into an unbounded cache of
+# the same size, diskcache (its default cull of at most 10 rows per write, bounded in
+# bytes to the same entry count) and cachelib (FileSystemCache with the threshold).
+# One process per run, one writer; 200-byte values. Prints one table per filesystem
+# (mean, p50, p99, p99.9, max in microseconds).
+#
+#   bench/compare/churn.sh                 thresholds 1,000 10,000 100,000 1,000,000
+#                                          (peers up to 100,000), tmpfs and disk
+#   bench/compare/churn.sh --quick         threshold 1,000, tmpfs, 5,000 inserts
+#
+# Environment: COMPARE_TMPFS (default /dev/shm), COMPARE_DISK (default
+# target/compare-disk), CHURN_CAP (seconds of inserts per run, default 30).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+quick=0
+if [ "${1:-}" = "--quick" ]; then
+  quick=1; thresholds="1000"; fses="tmpfs"
+else
+  thresholds="1000 10000 100000 1000000"; fses="tmpfs disk"
+fi
+peer_max=100000
+cap=${CHURN_CAP:-30}
+tmpfs=${COMPARE_TMPFS:-/dev/shm}
+disk=${COMPARE_DISK:-$root/target/compare-disk}
+
+if [ ! -x "$here/.venv/bin/python" ]; then
+  python3 -m venv "$here/.venv"
+fi
+"$here/.venv/bin/pip" install -q --disable-pip-version-check cachelib diskcache >&2
+(cd "$here" && cargo build --release --quiet)
+rust_bin="$here/target/release/fscache-compare"
+py="$here/.venv/bin/python"
+
+for fs in $fses; do
+  parent=$([ "$fs" = tmpfs ] && echo "$tmpfs" || echo "$disk")
+  mkdir -p "$parent"
+  base=$(mktemp -d "$parent/fscache-churn-XXXXXX")
+  echo
+  echo "### $fs ($(stat -f -c %T "$base")), one writer, 200 B values, µs per insert"
+  echo
+  echo "| threshold | system | inserts | mean | p50 | p99 | p99.9 | max | mean / fscache plain set |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+  for t in $thresholds; do
+    if [ $quick = 1 ]; then n=5000; else n=$(( t < 20000 ? 20000 : (t > 200000 ? 200000 : t) )); fi
+    plain=""
+    for system in fscache-plain fscache fscache-pruner diskcache cachelib; do
+      case $system in
+        diskcache|cachelib) [ "$t" -le "$peer_max" ] || continue ;;
+      esac
+      dir="$base/$system"
+      rm -rf "$dir"
+      case $system in
+        fscache*) out=$("$rust_bin" churn "$system" "$dir" "$t" "$n" 200 "$cap") ;;
+        *) out=$("$py" "$here/peers.py" churn "$system" "$dir" "$t" "$n" 200 "$cap") ;;
+      esac
+      rm -rf "$dir"
+      read -r _ count mean p50 p99 p999 max capped <<<"$(grep '^LAT' <<<"$out")"
+      [ "$system" = fscache-plain ] && plain=$mean
+      ratio=$(python3 -c "print(f'{$mean / $plain:.2f}×')")
+      note=$([ "$capped" = 1 ] && echo " (cut at ${cap} s)" || true)
+      echo "| $t | $system | $count$note | $mean | $p50 | $p99 | $p999 | $max | $ratio |"
+    done
+  done
+  rm -rf "$base"
+done
