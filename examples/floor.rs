@@ -228,15 +228,15 @@ fn main() {
                 worst = worst.max(t.elapsed());
             }
             let per = start.elapsed() / inserts as u32;
-            let sweeps = c.stats().sweeps;
+            let steps = c.stats().steps;
             drop(c);
             std::fs::remove_dir_all(&dir).unwrap();
-            (per, worst, sweeps)
+            (per, worst, steps)
         };
         let (plain, _, _) = run(0);
-        let (churn, worst, sweeps) = run(threshold);
+        let (churn, worst, steps) = run(threshold);
         println!(
-            "churn threshold {threshold:>6} ({inserts} inserts): {:.2} µs/insert vs {:.2} plain = {:.2}×, worst insert {:.1} ms, {sweeps} sweeps",
+            "churn threshold {threshold:>6} ({inserts} inserts): {:.2} µs/insert vs {:.2} plain = {:.2}×, worst insert {:.1} ms, {steps} cleanup steps",
             churn.as_secs_f64() * 1e6,
             plain.as_secs_f64() * 1e6,
             churn.as_secs_f64() / plain.as_secs_f64(),

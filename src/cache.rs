@@ -502,19 +502,43 @@ impl FileSystemCache {
     }
 
     /// One bounded piece of cleanup, for a background thread or a cron job: reads at
-    /// most `budget` entry headers and `4 × budget` names (in at most
-    /// `1 + budget / 4` shard directories), going on where this handle's previous step
-    /// stopped (each new shard comes from a counter shared by all processes), and
-    /// removes the expired and damaged entries and stale temp files among them. Its
-    /// cost does not grow with the size of the cache. It never waits: if
-    /// a sweep or another step is running it returns an empty report.
+    /// most `budget` entry headers and `4 × budget` names (at least 64, in at most
+    /// `1 + budget / 4` shard directories), going on where one of this handle's
+    /// walkers stopped (each new shard comes from a counter shared by all processes);
+    /// removes the expired and damaged entries and stale temp files among them; and,
+    /// if the cache has a threshold and the count is past a little under it (1%, or up
+    /// to 64 entries), evicts the nearest-expiry entries it has seen, at most `budget`.
+    /// Its cost does not grow with the size of the cache, and it never waits: a busy
+    /// walker is replaced by a fresh one, a busy stripe skipped.
     ///
-    /// Writes already run a step of [`expiry_budget`] headers every 32 writes of a
-    /// handle, so most programs need not call this; call it where writes are rare and
-    /// expired entries should still go. A full cycle over `N` entries takes about
-    /// `N / budget` calls (at least `256 / (1 + budget / 4)`).
+    /// Writes already clean up after themselves (an eviction step when a write takes
+    /// the count past the threshold, an expiry step of [`expiry_budget`] headers every
+    /// 32 writes of a handle), so most programs need not call this. Call it in a loop
+    /// on a background thread to take eviction off the request path: writes then
+    /// seldom find the count past the threshold (measured in `benches/churn.rs`
+    /// `--pruner`), or from a cron job where writes are rare and expired entries
+    /// should still go. A full walk over `N` entries takes about `N / budget` calls (at
+    /// least `256 / (1 + budget / 4)`).
     ///
     /// [`expiry_budget`]: crate::FileSystemCacheBuilder::expiry_budget
+    ///
+    /// ```no_run
+    /// # fn main() -> fscache::Result<()> {
+    /// let cache = fscache::FileSystemCache::builder("/var/cache/app").threshold(100_000).open()?;
+    /// let pruner = cache.clone();
+    /// std::thread::spawn(move || loop {
+    ///     match pruner.prune_step(64) {
+    ///         // Nothing to do: the cache is under its threshold and clean here.
+    ///         Ok(report) if report.removed() == 0 => {
+    ///             std::thread::sleep(std::time::Duration::from_millis(1))
+    ///         }
+    ///         Ok(_) => {}
+    ///         Err(e) => log::warn!("cache cleanup: {e}"),
+    ///     }
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::Lock`]; [`Error::Reentrant`] inside an `update` closure.

@@ -84,19 +84,19 @@ impl FileSystemCacheBuilder {
     /// How many entry headers the automatic expiry step reads; 0 turns it off.
     /// Default: 8.
     ///
-    /// Every 32nd write of a handle runs one step of
-    /// [`prune_step`](crate::FileSystemCache::prune_step) with this budget (only if
-    /// no sweep is running; it never waits), so expired entries go even when the
-    /// cache is below its threshold or unbounded — sessions with `threshold(0)` clean
-    /// up after themselves. At the default, every entry is looked at within about
-    /// `4 × N` writes (`N` entries; at least about 2,800 writes, the steps' walk over
-    /// the 256 shards), at a cost of a quarter header read per write: about 1.3 µs,
-    /// or 10% of a `set`, on tmpfs here. The walk keeps up while the cache grows by
-    /// fewer than `budget / 32` entries per write (a session site in steady state
-    /// grows by none); a cache that grows faster is bounded by its threshold
-    /// instead. A budget of 0 saves that and leaves expired
-    /// entries to threshold sweeps, [`prune_step`](crate::FileSystemCache::prune_step)
-    /// and [`prune`](crate::FileSystemCache::prune).
+    /// Every 32nd write of a handle runs one bounded step (it never waits) that reads
+    /// up to this many headers, 64 names or 3 shard directories and removes the
+    /// expired and damaged entries it meets, so expired entries go even when the cache
+    /// is below its threshold or unbounded — sessions with `threshold(0)` clean up
+    /// after themselves. At the default, one walk over the 256 shards takes at most
+    /// `32 × (N/8 + 86)` writes (`N` entries), and an expired entry goes within two
+    /// walks; the cost is a quarter header read per write: about 1.3 µs, or 10% of a
+    /// `set`, on tmpfs here. The walk keeps up while the cache grows by fewer than
+    /// `budget / 32` entries per write (a session site in steady state grows by none);
+    /// a cache that grows faster is bounded by its threshold instead. A budget of 0
+    /// saves that and leaves expired entries to eviction steps,
+    /// [`prune_step`](crate::FileSystemCache::prune_step) and
+    /// [`prune`](crate::FileSystemCache::prune).
     pub fn expiry_budget(mut self, entries: usize) -> Self {
         self.expiry_budget = entries;
         self
@@ -122,26 +122,22 @@ impl FileSystemCacheBuilder {
         self
     }
 
-    /// The number of entries above which the cache prunes; 0 = unbounded.
+    /// The number of entries above which the cache evicts; 0 = unbounded.
     /// Default: 500 (cachelib's default).
     ///
-    /// Past the threshold a sweep removes expired entries, then the entries nearest to
-    /// expiry (never-expiring ones last), down to the
-    /// [low-water mark](Self::low_water_percent). See the crate docs ("Threshold") for
-    /// the bound on overshoot.
+    /// A write that takes the count past the threshold runs one bounded eviction
+    /// step: expired and damaged entries it meets go, then the nearest-expiry entries
+    /// of its candidate pool (never-expiring ones last) until the count is back at the
+    /// threshold. No write sweeps the directory. See the crate docs ("Threshold") for
+    /// the bound on overshoot, the latency and how exact the order is.
     pub fn threshold(mut self, entries: usize) -> Self {
         self.threshold = entries;
         self
     }
 
-    /// How full a sweep leaves the cache, in percent of the threshold (1–99).
-    /// Default: 50.
-    ///
-    /// A sweep reads every entry's header, so it runs once per
-    /// `threshold × (100 − percent) / 100` inserts. Lower values sweep less often and
-    /// evict more at once; higher values keep more entries but sweep more often, which
-    /// costs more per insert (at the default, an insert past the threshold costs about
-    /// 2.8× a plain `set` amortized on tmpfs; see `examples/floor.rs`).
+    /// How full a full sweep ([`prune`](crate::FileSystemCache::prune)) leaves the
+    /// cache when it is past its threshold, in percent of the threshold (1–99).
+    /// Default: 50. Writes' bounded steps evict only down to the threshold itself.
     pub fn low_water_percent(mut self, percent: u8) -> Self {
         self.low_water_percent = percent;
         self

@@ -12,19 +12,21 @@
 #   bench/compare/churn.sh --quick         threshold 1,000, tmpfs, 5,000 inserts
 #
 # Environment: COMPARE_TMPFS (default /dev/shm), COMPARE_DISK (default
-# target/compare-disk), CHURN_CAP (seconds of inserts per run, default 30).
+# target/compare-disk), CHURN_CAP (seconds of inserts per run, default 30; 5 quick),
+# CHURN_THRESHOLDS and CHURN_FS ("tmpfs", "disk" or both) to run a part.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 quick=0
 if [ "${1:-}" = "--quick" ]; then
-  quick=1; thresholds="1000"; fses="tmpfs"
+  quick=1; thresholds="1000"; fses="tmpfs"; cap=${CHURN_CAP:-5}
 else
-  thresholds="1000 10000 100000 1000000"; fses="tmpfs disk"
+  thresholds="1000 10000 100000 1000000"; fses="tmpfs disk"; cap=${CHURN_CAP:-30}
 fi
+thresholds=${CHURN_THRESHOLDS:-$thresholds}
+fses=${CHURN_FS:-$fses}
 peer_max=100000
-cap=${CHURN_CAP:-30}
 tmpfs=${COMPARE_TMPFS:-/dev/shm}
 disk=${COMPARE_DISK:-$root/target/compare-disk}
 
