@@ -371,7 +371,9 @@ fn a_background_prune_step_keeps_cleanup_off_the_request_path() -> TestResult {
     let inline = c.stats().evicted - by_pruner;
     println!("evicted by the background step: {by_pruner}, inline by writes: {inline}");
     assert!(by_pruner > 0);
-    assert!(c.approximate_len() <= T);
+    // Within the margin: a write's step may find its candidates just evicted by the
+    // background step and leave one name over, which the next step takes.
+    assert!(c.approximate_len() <= T + 1, "{}", c.approximate_len());
     assert!(max_examined.load(Ordering::Relaxed) <= 64);
     assert!(c.stats().steps > before);
     Ok(())
