@@ -1,6 +1,6 @@
 //! Options: TTLs, durability, and the builder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,20 +28,9 @@ pub enum Ttl {
 #[derive(Clone, Debug)]
 #[must_use = "call .open() to open the cache"]
 pub struct FileSystemCacheBuilder {
-    pub(crate) dir: PathBuf,
-    pub(crate) threshold: usize,
-    pub(crate) low_water_percent: u8,
-    pub(crate) default_ttl: Option<Duration>,
-    pub(crate) format: Format,
-    pub(crate) file_mode: u32,
-    pub(crate) dir_mode: u32,
-    pub(crate) durability: Durability,
-    pub(crate) max_value_size: usize,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) force_portable_renames: bool,
-    pub(crate) stale_temp_age: Duration,
-    pub(crate) expiry_budget: usize,
-    pub(crate) eviction_samples: usize,
+    /// What the engine gets, once checked (its codec is set from `format` then).
+    config: Config,
+    format: Format,
 }
 
 /// The environment variable that forces [`RenameMode::Portable`](crate::RenameMode)
@@ -54,20 +43,24 @@ pub const MAX_VALUE_SIZE_LIMIT: usize = u32::MAX as usize - 1;
 impl FileSystemCacheBuilder {
     pub(crate) fn new(dir: &Path) -> Self {
         FileSystemCacheBuilder {
-            dir: dir.to_path_buf(),
-            threshold: 500,
-            low_water_percent: 50,
-            default_ttl: Some(Duration::from_secs(300)),
+            config: Config {
+                dir: dir.to_path_buf(),
+                threshold: 500,
+                low_water_percent: 50,
+                default_ttl: Some(Duration::from_secs(300)),
+                codec: Format::Json.codec(),
+                file_mode: 0o600,
+                dir_mode: 0o700,
+                durability: Durability::Rename,
+                max_value_size: 16 << 20,
+                clock: Arc::new(SystemClock),
+                force_portable_renames: std::env::var_os(FORCE_PORTABLE_ENV)
+                    .is_some_and(|v| v == "1"),
+                stale_temp_age: STALE_TEMP_AGE,
+                expiry_budget: 8,
+                eviction_samples: EVICTION_SAMPLES,
+            },
             format: Format::Json,
-            file_mode: 0o600,
-            dir_mode: 0o700,
-            durability: Durability::Rename,
-            max_value_size: 16 << 20,
-            clock: Arc::new(SystemClock),
-            force_portable_renames: std::env::var_os(FORCE_PORTABLE_ENV).is_some_and(|v| v == "1"),
-            stale_temp_age: STALE_TEMP_AGE,
-            expiry_budget: 8,
-            eviction_samples: EVICTION_SAMPLES,
         }
     }
 
@@ -77,7 +70,7 @@ impl FileSystemCacheBuilder {
     /// exact nearest-expiry order at a higher cost per insert past the threshold; see
     /// the crate docs for measured figures.
     pub fn eviction_samples(mut self, headers: usize) -> Self {
-        self.eviction_samples = headers;
+        self.config.eviction_samples = headers;
         self
     }
 
@@ -98,7 +91,7 @@ impl FileSystemCacheBuilder {
     /// [`prune_step`](crate::FileSystemCache::prune_step) and
     /// [`prune`](crate::FileSystemCache::prune).
     pub fn expiry_budget(mut self, entries: usize) -> Self {
-        self.expiry_budget = entries;
+        self.config.expiry_budget = entries;
         self
     }
 
@@ -110,7 +103,7 @@ impl FileSystemCacheBuilder {
     /// [`RenameMode::Portable`]: crate::RenameMode::Portable
     #[doc(hidden)]
     pub fn force_portable_renames(mut self, on: bool) -> Self {
-        self.force_portable_renames = on;
+        self.config.force_portable_renames = on;
         self
     }
 
@@ -118,7 +111,7 @@ impl FileSystemCacheBuilder {
     /// sweep removes it. Default: [`STALE_TEMP_AGE`](crate::STALE_TEMP_AGE).
     #[doc(hidden)]
     pub fn stale_temp_age(mut self, age: Duration) -> Self {
-        self.stale_temp_age = age;
+        self.config.stale_temp_age = age;
         self
     }
 
@@ -131,7 +124,7 @@ impl FileSystemCacheBuilder {
     /// threshold. No write sweeps the directory. See the crate docs ("Threshold") for
     /// the bound on overshoot, the latency and how exact the order is.
     pub fn threshold(mut self, entries: usize) -> Self {
-        self.threshold = entries;
+        self.config.threshold = entries;
         self
     }
 
@@ -139,20 +132,20 @@ impl FileSystemCacheBuilder {
     /// cache when it is past its threshold, in percent of the threshold (1–99).
     /// Default: 50. Writes' bounded steps evict only down to the threshold itself.
     pub fn low_water_percent(mut self, percent: u8) -> Self {
-        self.low_water_percent = percent;
+        self.config.low_water_percent = percent;
         self
     }
 
     /// The TTL used by `set` and [`Ttl::Default`]. Default: 300 seconds (cachelib's).
     /// Must not be zero; use [`no_default_ttl`](Self::no_default_ttl) for no expiry.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl);
+        self.config.default_ttl = Some(ttl);
         self
     }
 
     /// Entries written with [`Ttl::Default`] never expire.
     pub fn no_default_ttl(mut self) -> Self {
-        self.default_ttl = None;
+        self.config.default_ttl = None;
         self
     }
 
@@ -166,20 +159,20 @@ impl FileSystemCacheBuilder {
     /// write; the process umask is honoured only if it removes none of these bits
     /// (otherwise they are set explicitly).
     pub fn file_mode(mut self, mode: u32) -> Self {
-        self.file_mode = mode;
+        self.config.file_mode = mode;
         self
     }
 
     /// Permission bits of directories the cache creates. Default: `0o700`. Must
     /// include owner read, write and search.
     pub fn dir_mode(mut self, mode: u32) -> Self {
-        self.dir_mode = mode;
+        self.config.dir_mode = mode;
         self
     }
 
     /// Crash guarantees of writes. Default: [`Durability::Rename`].
     pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
+        self.config.durability = durability;
         self
     }
 
@@ -187,14 +180,14 @@ impl FileSystemCacheBuilder {
     /// with [`Error::ValueTooLarge`], and larger files on disk are treated as damaged.
     /// Default: 16 MiB. At most [`MAX_VALUE_SIZE_LIMIT`].
     pub fn max_value_size(mut self, bytes: usize) -> Self {
-        self.max_value_size = bytes;
+        self.config.max_value_size = bytes;
         self
     }
 
     /// The clock used for expiry. Default: [`SystemClock`]. Tests use
     /// [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
-        self.clock = Arc::new(clock);
+        self.config.clock = Arc::new(clock);
         self
     }
 
@@ -202,65 +195,53 @@ impl FileSystemCacheBuilder {
     pub(crate) fn into_config(self) -> Result<Config> {
         self.validate()?;
         Ok(Config {
-            dir: self.dir,
-            threshold: self.threshold,
-            low_water_percent: self.low_water_percent,
-            default_ttl: self.default_ttl,
             codec: self.format.codec(),
-            file_mode: self.file_mode,
-            dir_mode: self.dir_mode,
-            durability: self.durability,
-            max_value_size: self.max_value_size,
-            clock: self.clock,
-            force_portable_renames: self.force_portable_renames,
-            stale_temp_age: self.stale_temp_age,
-            expiry_budget: self.expiry_budget,
-            eviction_samples: self.eviction_samples,
+            ..self.config
         })
     }
 
     fn validate(&self) -> Result<()> {
         let config = |message: String| Err(Error::Config { message });
-        if self.file_mode & !0o777 != 0 || self.file_mode & 0o600 != 0o600 {
+        if self.config.file_mode & !0o777 != 0 || self.config.file_mode & 0o600 != 0o600 {
             return config(format!(
                 "file_mode {:#o} must be permission bits (at most 0o777) including owner \
                  read and write (0o600)",
-                self.file_mode
+                self.config.file_mode
             ));
         }
-        if self.dir_mode & !0o777 != 0 || self.dir_mode & 0o700 != 0o700 {
+        if self.config.dir_mode & !0o777 != 0 || self.config.dir_mode & 0o700 != 0o700 {
             return config(format!(
                 "dir_mode {:#o} must be permission bits (at most 0o777) including owner \
                  read, write and search (0o700)",
-                self.dir_mode
+                self.config.dir_mode
             ));
         }
-        if !(1..=1024).contains(&self.eviction_samples) {
+        if !(1..=1024).contains(&self.config.eviction_samples) {
             return config(format!(
                 "eviction_samples {} must be between 1 and 1024",
-                self.eviction_samples
+                self.config.eviction_samples
             ));
         }
-        if !(1..=99).contains(&self.low_water_percent) {
+        if !(1..=99).contains(&self.config.low_water_percent) {
             return config(format!(
                 "low_water_percent {} must be between 1 and 99",
-                self.low_water_percent
+                self.config.low_water_percent
             ));
         }
-        if self.default_ttl == Some(Duration::ZERO) {
+        if self.config.default_ttl == Some(Duration::ZERO) {
             return config(
                 "default_ttl must not be zero; use no_default_ttl() for entries that never \
                  expire"
                     .into(),
             );
         }
-        if let Some(ttl) = self.default_ttl {
+        if let Some(ttl) = self.config.default_ttl {
             ttl_millis(ttl)?;
         }
-        if self.max_value_size == 0 || self.max_value_size > MAX_VALUE_SIZE_LIMIT {
+        if self.config.max_value_size == 0 || self.config.max_value_size > MAX_VALUE_SIZE_LIMIT {
             return config(format!(
                 "max_value_size {} must be between 1 and {MAX_VALUE_SIZE_LIMIT}",
-                self.max_value_size
+                self.config.max_value_size
             ));
         }
         if !self.format.is_available() {

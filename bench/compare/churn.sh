@@ -30,13 +30,7 @@ peer_max=100000
 tmpfs=${COMPARE_TMPFS:-/dev/shm}
 disk=${COMPARE_DISK:-$root/target/compare-disk}
 
-if [ ! -x "$here/.venv/bin/python" ]; then
-  python3 -m venv "$here/.venv"
-fi
-"$here/.venv/bin/pip" install -q --disable-pip-version-check cachelib diskcache >&2
-(cd "$here" && cargo build --release --quiet)
-rust_bin="$here/target/release/fscache-compare"
-py="$here/.venv/bin/python"
+. "$here/setup.sh"
 
 for fs in $fses; do
   parent=$([ "$fs" = tmpfs ] && echo "$tmpfs" || echo "$disk")

@@ -22,14 +22,7 @@ fi
 tmpfs=${COMPARE_TMPFS:-/dev/shm}
 disk=${COMPARE_DISK:-$root/target/compare-disk}
 
-echo "== setting up (venv with cachelib and diskcache from PyPI; release build)" >&2
-if [ ! -x "$here/.venv/bin/python" ]; then
-  python3 -m venv "$here/.venv"
-fi
-"$here/.venv/bin/pip" install -q --disable-pip-version-check cachelib diskcache >&2
-(cd "$here" && cargo build --release --quiet)
-rust_bin="$here/target/release/fscache-compare"
-py="$here/.venv/bin/python"
+. "$here/setup.sh"
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
