@@ -34,7 +34,7 @@ pub struct Stats {
     pub writes: u64,
     /// Entries removed by `delete`/`delete_many`/`clear`.
     pub deletes: u64,
-    /// Expired entries removed (on read or by a sweep).
+    /// Expired entries removed (on read, by a cleanup step or by a sweep).
     pub expired: u64,
     /// Live entries evicted by the threshold.
     pub evicted: u64,
@@ -47,7 +47,7 @@ pub struct Stats {
     pub steps: u64,
     /// Stale temp files of crashed writers removed.
     pub stale_temp: u64,
-    /// Housekeeping that failed without failing the operation that ran it: sweeps
+    /// Housekeeping that failed without failing the operation that ran it: cleanup steps
     /// started by a write, removals of stale entries found by a read. Each is logged
     /// at warn; the write or read itself succeeded.
     pub sweep_errors: u64,
@@ -381,7 +381,7 @@ impl FileSystemCache {
     /// [`set_bytes`](Self::set_bytes)) work on any key of any cache. Operations that
     /// take a stripe lock of the same directory (`add`, `inc`, `dec`, `update`,
     /// `delete`, `prune`, `clear`), through any handle, return [`Error::Reentrant`]
-    /// instead of deadlocking; a sweep a write inside `f` would start is left to a
+    /// instead of deadlocking; a cleanup step a write inside `f` would run is left to a
     /// later write. Keep `f` short: other read-modify-writes of keys on its stripe,
     /// in every process, wait for it.
     ///
@@ -448,7 +448,7 @@ impl FileSystemCache {
     ///
     /// Ordered with read-modify-writes by the key's stripe lock, in all threads and
     /// processes: once `delete` returns, no `add`, `inc`, `update` (or session save)
-    /// that started before it can write the key back, and no sweep has it moved
+    /// that started before it can write the key back, and no eviction has it moved
     /// aside. A plain [`set`](Self::set) racing it is ordered before or after it,
     /// as in Redis.
     ///

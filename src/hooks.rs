@@ -1,6 +1,6 @@
 //! Test-only pause and fault points, so tests can force the rare interleavings they
 //! are about (a `set` landing between `add`'s check and its commit, a `delete` while
-//! a sweep has the entry moved aside, a sweep that fails) on every run instead of
+//! an eviction has the entry moved aside, a cleanup step that fails) on every run instead of
 //! hoping a stress loop hits them. Unarmed, a point costs one relaxed atomic load.
 
 use std::io;
@@ -15,10 +15,10 @@ pub enum Point {
     /// In `add`, after it found the key absent and wrote its temp file, before the
     /// commit (the stripe lock is held).
     AddBeforeCommit,
-    /// In an eviction (sweep, `clear`, stale removal), after the decision and before
+    /// In an eviction (step, sweep, `clear`, stale removal), after the decision and before
     /// the entry is moved aside (the stripe lock is held).
     EvictBegin,
-    /// In an eviction (sweep, `clear`, stale removal), after the entry was moved
+    /// In an eviction (step, sweep, `clear`, stale removal), after the entry was moved
     /// aside and before it is checked and unlinked or restored.
     EvictMovedAside,
     /// At the start of a bounded cleanup step run after a write (eviction past the

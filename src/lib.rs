@@ -55,7 +55,7 @@
 //! - **Atomic writes.** A write goes to a temp file in the entry's shard and is
 //!   renamed over the entry. Readers, and the cache after a crash of any process, see
 //!   the old entry or the new one, never a partial one. Temp files of crashed writers
-//!   are removed by the next sweep once [`STALE_TEMP_AGE`] old.
+//!   are removed by the next step or sweep that meets them once [`STALE_TEMP_AGE`] old.
 //! - **Durability** is chosen with [`Durability`]: `Rename` (default) does not
 //!   `fsync` — a power loss may lose recent writes; `Fsync` syncs the file before the
 //!   rename and the directory after, so a returned write survives power loss.
