@@ -31,7 +31,7 @@ pub(super) enum Litter {
 }
 
 /// The names in a shard directory and their kinds.
-pub(super) type Listing = Vec<(Vec<u8>, Kind)>;
+type Listing = Vec<(Vec<u8>, Kind)>;
 
 /// Opens one shard for reading its names. A missing shard is recreated, and one that
 /// is a symlink or a file is removed and recreated: both give `None` (`bad` counts

@@ -443,11 +443,6 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
         names: 0,
         shards: 0,
     };
-    if walker.pool.len() == POOL {
-        // The pool keeps the best of what was seen *recently*: a candidate never
-        // good enough to be evicted leaves, making room for fresh samples.
-        walker.pool.pop();
-    }
     let limit = budget.shards.min(1 + budget.headers / 4);
     r.read(walker, budget.headers, budget.names, limit, |_| false)?;
     // One extra read when the pool is thin or has only never-expiring entries; an
