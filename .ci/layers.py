@@ -32,7 +32,9 @@ LAYERS = [
     (3, ["finite", "codec"]),
     # facade
     (4, ["options", "cache"]),
-    (5, ["store"]),
+    # the Store trait and its backends; the URL opener knows every backend
+    (5, ["store::pool", "store::file", "store::redis", "store::postgres", "store::sqlite",
+         "store::memcached", "store::url", "store"]),
     (6, ["session::id", "session::config", "session"]),
     (7, ["lib"]),
 ]

@@ -22,6 +22,18 @@ pub struct FileSystemCache {
     inner: Arc<Engine>,
 }
 
+/// What a read-merge-write does with the stored value: see
+/// [`FileSystemCache::update_bytes`] and [`Store::update`](crate::Store::update).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Write nothing; the stored value (or its absence) stays.
+    Keep,
+    /// Store these bytes.
+    Put(Vec<u8>),
+    /// Remove the stored value.
+    Delete,
+}
+
 /// A snapshot of a cache handle's counters; see [`FileSystemCache::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -440,6 +452,157 @@ impl FileSystemCache {
             inner.after_write(commit);
         }
         Ok(new)
+    }
+
+    /// [`update`](Self::update) over raw bytes: `merge` gets the stored payload (or
+    /// `None`) while the key's stripe lock is held, in all threads and processes,
+    /// and says what to do: [`Merge::Put`] stores new bytes with `ttl`,
+    /// [`Merge::Delete`] removes the entry, [`Merge::Keep`] writes nothing. An error
+    /// from `merge` is returned as is and nothing is written. Returns the payload
+    /// stored afterwards. `merge` runs exactly once.
+    ///
+    /// # Errors
+    /// `merge`'s error; as [`update`](Self::update) otherwise.
+    ///
+    /// # Examples
+    /// ```
+    /// use fscache::{Merge, Ttl};
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = fscache::FileSystemCache::open(dir.path())?;
+    /// let log = cache.update_bytes("log", Ttl::Default, |old| {
+    ///     let mut log = old.unwrap_or_default().to_vec();
+    ///     log.extend_from_slice(b"line\n");
+    ///     Ok(Merge::Put(log))
+    /// })?;
+    /// assert_eq!(log.as_deref(), Some(&b"line\n"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn update_bytes<F>(&self, key: &str, ttl: Ttl, merge: F) -> Result<Option<Vec<u8>>>
+    where
+        F: FnOnce(Option<&[u8]>) -> Result<Merge>,
+    {
+        let inner = &self.inner;
+        let path = inner.path_for(key)?;
+        let expires = self.expires_at(ttl)?;
+        let (stored, commit) = {
+            let guard = inner.lock(&path, "update")?;
+            let current = inner.load(key, &path, Some(&guard))?;
+            match merge(current.as_ref().map(|l| l.payload()))? {
+                Merge::Keep => (current.map(|l| l.payload().to_vec()), None),
+                Merge::Put(new) => {
+                    let entry = self.encode_raw(key, &new, expires)?;
+                    let commit = inner.write_entry(&path, &entry, Some(&guard))?;
+                    (Some(new), Some(commit))
+                }
+                Merge::Delete => {
+                    if current.is_some() {
+                        inner.remove(&path, Some(&guard))?;
+                    }
+                    (None, None)
+                }
+            }
+        };
+        if let Some(commit) = commit {
+            inner.after_write(commit);
+        }
+        Ok(stored)
+    }
+
+    /// Stores raw bytes only if `key` has no live entry; `true` if stored. As
+    /// [`add`](Self::add), without serialization.
+    ///
+    /// # Errors
+    /// As [`add`](Self::add), without serialization.
+    pub fn add_bytes(&self, key: &str, bytes: &[u8], ttl: Ttl) -> Result<bool> {
+        let inner = &self.inner;
+        let path = inner.path_for(key)?;
+        let expires = self.expires_at(ttl)?;
+        let entry = self.encode_raw(key, bytes, expires)?;
+        let commit = {
+            let guard = inner.lock(&path, "add")?;
+            inner.add_entry(key, &path, &entry, &guard)?
+        };
+        match commit {
+            Some(commit) => {
+                inner.after_write(commit);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Gives a live entry a new expiry (`ttl` from now) and keeps its value; `false`
+    /// if there is no live entry. The entry is rewritten (temp file + rename) under
+    /// the key's stripe lock, so it is ordered with `update` and `delete` like any
+    /// read-modify-write.
+    ///
+    /// # Errors
+    /// As [`update`](Self::update).
+    pub fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        let inner = &self.inner;
+        let path = inner.path_for(key)?;
+        let expires = self.expires_at(ttl)?;
+        let commit = {
+            let guard = inner.lock(&path, "touch")?;
+            let Some(l) = inner.load(key, &path, Some(&guard))? else {
+                return Ok(false);
+            };
+            let mut w = inner.start_entry(l.header.codec, key, expires, l.payload().len());
+            w.payload().extend_from_slice(l.payload());
+            let entry = inner.finish_entry(key, w)?;
+            inner.write_entry(&path, &entry, Some(&guard))?
+        };
+        inner.after_write(commit);
+        Ok(true)
+    }
+
+    /// The payload under `key` and the unique id of the write that stored it (the
+    /// version a [`compare_and_set_bytes`](Self::compare_and_set_bytes) checks).
+    pub(crate) fn load_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>> {
+        let path = self.inner.path_for(key)?;
+        Ok(self.inner.load(key, &path, None)?.map(|l| {
+            let id = l.header.write_id;
+            let mut bytes = l.bytes;
+            bytes.truncate(l.payload.end);
+            bytes.drain(..l.payload.start);
+            (bytes, id)
+        }))
+    }
+
+    /// Under the key's stripe lock: if the live entry is the write `expected`, stores
+    /// `new` with `ttl` (or deletes the entry for `None`) and returns `true`;
+    /// otherwise changes nothing and returns `false`.
+    pub(crate) fn compare_and_set_bytes(
+        &self,
+        key: &str,
+        expected: u64,
+        new: Option<&[u8]>,
+        ttl: Ttl,
+    ) -> Result<bool> {
+        let inner = &self.inner;
+        let path = inner.path_for(key)?;
+        let expires = self.expires_at(ttl)?;
+        let entry = new.map(|b| self.encode_raw(key, b, expires)).transpose()?;
+        let commit = {
+            let guard = inner.lock(&path, "compare-and-set")?;
+            match inner.load(key, &path, Some(&guard))? {
+                Some(l) if l.header.write_id == expected => {}
+                _ => return Ok(false),
+            }
+            match &entry {
+                Some(entry) => Some(inner.write_entry(&path, entry, Some(&guard))?),
+                None => {
+                    inner.remove(&path, Some(&guard))?;
+                    None
+                }
+            }
+        };
+        if let Some(commit) = commit {
+            inner.after_write(commit);
+        }
+        Ok(true)
     }
 
     // ----- deletes -----

@@ -131,6 +131,31 @@ pub enum Error {
         /// The error the probe got.
         source: io::Error,
     },
+    /// An optimistic read-merge-write of a [`Store`](crate::Store) lost the race to
+    /// concurrent writers `attempts` times in a row and gave up; nothing was written
+    /// by this call. Retrying later can succeed.
+    #[non_exhaustive]
+    Conflict {
+        /// The store key.
+        key: String,
+        /// How many compare-and-set attempts failed.
+        attempts: u32,
+    },
+    /// A store engine (Redis, PostgreSQL, SQLite, Memcached) failed. `retryable`
+    /// says whether the same call can succeed later: `true` when the engine was
+    /// unreachable, timed out or restarting; `false` for refused input or data the
+    /// engine holds in a shape fscache did not write.
+    #[non_exhaustive]
+    Engine {
+        /// The engine ("redis", "postgres", "sqlite", "memcached").
+        engine: &'static str,
+        /// What fscache asked of it ("connect", "load", "compare-and-set", …).
+        op: &'static str,
+        /// Whether retrying the call later can help.
+        retryable: bool,
+        /// The client crate's error.
+        source: BoxError,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -139,6 +164,38 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn reentrant(op: &'static str) -> Self {
         Error::Reentrant { op }
+    }
+
+    /// An engine failure (see [`Error::Engine`]).
+    #[allow(dead_code)] // used by the engine stores, each behind its feature
+    pub(crate) fn engine(
+        engine: &'static str,
+        op: &'static str,
+        retryable: bool,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Engine {
+            engine,
+            op,
+            retryable,
+            source: source.into(),
+        }
+    }
+
+    /// Whether the same call can succeed if retried later: an engine that was
+    /// unreachable, a lost compare-and-set race, a lock or I/O error that is
+    /// transient (interrupted, timed out, would block). `false` for bad input,
+    /// bad data and configuration errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Engine { retryable, .. } => *retryable,
+            Error::Conflict { .. } => true,
+            Error::Io { source, .. } | Error::Lock { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -232,6 +289,24 @@ impl fmt::Display for Error {
                  btrfs, tmpfs) or one that supports it",
                 path.display()
             ),
+            Error::Conflict { key, attempts } => write!(
+                f,
+                "gave up on updating {key:?} after {attempts} compare-and-set attempts lost \
+                 to concurrent writers; nothing was written, retry later"
+            ),
+            Error::Engine {
+                engine,
+                op,
+                retryable,
+                ..
+            } => {
+                write!(f, "{engine} {op} failed")?;
+                if *retryable {
+                    write!(f, " (the engine was unreachable or busy; retrying can help)")
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 }
@@ -242,9 +317,9 @@ impl std::error::Error for Error {
             Error::Io { source, .. }
             | Error::Lock { source, .. }
             | Error::UnsupportedFilesystem { source, .. } => Some(source),
-            Error::Serialize { source, .. } | Error::Deserialize { source, .. } => {
-                Some(source.as_ref())
-            }
+            Error::Serialize { source, .. }
+            | Error::Deserialize { source, .. }
+            | Error::Engine { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

@@ -204,7 +204,7 @@ unix! {
     // leaves: error, clock, hooks). `.ci/layers.py` checks this.
     #[cfg(feature = "sessions")]
     pub mod session;
-    mod store;
+    pub mod store;
     mod cache;
     mod options;
     mod codec;
@@ -217,7 +217,7 @@ unix! {
     #[doc(hidden)]
     pub mod hooks;
 
-    pub use cache::{FileSystemCache, Stats};
+    pub use cache::{FileSystemCache, Merge, Stats};
     pub use disk::entry::MAX_KEY_LEN;
     pub use clock::{Clock, ManualClock, SystemClock};
     pub use codec::Format;

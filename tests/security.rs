@@ -5,10 +5,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use fscache::FileSystemCache;
 use fscache::session::{ID_LEN, MAX_COOKIE_VALUE_LEN, SessionConfig, Sessions};
-use fscache::{FileSystemCache, Store};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use fscache::store::{MergeFn, Store, Version, Versioned};
 
 /// A store that counts every call and delegates to a real cache.
 struct Counting {
@@ -16,25 +15,53 @@ struct Counting {
     calls: AtomicUsize,
 }
 
-impl Store for Counting {
-    fn load<T: DeserializeOwned>(&self, key: &str) -> fscache::Result<Option<T>> {
+impl Counting {
+    fn count(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Store for Counting {
+    fn engine(&self) -> &'static str {
+        "counting"
+    }
+    fn load(&self, key: &str) -> fscache::Result<Option<Versioned>> {
+        self.count();
         self.inner.load(key)
     }
-    fn save<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) -> fscache::Result<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+    fn save(&self, key: &str, value: &[u8], ttl: Duration) -> fscache::Result<()> {
+        self.count();
         self.inner.save(key, value, ttl)
     }
+    fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> fscache::Result<bool> {
+        self.count();
+        self.inner.insert(key, value, ttl)
+    }
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Version,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> fscache::Result<bool> {
+        self.count();
+        self.inner.compare_and_set(key, expected, new, ttl)
+    }
     fn remove(&self, key: &str) -> fscache::Result<bool> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.count();
         self.inner.remove(key)
     }
-    fn update<T, F>(&self, key: &str, ttl: Duration, merge: F) -> fscache::Result<Option<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce(Option<T>) -> Option<T>,
-    {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+    fn touch(&self, key: &str, ttl: Duration) -> fscache::Result<bool> {
+        self.count();
+        Store::touch(&self.inner, key, ttl)
+    }
+    fn update(
+        &self,
+        key: &str,
+        ttl: Duration,
+        merge: &mut MergeFn<'_>,
+    ) -> fscache::Result<Option<Vec<u8>>> {
+        self.count();
         Store::update(&self.inner, key, ttl, merge)
     }
 }

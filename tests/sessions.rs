@@ -6,9 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use fscache::session::{SameSite, SaveOutcome, SessionConfig, Sessions};
-use fscache::{Error, FileSystemCache, ManualClock, Store};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use fscache::store::{Store, Version, Versioned};
+use fscache::{Error, FileSystemCache, ManualClock};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -354,44 +353,59 @@ fn cookie_rules_are_validated() {
     );
 }
 
-/// A second backend: sessions work unchanged on anything implementing `Store`.
+/// A second backend: sessions work unchanged on anything implementing `Store`. This
+/// one is a map with a version counter and no `update` of its own, so sessions go
+/// through the trait's optimistic compare-and-set loop.
 #[derive(Default)]
-struct MemoryStore(Mutex<HashMap<String, serde_json::Value>>);
+struct MemoryStore(Mutex<(HashMap<String, (Vec<u8>, u64)>, u64)>);
 
 impl Store for MemoryStore {
-    fn load<T: DeserializeOwned>(&self, key: &str) -> fscache::Result<Option<T>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .get(key)
-            .map(|v| serde_json::from_value(v.clone()).unwrap()))
+    fn engine(&self) -> &'static str {
+        "memory"
     }
-    fn save<T: Serialize>(&self, key: &str, value: &T, _ttl: Duration) -> fscache::Result<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(key.into(), serde_json::to_value(value).unwrap());
+    fn load(&self, key: &str) -> fscache::Result<Option<Versioned>> {
+        Ok(self.0.lock().unwrap().0.get(key).map(|(v, n)| Versioned {
+            value: v.clone(),
+            version: Version::from_number(*n),
+        }))
+    }
+    fn save(&self, key: &str, value: &[u8], _ttl: Duration) -> fscache::Result<()> {
+        let mut m = self.0.lock().unwrap();
+        m.1 += 1;
+        let n = m.1;
+        m.0.insert(key.into(), (value.to_vec(), n));
         Ok(())
     }
-    fn remove(&self, key: &str) -> fscache::Result<bool> {
-        Ok(self.0.lock().unwrap().remove(key).is_some())
+    fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> fscache::Result<bool> {
+        if self.0.lock().unwrap().0.contains_key(key) {
+            return Ok(false);
+        }
+        self.save(key, value, ttl).map(|()| true)
     }
-    fn update<T, F>(&self, key: &str, _ttl: Duration, merge: F) -> fscache::Result<Option<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce(Option<T>) -> Option<T>,
-    {
-        let mut map = self.0.lock().unwrap();
-        let current = map
-            .get(key)
-            .map(|v| serde_json::from_value(v.clone()).unwrap());
-        let new = merge(current);
-        match &new {
-            Some(v) => map.insert(key.into(), serde_json::to_value(v).unwrap()),
-            None => map.remove(key),
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Version,
+        new: Option<&[u8]>,
+        _ttl: Duration,
+    ) -> fscache::Result<bool> {
+        let mut m = self.0.lock().unwrap();
+        if m.0.get(key).map(|e| e.1) != expected.as_number() {
+            return Ok(false);
+        }
+        m.1 += 1;
+        let n = m.1;
+        match new {
+            Some(v) => m.0.insert(key.into(), (v.to_vec(), n)),
+            None => m.0.remove(key),
         };
-        Ok(new)
+        Ok(true)
+    }
+    fn remove(&self, key: &str) -> fscache::Result<bool> {
+        Ok(self.0.lock().unwrap().0.remove(key).is_some())
+    }
+    fn touch(&self, key: &str, _ttl: Duration) -> fscache::Result<bool> {
+        Ok(self.0.lock().unwrap().0.contains_key(key))
     }
 }
 
@@ -403,12 +417,13 @@ fn sessions_run_on_another_store() -> TestResult {
     assert_eq!(s.get::<i32>("k")?, Some(0));
     s.insert("x", &"y")?;
     sessions.save(&mut s)?;
-    assert_eq!(sessions.store().0.lock().unwrap().len(), 1);
+    assert_eq!(sessions.store().0.lock().unwrap().0.len(), 1);
     let key = sessions
         .store()
         .0
         .lock()
         .unwrap()
+        .0
         .keys()
         .next()
         .unwrap()

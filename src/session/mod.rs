@@ -57,7 +57,7 @@ use serde_json::Value;
 
 use crate::cache::FileSystemCache;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Merge, Store, Version};
 
 pub use config::{SameSite, SessionConfig};
 pub use id::{ID_BYTES, ID_LEN};
@@ -97,6 +97,9 @@ pub struct Session {
     id: String,
     /// The id whose record exists in the store (None for a new session).
     stored_id: Option<String>,
+    /// The version of the stored record this view was loaded from: a save that
+    /// finds it unchanged writes the view with one compare-and-set.
+    version: Option<Version>,
     /// An id to delete on save (after `regenerate`).
     retired_id: Option<String>,
     /// The client sent a cookie of this name (so an empty or destroyed session must
@@ -274,6 +277,7 @@ impl Session {
         if let Some(old) = self.stored_id.take() {
             self.retired_id = Some(old);
         }
+        self.version = None;
         self.id = new_id;
         // The new record is written whole from this view.
         self.changes.clear();
@@ -317,6 +321,25 @@ fn to_value<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Value> {
         source: e.into(),
     })
 }
+
+impl Record {
+    fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::Serialize {
+            key: "<session record>".to_owned(),
+            source: e.into(),
+        })
+    }
+
+    /// `None` for bytes that are not a session record (foreign or damaged data under
+    /// a session key is not a session).
+    fn decode(bytes: &[u8]) -> Option<Record> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// How many fresh ids a new session tries before giving up when the store already
+/// holds each one (with 256-bit random ids, a second try never happens in practice).
+const INSERT_ATTEMPTS: u32 = 4;
 
 /// What [`Sessions::save`] tells the response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -398,15 +421,18 @@ impl<S: Store> Sessions<S> {
 
     fn load_id(&self, id: &str) -> Result<Option<Session>> {
         let key = self.store_key(id);
-        let record: Record = match self.store.load(&key) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(None),
-            // A record that is not ours is not a session (and not an error page).
-            Err(Error::Deserialize { .. }) => {
-                self.store.remove(&key)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
+        let Some(stored) = self.store.load(&key)? else {
+            return Ok(None);
+        };
+        let Some(record) = Record::decode(&stored.value) else {
+            // Not a record of ours: not a session (and not an error page).
+            log::warn!(
+                "fscache: {} store: the value under a session key is not a session \
+                 record; treated as no session and removed",
+                self.store.engine()
+            );
+            self.store.remove(&key)?;
+            return Ok(None);
         };
         if self.past_absolute_lifetime(record.created) {
             self.store.remove(&key)?;
@@ -415,6 +441,7 @@ impl<S: Store> Sessions<S> {
         Ok(Some(Session {
             id: id.to_owned(),
             stored_id: Some(id.to_owned()),
+            version: Some(stored.version),
             retired_id: None,
             had_cookie: true,
             data: record.data,
@@ -433,6 +460,7 @@ impl<S: Store> Sessions<S> {
         Ok(Session {
             id: id::generate()?,
             stored_id: None,
+            version: None,
             retired_id: None,
             had_cookie: false,
             data: BTreeMap::new(),
@@ -525,64 +553,72 @@ impl<S: Store> Sessions<S> {
                 permanent: session.permanent,
                 created: session.created,
                 touched: self.now(),
-            };
-            self.store
-                .save(&self.store_key(&session.id), &record, ttl)?;
+            }
+            .encode()?;
+            // Insert only if absent: a new session never overwrites a stored one.
+            let mut attempts = 0;
+            while !self
+                .store
+                .insert(&self.store_key(&session.id), &record, ttl)?
+            {
+                attempts += 1;
+                if attempts == INSERT_ATTEMPTS {
+                    return Err(Error::Conflict {
+                        key: "<new session>".to_owned(),
+                        attempts,
+                    });
+                }
+                session.id = id::generate()?;
+            }
             session.stored_id = Some(session.id.clone());
+            // The next save of this view merges (its version is unknown here).
+            session.version = None;
             session.had_cookie = true;
             reset(session);
             return outcome(Some(self.cookie(session, ttl)));
         };
-        if !session.modified && !self.config.refresh_each_request && !self.idle_refresh_due(session)
-        {
-            return outcome(None);
+        let key = self.store_key(&stored_id);
+        let idle_due = self.idle_refresh_due(session);
+        if !session.modified && !idle_due {
+            if !self.config.refresh_each_request {
+                return outcome(None);
+            }
+            // Only the expiry slides: no rewrite.
+            if !self.store.touch(&key, ttl)? {
+                return self.gone(session, false, vary_cookie);
+            }
+            let resend = session.permanent;
+            return outcome(resend.then(|| self.cookie(session, ttl)));
         }
         let now = self.now();
-        let changes = std::mem::take(&mut session.changes);
         let permanent = session.permanent_changed.then_some(session.permanent);
-        let mut failure = None;
-        // Whether the record was there to merge into (else it was gone already).
-        let mut found = false;
-        let merged = self.store.update(
-            &self.store_key(&stored_id),
-            ttl,
-            |current: Option<Record>| {
-                // Gone: destroyed (or expired) meanwhile. Never resurrect it.
-                let mut record = current?;
-                found = true;
-                let original = record.clone();
-                for change in changes {
-                    match change {
-                        Change::Insert(k, v) => {
-                            record.data.insert(k, v);
-                        }
-                        Change::Remove(k) => {
-                            record.data.remove(&k);
-                        }
-                        Change::Clear => record.data.clear(),
-                        Change::Update(k, f) => match f(record.data.remove(&k)) {
-                            Ok(Some(v)) => {
-                                record.data.insert(k, v);
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                // Leave the stored record as it was.
-                                failure = Some(e);
-                                return Some(original);
-                            }
-                        },
-                    }
+        let changes = std::mem::take(&mut session.changes);
+        // Fast path: the stored record is still the one this view was loaded from,
+        // so the view (loaded record + this request's changes) is the merge.
+        let merged = match session.version.take() {
+            Some(version) => {
+                let record = Record {
+                    data: session.data.clone(),
+                    permanent: session.permanent,
+                    created: session.created,
+                    touched: now,
+                };
+                let new = (!record.data.is_empty()).then(|| record.encode()).transpose()?;
+                if self
+                    .store
+                    .compare_and_set(&key, &version, new.as_deref(), ttl)?
+                {
+                    Some((!record.data.is_empty()).then_some(record))
+                } else {
+                    None
                 }
-                if let Some(p) = permanent {
-                    record.permanent = p;
-                }
-                record.touched = now;
-                (!record.data.is_empty()).then_some(record)
-            },
-        )?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+            }
+            None => None,
+        };
+        let (merged, found) = match merged {
+            Some(record) => (record, true),
+            None => self.merge(&key, ttl, &changes, permanent, now)?,
+        };
         // A sliding server-side expiry needs the cookie's Max-Age to slide with it.
         let slides = self.config.refresh_each_request || self.config.idle_timeout.is_some();
         let resend = session.permanent_changed || (session.permanent && slides);
@@ -590,20 +626,79 @@ impl<S: Store> Sessions<S> {
             Some(record) => {
                 session.data = record.data;
                 session.permanent = record.permanent;
+                session.touched = record.touched;
                 reset(session);
                 outcome(resend.then(|| self.cookie(session, ttl)))
             }
-            None => {
-                session.stored_id = None;
-                session.data.clear();
-                reset(session);
-                // Emptied by this request: its cookie goes too. Gone already (destroyed,
-                // regenerated or expired by another request): no Set-Cookie, since this
-                // answer may arrive after a login's response set a new cookie, which an
-                // expiring one would delete in the browser.
-                outcome(found.then(|| self.expired_cookie()))
-            }
+            None => self.gone(session, found, vary_cookie),
         }
+    }
+
+    /// Replays this request's changes on the stored record with the store's atomic
+    /// merge (run again by optimistic stores when another writer wins). Returns the
+    /// record stored afterwards (`None`: removed or gone) and whether there was one
+    /// to merge into.
+    fn merge(
+        &self,
+        key: &str,
+        ttl: Duration,
+        changes: &[Change],
+        permanent: Option<bool>,
+        now: u64,
+    ) -> Result<(Option<Record>, bool)> {
+        let mut found = false;
+        let mut result = None;
+        self.store.update(key, ttl, &mut |current| {
+            // Gone (destroyed or expired meanwhile) or not a record: never resurrect.
+            found = false;
+            result = None;
+            let Some(mut record) = current.and_then(Record::decode) else {
+                return Ok(Merge::Keep);
+            };
+            found = true;
+            for change in changes {
+                match change {
+                    Change::Insert(k, v) => {
+                        record.data.insert(k.clone(), v.clone());
+                    }
+                    Change::Remove(k) => {
+                        record.data.remove(k);
+                    }
+                    Change::Clear => record.data.clear(),
+                    Change::Update(k, f) => {
+                        if let Some(v) = f(record.data.remove(k))? {
+                            record.data.insert(k.clone(), v);
+                        }
+                    }
+                }
+            }
+            if let Some(p) = permanent {
+                record.permanent = p;
+            }
+            record.touched = now;
+            if record.data.is_empty() {
+                return Ok(Merge::Delete);
+            }
+            let bytes = record.encode()?;
+            result = Some(record);
+            Ok(Merge::Put(bytes))
+        })?;
+        Ok((result, found))
+    }
+
+    /// The stored record is gone after a save: emptied by this request (`found`: its
+    /// cookie goes too), or destroyed, regenerated or expired by another request (no
+    /// Set-Cookie, since this answer may arrive after a login's response set a new
+    /// cookie, which an expiring one would delete in the browser).
+    fn gone(&self, session: &mut Session, found: bool, vary_cookie: bool) -> Result<SaveOutcome> {
+        session.stored_id = None;
+        session.version = None;
+        session.data.clear();
+        reset(session);
+        Ok(SaveOutcome {
+            set_cookie: found.then(|| self.expired_cookie()),
+            vary_cookie,
+        })
     }
 
     fn cookie_value(&self, id: &str) -> String {

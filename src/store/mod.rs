@@ -1,0 +1,319 @@
+//! The one seam between sessions and any backend: [`Store`], over bytes.
+//!
+//! A store keeps byte values under string keys, each with a time-to-live, and offers
+//! what a safe read-merge-write needs on any engine: a versioned
+//! [`load`](Store::load), a [`compare_and_set`](Store::compare_and_set) against that
+//! version, an [`insert`](Store::insert) that only succeeds if the key is absent,
+//! and [`update`](Store::update), a re-runnable merge. Optimistic engines (Redis,
+//! Memcached) use the provided `update`, which retries a lost compare-and-set up to
+//! [`MAX_ATTEMPTS`] times and then fails with [`Error::Conflict`]; locking engines
+//! (the file cache, PostgreSQL, SQLite) override it and run the merge once under
+//! their lock. Serde stays a typed layer on top (the sessions encode their records
+//! themselves).
+//!
+//! The trait is object-safe: a server can pick its backend at run time with
+//! [`open`] and keep it as a `Box<dyn Store>` or `Arc<dyn Store>`.
+//!
+//! | URL | store | cargo feature |
+//! |---|---|---|
+//! | `file://./sessions`, `file:///var/lib/app/sessions` | [`FileSystemCache`] (unbounded) | default |
+//! | `redis://127.0.0.1:6379/0` | `RedisStore` | `redis` |
+//! | `postgres://user:pw@127.0.0.1:5432/db` (or `postgresql://`) | `PostgresStore` | `postgres` |
+//! | `sqlite:///var/lib/app/sessions.db`, `sqlite://./sessions.db` | `SqliteStore` | `sqlite` |
+//! | `memcache://127.0.0.1:11211` | `MemcachedStore` | `memcached` |
+//!
+//! ```
+//! use std::time::Duration;
+//! use fscache::store::{self, Merge, Store};
+//!
+//! # fn main() -> fscache::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("file://{}", dir.path().display());
+//! let store: Box<dyn Store> = store::open(&url)?; // e.g. "file://./sessions"
+//! let ttl = Duration::from_secs(60);
+//! assert!(store.insert("k", b"1", ttl)?);
+//! assert!(!store.insert("k", b"2", ttl)?); // already there
+//! let stored = store.update("k", ttl, &mut |old| {
+//!     let n: u32 = std::str::from_utf8(old.unwrap_or(b"0")).unwrap().parse().unwrap();
+//!     Ok(Merge::Put((n + 1).to_string().into_bytes()))
+//! })?;
+//! assert_eq!(stored.as_deref(), Some(&b"2"[..]));
+//! # Ok(())
+//! # }
+//! ```
+
+mod file;
+#[cfg(feature = "memcached")]
+mod memcached;
+#[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
+mod pool;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod url;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+pub use crate::cache::Merge;
+pub use url::{DEFAULT_URL, open};
+
+#[cfg(feature = "memcached")]
+pub use memcached::MemcachedStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// How many compare-and-set attempts the provided [`Store::update`] makes before it
+/// fails with [`Error::Conflict`].
+pub const MAX_ATTEMPTS: u32 = 16;
+
+/// Which write of a key a [`Store::load`] saw; what
+/// [`compare_and_set`](Store::compare_and_set) checks. Opaque to callers: a store
+/// makes it from a number (a write id, a row version, Memcached's CAS id) or from
+/// bytes (Redis compares the stored value itself).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Version(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    Number(u64),
+    Bytes(Arc<[u8]>),
+}
+
+impl Version {
+    /// A version that is a number.
+    pub fn from_number(n: u64) -> Version {
+        Version(Repr::Number(n))
+    }
+
+    /// A version that is a byte string (for example the stored value itself).
+    pub fn from_bytes(bytes: &[u8]) -> Version {
+        Version(Repr::Bytes(bytes.into()))
+    }
+
+    /// The number, if this version was made from one.
+    pub fn as_number(&self) -> Option<u64> {
+        match &self.0 {
+            Repr::Number(n) => Some(*n),
+            Repr::Bytes(_) => None,
+        }
+    }
+
+    /// The bytes, if this version was made from bytes.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Repr::Number(_) => None,
+            Repr::Bytes(b) => Some(b),
+        }
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Number(n) => write!(f, "Version({n})"),
+            Repr::Bytes(b) => write!(f, "Version(<{} bytes>)", b.len()),
+        }
+    }
+}
+
+/// A value and the version it was read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// Which write stored them.
+    pub version: Version,
+}
+
+/// A merge for [`Store::update`]: gets the stored value (or `None`) and says what to
+/// do. It may run more than once (optimistic engines re-run it after a lost race),
+/// so it must not have effects beyond what it returns. Its error aborts the update
+/// with nothing written.
+pub type MergeFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Merge> + 'a;
+
+/// A key-value backend for [`Sessions`](crate::session::Sessions): bytes under
+/// string keys, each with a time-to-live. An expired value must read as absent.
+///
+/// What is atomic against what: `insert`, `compare_and_set` and `update` are each
+/// atomic against every other operation on the same key (in all threads, processes
+/// and, for engine stores, clients). `save` is a blind overwrite: ordered before or
+/// after the others, never interleaved. `remove` is final: once it returns, no
+/// `update` or `compare_and_set` that started before it can bring the key back,
+/// because their version no longer matches (`insert` can, as a new value).
+pub trait Store: Send + Sync {
+    /// A short name of the engine for messages ("file", "redis", …).
+    fn engine(&self) -> &'static str;
+
+    /// The value under `key` and its version, or `None` if absent or expired.
+    ///
+    /// # Errors
+    /// Engine failures.
+    fn load(&self, key: &str) -> Result<Option<Versioned>>;
+
+    /// Stores `value` under `key` for `ttl`, replacing any value.
+    ///
+    /// # Errors
+    /// Engine failures; a value the engine refuses (too large).
+    fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()>;
+
+    /// Stores `value` only if `key` holds no live value; `true` if stored.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save).
+    fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool>;
+
+    /// If `key` still holds the write `expected` names, stores `new` for `ttl` (or
+    /// removes the key when `new` is `None`) and returns `true`; else changes
+    /// nothing and returns `false`.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save).
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Version,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool>;
+
+    /// Removes `key`; `true` if a live value was there.
+    ///
+    /// # Errors
+    /// Engine failures.
+    fn remove(&self, key: &str) -> Result<bool>;
+
+    /// Slides a live value's expiry to `ttl` from now without changing it; `false`
+    /// if there is no live value.
+    ///
+    /// # Errors
+    /// Engine failures.
+    fn touch(&self, key: &str, ttl: Duration) -> Result<bool>;
+
+    /// Atomic read-merge-write: `merge` gets the current value (or `None`) and its
+    /// [`Merge`] is applied only if nothing changed the key meanwhile; the value
+    /// stored afterwards is returned. The provided implementation is optimistic
+    /// (load, merge, compare-and-set or insert, retried up to [`MAX_ATTEMPTS`]
+    /// times); locking engines run `merge` once under a lock.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when every attempt lost its race (nothing was written);
+    /// `merge`'s error; engine failures.
+    fn update(&self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>) -> Result<Option<Vec<u8>>> {
+        optimistic_update(self, key, ttl, merge)
+    }
+
+    /// Removes up to `batch` expired records and returns how many; for engines that
+    /// do not expire records by themselves (the SQL stores). Others return 0.
+    ///
+    /// # Errors
+    /// Engine failures.
+    fn cleanup(&self, batch: usize) -> Result<usize> {
+        let _ = batch;
+        Ok(0)
+    }
+}
+
+/// The error for a [`Version`] that another kind of store made.
+#[allow(dead_code)] // used by the stores, some behind features
+pub(crate) fn foreign_version(key: &str) -> Error {
+    Error::Config {
+        message: format!(
+            "compare_and_set of {key:?} got a version of another store; pass the version \
+             this store's load returned"
+        ),
+    }
+}
+
+/// The provided [`Store::update`]: load, merge, then compare-and-set (or insert,
+/// when the key was absent), retried with a short randomized back-off while other
+/// writers win, up to [`MAX_ATTEMPTS`] times.
+///
+/// # Errors
+/// As [`Store::update`].
+pub fn optimistic_update<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    ttl: Duration,
+    merge: &mut MergeFn<'_>,
+) -> Result<Option<Vec<u8>>> {
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            backoff(attempt);
+        }
+        let current = store.load(key)?;
+        let won = match (merge(current.as_ref().map(|v| &v.value[..]))?, current) {
+            (Merge::Keep, current) => return Ok(current.map(|v| v.value)),
+            (Merge::Delete, None) => return Ok(None),
+            (Merge::Delete, Some(cur)) => {
+                if store.compare_and_set(key, &cur.version, None, ttl)? {
+                    return Ok(None);
+                }
+                None
+            }
+            (Merge::Put(new), None) => store.insert(key, &new, ttl)?.then_some(new).map(Some),
+            (Merge::Put(new), Some(cur)) => store
+                .compare_and_set(key, &cur.version, Some(&new), ttl)?
+                .then_some(new)
+                .map(Some),
+        };
+        if let Some(stored) = won {
+            return Ok(stored);
+        }
+    }
+    Err(Error::Conflict {
+        key: key.to_owned(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+/// Sleeps 50 µs × 2^attempt (capped at 6.4 ms), times a random factor in [0.5, 1.5),
+/// so writers that collided do not collide again in lock step.
+fn backoff(attempt: u32) {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 50u64 << attempt.min(7);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let jitter = h.finish() % base;
+    std::thread::sleep(Duration::from_micros(base / 2 + jitter));
+}
+
+macro_rules! forward {
+    ($($t:ty),*) => {$(
+        impl<S: Store + ?Sized> Store for $t {
+            fn engine(&self) -> &'static str { (**self).engine() }
+            fn load(&self, key: &str) -> Result<Option<Versioned>> { (**self).load(key) }
+            fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+                (**self).save(key, value, ttl)
+            }
+            fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+                (**self).insert(key, value, ttl)
+            }
+            fn compare_and_set(
+                &self, key: &str, expected: &Version, new: Option<&[u8]>, ttl: Duration,
+            ) -> Result<bool> {
+                (**self).compare_and_set(key, expected, new, ttl)
+            }
+            fn remove(&self, key: &str) -> Result<bool> { (**self).remove(key) }
+            fn touch(&self, key: &str, ttl: Duration) -> Result<bool> { (**self).touch(key, ttl) }
+            fn update(
+                &self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>,
+            ) -> Result<Option<Vec<u8>>> {
+                (**self).update(key, ttl, merge)
+            }
+            fn cleanup(&self, batch: usize) -> Result<usize> { (**self).cleanup(batch) }
+        }
+    )*};
+}
+
+forward!(&S, Box<S>, Arc<S>);

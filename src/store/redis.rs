@@ -1,0 +1,170 @@
+//! Redis: `SET ... PX` (with `NX` for new keys), a Lua compare-and-set, `PEXPIRE`.
+
+use std::time::Duration;
+
+use redis::{Commands, RetryMethod};
+
+use super::pool::Pool;
+use super::{foreign_version, Store, Version, Versioned};
+use crate::error::{Error, Result};
+
+/// Compares the stored bytes with the expected ones and, if equal, stores the new
+/// value (ARGV[2] = "1") or deletes the key; atomic because Redis runs a script
+/// without interleaving other commands.
+const CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
+/// How long a connect, a read or a write may take before the call fails (with a
+/// retryable error).
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A [`Store`] on Redis (feature `redis`), through the `redis` crate's sync client
+/// and a pool of connections.
+///
+/// - Expiry: Redis's own (`PX` on every write, `PEXPIRE` for [`touch`](Store::touch)),
+///   to the millisecond.
+/// - [`insert`](Store::insert): `SET key value NX PX ttl`.
+/// - Atomic merge: [`update`](Store::update) is optimistic. The version of a load is
+///   the value itself, and [`compare_and_set`](Store::compare_and_set) is a Lua
+///   script (`EVALSHA`) that writes only if the stored bytes are still those; a lost
+///   race re-runs the merge. Works on Redis 2.6 and newer (Debian ships 7.0).
+/// - Values are stored as plain strings under the key as given (the session layer
+///   adds `session:`), so `redis-cli GET` shows them.
+pub struct RedisStore {
+    pool: Pool<redis::Connection>,
+    cas: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+fn engine_error(op: &'static str, e: redis::RedisError) -> Error {
+    let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
+    Error::engine("redis", op, retryable, e)
+}
+
+fn millis(ttl: Duration) -> u64 {
+    (ttl.as_millis().min(u128::from(u64::MAX)) as u64).max(1)
+}
+
+impl RedisStore {
+    /// Connects to the Redis server a `redis://HOST:PORT/DB` URL names (with
+    /// `redis://:PASSWORD@…` or `redis://USER:PASSWORD@…` for AUTH) and checks it
+    /// answers.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a malformed URL; a retryable [`Error::Engine`] when the
+    /// server does not answer.
+    pub fn open(url: &str) -> Result<RedisStore> {
+        let client = redis::Client::open(url).map_err(|e| Error::Config {
+            message: format!("invalid Redis URL {url:?}: {e}"),
+        })?;
+        let pool = Pool::new(64, move || {
+            let conn = client
+                .get_connection_with_timeout(TIMEOUT)
+                .map_err(|e| engine_error("connect", e))?;
+            conn.set_read_timeout(Some(TIMEOUT))
+                .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+                .map_err(|e| engine_error("connect", e))?;
+            Ok(conn)
+        });
+        let store = RedisStore {
+            pool,
+            cas: redis::Script::new(CAS),
+        };
+        store.pool.with(|c| {
+            redis::cmd("PING")
+                .query::<()>(c)
+                .map_err(|e| engine_error("ping", e))
+        })?;
+        Ok(store)
+    }
+}
+
+impl Store for RedisStore {
+    fn engine(&self) -> &'static str {
+        "redis"
+    }
+
+    fn load(&self, key: &str) -> Result<Option<Versioned>> {
+        let value: Option<Vec<u8>> = self
+            .pool
+            .with(|c| c.get(key).map_err(|e| engine_error("load", e)))?;
+        Ok(value.map(|value| Versioned {
+            version: Version::from_bytes(&value),
+            value,
+        }))
+    }
+
+    fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        self.pool.with(|c| {
+            c.pset_ex(key, value, millis(ttl))
+                .map_err(|e| engine_error("save", e))
+        })
+    }
+
+    fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        self.pool.with(|c| {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query(c)
+                .map_err(|e| engine_error("insert", e))?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Version,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let Some(expected) = expected.as_bytes() else {
+            return Err(foreign_version(key));
+        };
+        self.pool.with(|c| {
+            let mut call = self.cas.key(key);
+            call.arg(expected);
+            match new {
+                Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
+                None => call.arg("0").arg("").arg(0),
+            };
+            let won: i64 = call
+                .invoke(c)
+                .map_err(|e| engine_error("compare-and-set", e))?;
+            Ok(won == 1)
+        })
+    }
+
+    fn remove(&self, key: &str) -> Result<bool> {
+        self.pool.with(|c| {
+            let n: i64 = c.del(key).map_err(|e| engine_error("remove", e))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
+        self.pool.with(|c| {
+            let n: bool = c
+                .pexpire(key, millis(ttl) as i64)
+                .map_err(|e| engine_error("touch", e))?;
+            Ok(n)
+        })
+    }
+}
