@@ -12,7 +12,8 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let settings = server::Settings {
         bind: "127.0.0.1:0".into(),
-        dir: tmp.path().join("sessions"),
+        store: format!("file://{}", tmp.path().join("sessions").display()),
+        cleanup: false,
         secrets: vec!["bench secret".into()],
         secure: false,
         threads: 4,

@@ -4,9 +4,14 @@
 //! cargo run --release --example server                 # http://127.0.0.1:8000, ./sessions
 //! cargo run --release --example server -- --bind 0.0.0.0:8080 --dir /var/lib/app/sessions \
 //!     --secret "$(head -c 32 /dev/urandom | base64)"
+//! cargo run --release --example server --features redis,postgres,sqlite,memcached -- \
+//!     --store redis://127.0.0.1:6379/0
 //! ```
 //! Flags (or environment): `--bind` (`FSCACHE_BIND`, default `127.0.0.1:8000`),
-//! `--dir` (`FSCACHE_SESSION_DIR`, default `./sessions`), `--secret` (`FSCACHE_SECRET`,
+//! `--store` (`FSCACHE_STORE`, a store URL: `file://DIR`, `redis://`, `postgres://`,
+//! `sqlite://PATH`, `memcache://`; default `file://./sessions`), `--dir`
+//! (`FSCACHE_SESSION_DIR`, short for `--store file://DIR`), `--cleanup` (remove the
+//! store's expired sessions in batches and exit: for cron), `--secret` (`FSCACHE_SECRET`,
 //! signs cookies; several comma-separated secrets rotate: the first signs),
 //! `--secure` (`FSCACHE_SECURE=1`: Secure cookies, for a server behind HTTPS),
 //! `--threads` (default 8), `--help`. One log line per request goes to stdout.
@@ -27,27 +32,37 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fscache::FileSystemCache;
 use fscache::session::{Session, SessionConfig, Sessions};
+use fscache::store::{self, Store};
 use tiny_http::{Header, Method, Request, Response, Server};
 
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub bind: String,
-    pub dir: PathBuf,
+    /// The store URL (`--store`, or `--dir` as `file://DIR`).
+    pub store: String,
+    /// Remove expired sessions and exit.
+    pub cleanup: bool,
     pub secrets: Vec<String>,
     pub secure: bool,
     pub threads: usize,
 }
 
 pub const USAGE: &str = "\
-usage: server [--bind ADDR] [--dir DIR] [--secret S[,OLD...]] [--secure] [--threads N]
+usage: server [--bind ADDR] [--store URL | --dir DIR] [--secret S[,OLD...]] [--secure]
+              [--threads N] [--cleanup]
 
 A session web server on fscache: a visit counter, login, a cart and logout.
 
   --bind ADDR     address to listen on (FSCACHE_BIND; default 127.0.0.1:8000)
-  --dir DIR       session directory (FSCACHE_SESSION_DIR; default ./sessions)
+  --store URL     where sessions live (FSCACHE_STORE; default file://./sessions):
+                  file://DIR, redis://HOST:PORT/DB, postgres://USER@HOST/DB,
+                  sqlite://PATH, memcache://HOST:PORT (engines need the build
+                  features redis, postgres, sqlite, memcached)
+  --dir DIR       session directory: short for --store file://DIR
+                  (FSCACHE_SESSION_DIR)
+  --cleanup       remove the store's expired sessions (SQL stores) and exit
   --secret S      sign cookies; comma-separated secrets rotate, the first signs
                   (FSCACHE_SECRET)
   --secure        mark cookies Secure: set this behind HTTPS (FSCACHE_SECURE=1)
@@ -66,8 +81,10 @@ impl Settings {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut s = Settings {
             bind: env("FSCACHE_BIND").unwrap_or_else(|| "127.0.0.1:8000".into()),
-            dir: env("FSCACHE_SESSION_DIR")
-                .map_or_else(|| PathBuf::from("sessions"), PathBuf::from),
+            store: env("FSCACHE_STORE")
+                .or_else(|| env("FSCACHE_SESSION_DIR").map(|d| format!("file://{d}")))
+                .unwrap_or_else(|| store::DEFAULT_URL.into()),
+            cleanup: false,
             secrets: env("FSCACHE_SECRET")
                 .map(|v| v.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
@@ -82,7 +99,9 @@ impl Settings {
             };
             match flag.as_str() {
                 "--bind" => s.bind = value()?,
-                "--dir" => s.dir = PathBuf::from(value()?),
+                "--store" => s.store = value()?,
+                "--dir" => s.store = format!("file://{}", PathBuf::from(value()?).display()),
+                "--cleanup" => s.cleanup = true,
                 "--secret" => s.secrets = value()?.split(',').map(str::to_owned).collect(),
                 "--secure" => s.secure = true,
                 "--threads" => {
@@ -121,8 +140,9 @@ impl Running {
 
 /// What the pages say about where sessions live.
 struct Site {
-    sessions: Sessions,
-    dir: String,
+    sessions: Sessions<Box<dyn Store>>,
+    /// The store URL without its password, for the page.
+    store: String,
     lifetime_days: u64,
     /// Served over HTTPS (behind a proxy): the origin's scheme.
     https: bool,
@@ -138,11 +158,9 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
             settings.bind
         )
     })?;
-    let cache = FileSystemCache::builder(&settings.dir)
-        // Sessions are bounded by their lifetime, not by evicting active users; the
-        // cache removes expired ones as it is written.
-        .threshold(0)
-        .open()?;
+    // A file:// store is unbounded: sessions are bounded by their lifetime, not by
+    // evicting active users; the cache removes expired ones as it is written.
+    let store = open_store(&settings.store)?;
     let lifetime_days = 31;
     let mut config = SessionConfig::default()
         .lifetime(std::time::Duration::from_secs(lifetime_days * 86_400))
@@ -151,8 +169,8 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
         config = config.signing_keys(&settings.secrets);
     }
     let site = Arc::new(Site {
-        sessions: Sessions::new(cache, config)?,
-        dir: settings.dir.display().to_string(),
+        sessions: Sessions::new(store, config)?,
+        store: redact(&settings.store),
         lifetime_days,
         https: settings.secure,
     });
@@ -187,6 +205,41 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
         server,
         workers,
     })
+}
+
+/// Opens the store a URL names, with the URL (password hidden) in the error.
+pub fn open_store(url: &str) -> Result<Box<dyn Store>, Box<dyn std::error::Error + Send + Sync>> {
+    store::open(url)
+        .map_err(|e| format!("cannot open the session store {}: {e}", redact(url)).into())
+}
+
+/// Removes the store's expired sessions in batches until none is left; how many.
+pub fn cleanup(url: &str) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    const BATCH: usize = 1000;
+    let store = open_store(url)?;
+    let mut total = 0;
+    loop {
+        let n = store.cleanup(BATCH)?;
+        total += n;
+        if n < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// Largest request body read (a login form); a larger one is refused with 413.
@@ -589,7 +642,7 @@ fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
          <title>fscache sessions</title><style>{STYLE}</style>\
          <h1>fscache session demo</h1>\
          <p class=note>Once you log in or fill the cart, your session lives on this server, \
-         in a file under <code>{dir}</code>; your browser holds only a random id in the \
+         in <code>{dir}</code>; your browser holds only a random id in the \
          <code>session</code> cookie.<br>\
          It expires {days} days after your last request; logging out deletes it at once.</p>\
          <p>You have visited this page <b>{visits}</b> time(s).</p>{who}\
@@ -598,7 +651,7 @@ fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
          <form method=post action=/cart/add/pear><button>Add a pear</button></form>\
          <form method=post action=/cart/clear><button>Empty the cart</button></form>\
          <p><a href=/me>/me</a> · <a href=/cart>/cart</a></p>",
-        dir = escape(&site.dir),
+        dir = escape(&site.store),
         days = site.lifetime_days,
     )
 }
@@ -616,6 +669,21 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if settings.cleanup {
+        match cleanup(&settings.store) {
+            Ok(n) => {
+                println!(
+                    "removed {n} expired sessions from {}",
+                    redact(&settings.store)
+                );
+                return;
+            }
+            Err(e) => {
+                eprintln!("server: cleanup failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let running = match start(&settings) {
         Ok(r) => r,
         Err(e) => {
@@ -626,7 +694,7 @@ fn main() {
     println!(
         "fscache session demo: open http://{} (sessions in {}{}{})",
         running.addr,
-        settings.dir.display(),
+        redact(&settings.store),
         if settings.secrets.is_empty() {
             ""
         } else {

@@ -141,6 +141,14 @@ pub enum Error {
         /// How many compare-and-set attempts failed.
         attempts: u32,
     },
+    /// A merge closure of [`Store::update`](crate::Store::update) (or
+    /// [`FileSystemCache::update_bytes`](crate::FileSystemCache::update_bytes)) gave
+    /// up with its own error, made with [`Error::callback`]; nothing was written.
+    #[non_exhaustive]
+    Callback {
+        /// The closure's error.
+        source: BoxError,
+    },
     /// A store engine (Redis, PostgreSQL, SQLite, Memcached) failed. `retryable`
     /// says whether the same call can succeed later: `true` when the engine was
     /// unreachable, timed out or restarting; `false` for refused input or data the
@@ -164,6 +172,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn reentrant(op: &'static str) -> Self {
         Error::Reentrant { op }
+    }
+
+    /// Wraps an error of a merge closure so it can abort the merge (see
+    /// [`Error::Callback`]).
+    pub fn callback(source: impl Into<BoxError>) -> Error {
+        Error::Callback {
+            source: source.into(),
+        }
     }
 
     /// An engine failure (see [`Error::Engine`]).
@@ -294,6 +310,7 @@ impl fmt::Display for Error {
                 "gave up on updating {key:?} after {attempts} compare-and-set attempts lost \
                  to concurrent writers; nothing was written, retry later"
             ),
+            Error::Callback { .. } => write!(f, "a merge closure failed; nothing was written"),
             Error::Engine {
                 engine,
                 op,
@@ -319,7 +336,8 @@ impl std::error::Error for Error {
             | Error::UnsupportedFilesystem { source, .. } => Some(source),
             Error::Serialize { source, .. }
             | Error::Deserialize { source, .. }
-            | Error::Engine { source, .. } => Some(source.as_ref()),
+            | Error::Engine { source, .. }
+            | Error::Callback { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

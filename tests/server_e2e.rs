@@ -24,7 +24,8 @@ impl App {
         let dir = tmp.path().join("sessions");
         let settings = server::Settings {
             bind: "127.0.0.1:0".into(),
-            dir: dir.clone(),
+            store: format!("file://{}", dir.display()),
+            cleanup: false,
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
             secure: false,
             threads: 8,

@@ -383,7 +383,10 @@ impl<S: Store> Sessions<S> {
         self.config.clock.now_ms()
     }
 
-    fn store_key(&self, id: &str) -> String {
+    /// The store key of the session with id `id`: the key prefix (default
+    /// `session:`) and the blake3 hash of the id in hex, so the store never shows a
+    /// live cookie. For operators and tests that look a session up in the store.
+    pub fn store_key(&self, id: &str) -> String {
         id::store_key(&self.config.key_prefix, id)
     }
 

@@ -75,7 +75,7 @@ pub use sqlite::SqliteStore;
 
 /// How many compare-and-set attempts the provided [`Store::update`] makes before it
 /// fails with [`Error::Conflict`].
-pub const MAX_ATTEMPTS: u32 = 16;
+pub const MAX_ATTEMPTS: u32 = 64;
 
 /// Which write of a key a [`Store::load`] saw; what
 /// [`compare_and_set`](Store::compare_and_set) checks. Opaque to callers: a store
@@ -277,11 +277,12 @@ pub fn optimistic_update<S: Store + ?Sized>(
     })
 }
 
-/// Sleeps 50 µs × 2^attempt (capped at 6.4 ms), times a random factor in [0.5, 1.5),
-/// so writers that collided do not collide again in lock step.
+/// Sleeps 20 µs × 2^attempt (capped at 1.28 ms), times a random factor in [0.5, 1.5),
+/// so writers that collided do not collide again in lock step. The cap is low: a
+/// loser that sleeps long only lets the others win again.
 fn backoff(attempt: u32) {
     use std::hash::{BuildHasher, Hasher};
-    let base = 50u64 << attempt.min(7);
+    let base = 20u64 << attempt.min(6);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(attempt);
     let jitter = h.finish() % base;

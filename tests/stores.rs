@@ -1,0 +1,505 @@
+//! One conformance suite, run against every store: the file cache and SQLite always
+//! (SQLite with the feature `sqlite`), Redis, PostgreSQL and Memcached against real
+//! servers named by `FSCACHE_TEST_REDIS`, `FSCACHE_TEST_POSTGRES` and
+//! `FSCACHE_TEST_MEMCACHED` (`.ci/engines.sh start` starts them and prints these).
+//! Under `CI=true` a store whose server is not configured is a failure; locally it is
+//! a printed skip.
+//!
+//! Every test runs each store in turn and names it in its assertions; keys carry a
+//! random prefix, so tests sharing a server do not see each other.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use fscache::session::{SessionConfig, Sessions};
+use fscache::store::{self, Merge, Store, Version};
+use fscache::{Error, FileSystemCache};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+struct Subject {
+    name: &'static str,
+    store: Box<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// An engine's URL from the environment, or `None` (a skip; a panic under CI).
+#[allow(dead_code)]
+fn engine_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{var} is not set under CI=true: the engine server must run (.ci/engines.sh)"
+            );
+            eprintln!("skip: {var} is not set (eval \"$(bash .ci/engines.sh start)\")");
+            None
+        }
+    }
+}
+
+fn subjects() -> Vec<Subject> {
+    let mut all = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("sessions").display());
+    all.push(Subject {
+        name: "file",
+        store: store::open(&url).unwrap(),
+        _dir: Some(dir),
+    });
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+        all.push(Subject {
+            name: "sqlite",
+            store: store::open(&url).unwrap(),
+            _dir: Some(dir),
+        });
+    }
+    for (name, var, on) in [
+        ("redis", "FSCACHE_TEST_REDIS", cfg!(feature = "redis")),
+        (
+            "postgres",
+            "FSCACHE_TEST_POSTGRES",
+            cfg!(feature = "postgres"),
+        ),
+        (
+            "memcached",
+            "FSCACHE_TEST_MEMCACHED",
+            cfg!(feature = "memcached"),
+        ),
+    ] {
+        if !on {
+            eprintln!("skip: {name} (built without its feature; --features engines)");
+            continue;
+        }
+        if let Some(url) = engine_url(var) {
+            let store = store::open(&url).unwrap_or_else(|e| panic!("{name}: open {url}: {e}"));
+            all.push(Subject {
+                name,
+                store,
+                _dir: None,
+            });
+        }
+    }
+    all
+}
+
+/// A fresh key prefix per test run and test.
+fn prefix(test: &str) -> String {
+    let mut r = [0u8; 8];
+    getrandom(&mut r);
+    format!(
+        "t:{test}:{}:",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::hash::{BuildHasher, Hasher};
+    for chunk in buf.chunks_mut(8) {
+        let n = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            .to_le_bytes();
+        chunk.copy_from_slice(&n[..chunk.len()]);
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn load_save_insert_compare_and_set_remove() -> TestResult {
+    for s in subjects() {
+        let (n, st) = (s.name, &s.store);
+        let k = format!("{}a", prefix("basic"));
+        assert_eq!(st.load(&k)?, None, "{n}: absent");
+        assert!(st.insert(&k, b"one", MINUTE)?, "{n}: insert into absent");
+        assert!(
+            !st.insert(&k, b"two", MINUTE)?,
+            "{n}: insert over a live value"
+        );
+        let v1 = st.load(&k)?.unwrap_or_else(|| panic!("{n}: inserted"));
+        assert_eq!(v1.value, b"one", "{n}");
+        st.save(&k, b"three", MINUTE)?;
+        let v2 = st.load(&k)?.unwrap();
+        assert_eq!(v2.value, b"three", "{n}: save overwrites");
+        assert!(
+            !st.compare_and_set(&k, &v1.version, Some(b"stale"), MINUTE)?,
+            "{n}: compare-and-set against a replaced version"
+        );
+        assert!(
+            st.compare_and_set(&k, &v2.version, Some(b"four"), MINUTE)?,
+            "{n}"
+        );
+        assert_eq!(st.load(&k)?.unwrap().value, b"four", "{n}");
+        assert!(
+            !st.compare_and_set(&k, &v2.version, None, MINUTE)?,
+            "{n}: a delete against a replaced version"
+        );
+        let v3 = st.load(&k)?.unwrap();
+        assert!(st.compare_and_set(&k, &v3.version, None, MINUTE)?, "{n}");
+        assert_eq!(st.load(&k)?, None, "{n}: deleted by compare-and-set");
+        // A deleted key written again never matches a version read before.
+        assert!(
+            st.insert(&k, b"five", MINUTE)?,
+            "{n}: insert after a delete"
+        );
+        assert!(
+            !st.compare_and_set(&k, &v3.version, Some(b"stale"), MINUTE)?,
+            "{n}: an old version after delete and insert"
+        );
+        assert!(st.remove(&k)?, "{n}: remove a live value");
+        assert!(!st.remove(&k)?, "{n}: remove again");
+        assert_eq!(st.load(&k)?, None, "{n}");
+        assert!(!st.touch(&k, MINUTE)?, "{n}: touch an absent key");
+        // A version from another store is refused, not misread.
+        let other = Version::from_bytes(b"not a number");
+        let foreign = Version::from_number(7);
+        st.save(&k, b"x", MINUTE)?;
+        let refused = st
+            .compare_and_set(&k, &other, Some(b"y"), MINUTE)
+            .and_then(|a| Ok(a || st.compare_and_set(&k, &foreign, Some(b"y"), MINUTE)?));
+        assert!(
+            matches!(refused, Ok(false) | Err(Error::Config { .. })),
+            "{n}: {refused:?}"
+        );
+        assert_eq!(st.load(&k)?.unwrap().value, b"x", "{n}");
+        st.remove(&k)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn ttl_expiry_touch_and_cleanup() -> TestResult {
+    let subjects = subjects();
+    let p = prefix("ttl");
+    for s in &subjects {
+        let st = &s.store;
+        st.save(&format!("{p}gone"), b"1", Duration::from_millis(1500))?;
+        st.save(&format!("{p}kept"), b"2", Duration::from_millis(1500))?;
+        assert!(st.touch(&format!("{p}kept"), MINUTE)?, "{}: touch", s.name);
+    }
+    // Memcached counts whole seconds: 1.5 s is 2 s there.
+    std::thread::sleep(Duration::from_millis(3100));
+    for s in &subjects {
+        let (n, st) = (s.name, &s.store);
+        assert_eq!(st.load(&format!("{p}gone"))?, None, "{n}: expired");
+        assert_eq!(
+            st.load(&format!("{p}kept"))?.map(|v| v.value),
+            Some(b"2".to_vec()),
+            "{n}: touch slid the expiry"
+        );
+        assert!(
+            !st.touch(&format!("{p}gone"), MINUTE)?,
+            "{n}: touch an expired key"
+        );
+        let cleaned = st.cleanup(1000)?;
+        if matches!(n, "sqlite" | "postgres") {
+            assert!(cleaned >= 1, "{n}: cleanup removed the expired row");
+        }
+        assert!(
+            st.insert(&format!("{p}gone"), b"3", MINUTE)?,
+            "{n}: insert where only an expired value was"
+        );
+        st.remove(&format!("{p}gone"))?;
+        st.remove(&format!("{p}kept"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn insert_if_absent_has_exactly_one_winner() -> TestResult {
+    for s in subjects() {
+        let store: Arc<dyn Store> = Arc::from(s.store);
+        let k = format!("{}race", prefix("insert"));
+        let barrier = Arc::new(Barrier::new(8));
+        let winners: Vec<bool> = (0..8u8)
+            .map(|i| {
+                let (store, k, barrier) = (store.clone(), k.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.insert(&k, &[b'a' + i], MINUTE).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{}", s.name);
+        let i = winners.iter().position(|w| *w).unwrap() as u8;
+        assert_eq!(
+            store.load(&k)?.unwrap().value,
+            [b'a' + i],
+            "{}: the winner's value",
+            s.name
+        );
+        store.remove(&k)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn large_values_round_trip() -> TestResult {
+    for s in subjects() {
+        let k = format!("{}big", prefix("large"));
+        let mut big = vec![0u8; 512 * 1024];
+        getrandom(&mut big);
+        s.store.save(&k, &big, MINUTE)?;
+        assert!(
+            s.store.load(&k)?.unwrap().value == big,
+            "{}: 512 KiB",
+            s.name
+        );
+        s.store.remove(&k)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn update_merges_and_its_error_writes_nothing() -> TestResult {
+    for s in subjects() {
+        let (n, st) = (s.name, &s.store);
+        let k = format!("{}u", prefix("update"));
+        let got = st.update(&k, MINUTE, &mut |old| {
+            assert_eq!(old, None);
+            Ok(Merge::Put(b"1".to_vec()))
+        })?;
+        assert_eq!(got.as_deref(), Some(&b"1"[..]), "{n}");
+        let kept = st.update(&k, MINUTE, &mut |_| Ok(Merge::Keep))?;
+        assert_eq!(kept.as_deref(), Some(&b"1"[..]), "{n}: keep");
+        let err = st.update(&k, MINUTE, &mut |_| {
+            Err(Error::callback("the merge gives up"))
+        });
+        assert!(matches!(err, Err(Error::Callback { .. })), "{n}: {err:?}");
+        assert_eq!(
+            st.load(&k)?.unwrap().value,
+            b"1",
+            "{n}: untouched by the error"
+        );
+        assert_eq!(
+            st.update(&k, MINUTE, &mut |_| Ok(Merge::Delete))?,
+            None,
+            "{n}"
+        );
+        assert_eq!(st.load(&k)?, None, "{n}: deleted");
+    }
+    Ok(())
+}
+
+/// 4 threads × 200 read-merge-writes of one key: every one is applied.
+#[test]
+fn concurrent_merges_of_one_key_are_all_applied() -> TestResult {
+    for s in subjects() {
+        let store: Arc<dyn Store> = Arc::from(s.store);
+        let k = format!("{}n", prefix("merges"));
+        let barrier = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, k, barrier) = (store.clone(), k.clone(), barrier.clone());
+                std::thread::spawn(move || -> fscache::Result<()> {
+                    barrier.wait();
+                    for _ in 0..200 {
+                        store.update(&k, MINUTE, &mut |old| {
+                            let n: u64 = old
+                                .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
+                                .unwrap_or(0);
+                            Ok(Merge::Put((n + 1).to_string().into_bytes()))
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap()?;
+        }
+        assert_eq!(store.load(&k)?.unwrap().value, b"800", "{}", s.name);
+        store.remove(&k)?;
+    }
+    Ok(())
+}
+
+fn sessions_on(store: Box<dyn Store>, test: &str) -> fscache::Result<Sessions<Box<dyn Store>>> {
+    Sessions::new(
+        store,
+        SessionConfig::default().key_prefix(format!("{}session:", prefix(test))),
+    )
+}
+
+fn cookie(set_cookie: Option<String>) -> String {
+    set_cookie.unwrap().split(';').next().unwrap().to_owned()
+}
+
+/// 4 threads × 200 requests, each `Session::update` of one counter in one session:
+/// 800 counted, on every store (the compare-and-set fast path loses races here and
+/// the replayed merge must count them all).
+#[test]
+fn concurrent_session_requests_count_every_update() -> TestResult {
+    for s in subjects() {
+        let name = s.name;
+        let sessions = Arc::new(sessions_on(s.store, "count")?);
+        let mut first = sessions.load(None)?;
+        first.insert("n", &0u64)?;
+        let c = cookie(sessions.save(&mut first)?.set_cookie);
+        let barrier = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (sessions, c, barrier) = (sessions.clone(), c.clone(), barrier.clone());
+                std::thread::spawn(move || -> fscache::Result<()> {
+                    barrier.wait();
+                    for _ in 0..200 {
+                        let mut s = sessions.load(Some(&c))?;
+                        assert!(!s.is_new(), "the session stays");
+                        s.update("n", |n: Option<u64>| Some(n.unwrap_or(0) + 1))?;
+                        sessions.save(&mut s)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().map_err(|e| format!("{name}: {e}"))?;
+        }
+        let s = sessions.load(Some(&c))?;
+        assert_eq!(s.get::<u64>("n")?, Some(800), "{name}");
+    }
+    Ok(())
+}
+
+/// Two requests of one session, both loaded before either saves (the interleaving
+/// Flask-Session loses): each changes its own key, and both changes stay. A third,
+/// loaded before a logout and saved after it, does not bring the session back.
+#[test]
+fn concurrent_requests_keep_both_changes_and_logout_stays() -> TestResult {
+    for s in subjects() {
+        let name = s.name;
+        let sessions = sessions_on(s.store, "both")?;
+        let mut first = sessions.load(None)?;
+        first.insert("user", &"ada")?;
+        let c = cookie(sessions.save(&mut first)?.set_cookie);
+
+        let mut a = sessions.load(Some(&c))?;
+        let mut b = sessions.load(Some(&c))?;
+        a.insert("theme", &"dark")?;
+        b.insert("cart", &["apple"])?;
+        sessions.save(&mut a)?;
+        sessions.save(&mut b)?;
+        let now = sessions.load(Some(&c))?;
+        assert_eq!(
+            now.get::<String>("theme")?.as_deref(),
+            Some("dark"),
+            "{name}"
+        );
+        assert_eq!(
+            now.get::<Vec<String>>("cart")?,
+            Some(vec!["apple".into()]),
+            "{name}"
+        );
+        assert_eq!(now.get::<String>("user")?.as_deref(), Some("ada"), "{name}");
+
+        let mut late = sessions.load(Some(&c))?;
+        let mut logout = sessions.load(Some(&c))?;
+        logout.destroy();
+        sessions.save(&mut logout)?;
+        late.insert("cart", &["pear"])?;
+        let out = sessions.save(&mut late)?;
+        assert_eq!(
+            out.set_cookie, None,
+            "{name}: no cookie for a session gone meanwhile"
+        );
+        assert!(
+            sessions.load(Some(&c))?.is_new(),
+            "{name}: logout stays a logout"
+        );
+        assert_eq!(
+            sessions.store().load(&sessions.store_key(id_of(&c)))?,
+            None,
+            "{name}"
+        );
+    }
+    Ok(())
+}
+
+fn id_of(cookie: &str) -> &str {
+    cookie.split_once('=').unwrap().1
+}
+
+/// Bytes under a session key that are not a session record read as no session (a
+/// new one), never a panic or an error page.
+#[test]
+fn bytes_that_are_not_a_record_are_no_session() -> TestResult {
+    for s in subjects() {
+        let name = s.name;
+        let sessions = sessions_on(s.store, "foreign")?;
+        for junk in [
+            &b"\xff\xfe not utf-8"[..],
+            b"{\"data\": 5}",
+            b"[1, 2, 3]",
+            b"\x80\x05\x95pickle",
+            b"{}",
+        ] {
+            let mut s = sessions.load(None)?;
+            s.insert("user", &"ada")?;
+            let c = cookie(sessions.save(&mut s)?.set_cookie);
+            let key = sessions.store_key(id_of(&c));
+            sessions.store().save(&key, junk, MINUTE)?;
+            let again = sessions.load(Some(&c))?;
+            assert!(again.is_new() && again.is_empty(), "{name}: {junk:?}");
+            assert_eq!(sessions.store().load(&key)?, None, "{name}: removed");
+        }
+    }
+    Ok(())
+}
+
+/// A store picked at run time: `Sessions<Box<dyn Store>>` from a URL, and an
+/// unknown or unbuilt scheme is a typed configuration error.
+#[test]
+fn urls_pick_the_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let url = format!("file://{}", dir.path().join("s").display());
+    let sessions = Sessions::new(store::open(&url)?, SessionConfig::default())?;
+    let mut s = sessions.load(None)?;
+    s.insert("k", &1)?;
+    sessions.save(&mut s)?;
+    assert_eq!(FileSystemCache::open(dir.path().join("s"))?.len()?, 1);
+    for bad in ["nosuch://x", "no-scheme", "file://", "sqlite://"] {
+        let Err(e) = store::open(bad) else {
+            panic!("{bad} opened")
+        };
+        assert!(matches!(e, Error::Config { .. }), "{bad}: {e}");
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let Err(e) = store::open("redis://127.0.0.1:1/0") else {
+            panic!("redis without the feature")
+        };
+        assert!(e.to_string().contains("--features redis"), "{e}");
+    }
+    Ok(())
+}
+
+/// An engine that is not there is a retryable engine error, quickly.
+#[test]
+fn an_unreachable_engine_is_a_retryable_error() {
+    for url in [
+        "redis://127.0.0.1:1/0",
+        "postgres://postgres@127.0.0.1:1/postgres",
+        "memcache://127.0.0.1:1",
+    ] {
+        match store::open(url) {
+            Err(e @ Error::Engine { .. }) => {
+                assert!(e.is_retryable(), "{url}: {e}");
+                assert!(
+                    std::error::Error::source(&e).is_some(),
+                    "{url}: keeps the cause"
+                );
+            }
+            Err(Error::Config { .. }) => {} // built without that engine
+            Err(e) => panic!("{url}: {e:?}"),
+            Ok(_) => panic!("{url}: opened"),
+        }
+    }
+}
