@@ -1,0 +1,255 @@
+//! An engine restarting mid-run: while it is down, requests get a typed, retryable
+//! error (no panic, no hang); once it is back they succeed, and the sessions stored
+//! before are all there. Each test runs its own server (Redis with an append-only
+//! file, a PostgreSQL cluster), killed and restarted here on the same port and data.
+//! The binaries come from Debian's packages (`.ci/engines.sh` installs them); under
+//! `CI=true` a missing one is a failure, locally a printed skip.
+#![cfg(any(feature = "redis", feature = "postgres"))]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fscache::Error;
+use fscache::session::{SessionConfig, Sessions};
+use fscache::store::{self, Store};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn missing(what: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is missing under CI=true (.ci/engines.sh installs it)"
+    );
+    eprintln!("skip: {what} is missing");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cookie(set_cookie: Option<String>) -> String {
+    set_cookie.unwrap().split(';').next().unwrap().to_owned()
+}
+
+/// Stores 12 sessions from 4 threads at once (so the store's pool holds several
+/// connections, all stale after a restart); returns their cookies and users.
+fn populate(sessions: &Sessions<Box<dyn Store>>) -> fscache::Result<Vec<(String, String)>> {
+    let barrier = std::sync::Barrier::new(4);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let barrier = &barrier;
+                scope.spawn(move || -> fscache::Result<Vec<(String, String)>> {
+                    (0..3)
+                        .map(|i| {
+                            barrier.wait();
+                            let mut s = sessions.load(None)?;
+                            let user = format!("user{t}-{i}");
+                            s.insert("user", &user)?;
+                            Ok((cookie(sessions.save(&mut s)?.set_cookie), user))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in threads {
+            all.extend(t.join().unwrap()?);
+        }
+        Ok(all)
+    })
+}
+
+/// While the engine is down: a load and a save each fail with a retryable
+/// [`Error::Engine`] within a few seconds.
+fn down(sessions: &Sessions<Box<dyn Store>>, cookie: &str, loaded: &mut fscache::session::Session) {
+    let started = Instant::now();
+    match sessions.load(Some(cookie)) {
+        Err(e @ Error::Engine { .. }) => assert!(e.is_retryable(), "{e}"),
+        other => panic!("load while down: {other:?}"),
+    }
+    loaded.insert("during", &"outage").unwrap();
+    match sessions.save(loaded) {
+        Err(e @ Error::Engine { .. }) => assert!(e.is_retryable(), "{e}"),
+        other => panic!("save while down: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "errors came after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Back up: the very next request succeeds (the pool dropped its dead connections
+/// at the first error), and every session stored before is intact.
+fn back(sessions: &Sessions<Box<dyn Store>>, stored: &[(String, String)]) -> fscache::Result<()> {
+    for (cookie, user) in stored {
+        let s = sessions.load(Some(cookie))?;
+        assert!(!s.is_new(), "{user}'s session survived the restart");
+        assert_eq!(s.get::<String>("user")?.as_deref(), Some(user.as_str()));
+    }
+    let mut s = sessions.load(Some(&stored[0].0))?;
+    s.insert("after", &"restart")?;
+    sessions.save(&mut s)?;
+    assert_eq!(
+        sessions
+            .load(Some(&stored[0].0))?
+            .get::<String>("after")?
+            .as_deref(),
+        Some("restart")
+    );
+    Ok(())
+}
+
+#[cfg(feature = "redis")]
+fn redis_server(dir: &Path, port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server starts")
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_restart() -> TestResult {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing("redis-server");
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let port = free_port();
+    let mut server = redis_server(tmp.path(), port);
+    wait_port(port);
+    let sessions = Sessions::new(
+        store::open(&format!("redis://127.0.0.1:{port}/0"))?,
+        SessionConfig::default(),
+    )?;
+    let stored = populate(&sessions)?;
+    let mut loaded = sessions.load(Some(&stored[1].0))?;
+
+    server.kill()?; // SIGKILL
+    server.wait()?;
+    down(&sessions, &stored[0].0, &mut loaded);
+
+    let mut server = redis_server(tmp.path(), port);
+    wait_port(port);
+    let result = back(&sessions, &stored);
+    server.kill()?;
+    server.wait()?;
+    result?;
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+fn pg_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// Runs a PostgreSQL tool as the postgres user when we are root (initdb refuses
+/// root).
+#[cfg(feature = "postgres")]
+fn pg(tool: &Path, args: &[&str]) {
+    let root = rustix::process::getuid().is_root();
+    let status = if root {
+        let line = std::iter::once(tool.display().to_string())
+            .chain(args.iter().map(|a| format!("'{a}'")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c", &line])
+            .stdout(Stdio::null())
+            .status()
+    } else {
+        Command::new(tool).args(args).stdout(Stdio::null()).status()
+    }
+    .expect("run a PostgreSQL tool");
+    assert!(status.success(), "{} {args:?}: {status}", tool.display());
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_restart() -> TestResult {
+    let Some(bin) = pg_bin() else {
+        missing("PostgreSQL (initdb)");
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("pg");
+    std::fs::create_dir(&data)?;
+    if rustix::process::getuid().is_root() {
+        let chown = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(tmp.path())
+            .status()?;
+        assert!(chown.success());
+    }
+    let port = free_port();
+    let d = data.to_str().unwrap();
+    let socket_dir = tmp.path().to_str().unwrap();
+    pg(
+        &bin.join("initdb"),
+        &["-D", d, "-A", "trust", "-U", "postgres", "--no-sync"],
+    );
+    let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {socket_dir} -c fsync=off");
+    let log = tmp.path().join("pg.log");
+    let log = log.to_str().unwrap();
+    let start = || {
+        pg(
+            &bin.join("pg_ctl"),
+            &["-D", d, "-l", log, "-o", &opts, "-w", "start"],
+        )
+    };
+    let stop = || pg(&bin.join("pg_ctl"), &["-D", d, "-m", "immediate", "stop"]);
+    start();
+    let result = (|| -> TestResult {
+        let sessions = Sessions::new(
+            store::open(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))?,
+            SessionConfig::default(),
+        )?;
+        let stored = populate(&sessions)?;
+        let mut loaded = sessions.load(Some(&stored[1].0))?;
+        stop(); // a crash: no shutdown checkpoint
+        down(&sessions, &stored[0].0, &mut loaded);
+        start();
+        wait_port(port);
+        back(&sessions, &stored)?;
+        Ok(())
+    })();
+    let _ = std::panic::catch_unwind(stop);
+    result
+}
