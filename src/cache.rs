@@ -314,7 +314,7 @@ impl FileSystemCache {
         let bytes = self.encode(inner.codec(), key, value, expires)?;
         let commit = {
             let guard = inner.lock(&path, "add")?;
-            inner.add_entry(key, &path, &bytes, &guard)?
+            inner.add_entry(key, &path, &bytes, &guard, true)?
         };
         match commit {
             Some(commit) => {
@@ -516,13 +516,23 @@ impl FileSystemCache {
     /// # Errors
     /// As [`add`](Self::add), without serialization.
     pub fn add_bytes(&self, key: &str, bytes: &[u8], ttl: Ttl) -> Result<bool> {
+        self.add_raw(key, bytes, ttl, true)
+    }
+
+    /// [`add_bytes`](Self::add_bytes) for a key that is almost never taken (a new
+    /// random session id): no header read before the no-replace rename.
+    pub(crate) fn insert_bytes(&self, key: &str, bytes: &[u8], ttl: Ttl) -> Result<bool> {
+        self.add_raw(key, bytes, ttl, false)
+    }
+
+    fn add_raw(&self, key: &str, bytes: &[u8], ttl: Ttl, precheck: bool) -> Result<bool> {
         let inner = &self.inner;
         let path = inner.path_for(key)?;
         let expires = self.expires_at(ttl)?;
         let entry = self.encode_raw(key, bytes, expires)?;
         let commit = {
             let guard = inner.lock(&path, "add")?;
-            inner.add_entry(key, &path, &entry, &guard)?
+            inner.add_entry(key, &path, &entry, &guard, precheck)?
         };
         match commit {
             Some(commit) => {

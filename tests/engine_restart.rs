@@ -115,23 +115,37 @@ fn back(sessions: &Sessions<Box<dyn Store>>, stored: &[(String, String)]) -> fsc
     Ok(())
 }
 
+/// A server process, SIGKILLed and reaped when dropped (also when a test fails).
 #[cfg(feature = "redis")]
-fn redis_server(dir: &Path, port: u16) -> Child {
-    Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server starts")
+struct Server(Child);
+
+#[cfg(feature = "redis")]
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_server(dir: &Path, port: u16) -> Server {
+    Server(
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts"),
+    )
 }
 
 #[cfg(feature = "redis")]
@@ -147,7 +161,7 @@ fn redis_restart() -> TestResult {
     }
     let tmp = tempfile::tempdir()?;
     let port = free_port();
-    let mut server = redis_server(tmp.path(), port);
+    let server = redis_server(tmp.path(), port);
     wait_port(port);
     let sessions = Sessions::new(
         store::open(&format!("redis://127.0.0.1:{port}/0"))?,
@@ -156,16 +170,12 @@ fn redis_restart() -> TestResult {
     let stored = populate(&sessions)?;
     let mut loaded = sessions.load(Some(&stored[1].0))?;
 
-    server.kill()?; // SIGKILL
-    server.wait()?;
+    drop(server); // SIGKILL
     down(&sessions, &stored[0].0, &mut loaded);
 
-    let mut server = redis_server(tmp.path(), port);
+    let _server = redis_server(tmp.path(), port);
     wait_port(port);
-    let result = back(&sessions, &stored);
-    server.kill()?;
-    server.wait()?;
-    result?;
+    back(&sessions, &stored)?;
     Ok(())
 }
 

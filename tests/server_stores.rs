@@ -188,3 +188,41 @@ fn a_store_url_without_its_engine_or_with_a_bad_scheme_is_a_clear_error() {
         "redis://127.0.0.1:6379/0"
     );
 }
+
+/// `server --cleanup` (here its function) empties the SQL stores of expired rows in
+/// batches and leaves live ones; on stores that expire by themselves it removes
+/// nothing and succeeds.
+#[test]
+fn cleanup_removes_expired_rows_and_keeps_live_ones() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    for (name, url) in urls(tmp.path()) {
+        let store = store::open(&url)?;
+        let tag = format!("cleanup:{}:", std::process::id());
+        for i in 0..2500 {
+            store.save(
+                &format!("{tag}old{i}"),
+                b"x",
+                std::time::Duration::from_millis(1),
+            )?;
+        }
+        store.save(
+            &format!("{tag}live"),
+            b"y",
+            std::time::Duration::from_secs(60),
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let removed = server::cleanup(&url).map_err(|e| format!("{name}: {e}"))?;
+        if matches!(name, "sqlite" | "postgres") {
+            // 2,500 expired rows take three batches of 1,000.
+            assert!(removed >= 2500, "{name}: removed {removed}");
+            assert_eq!(store.cleanup(1000)?, 0, "{name}: nothing left");
+        }
+        assert!(store.load(&format!("{tag}old7"))?.is_none(), "{name}");
+        assert!(
+            store.load(&format!("{tag}live"))?.is_some(),
+            "{name}: live row kept"
+        );
+        store.remove(&format!("{tag}live"))?;
+    }
+    Ok(())
+}

@@ -357,7 +357,10 @@ fn cookie_rules_are_validated() {
 /// one is a map with a version counter and no `update` of its own, so sessions go
 /// through the trait's optimistic compare-and-set loop.
 #[derive(Default)]
-struct MemoryStore(Mutex<(HashMap<String, (Vec<u8>, u64)>, u64)>);
+struct MemoryStore(Mutex<(Entries, u64)>);
+
+/// Key → (value, version).
+type Entries = HashMap<String, (Vec<u8>, u64)>;
 
 impl Store for MemoryStore {
     fn engine(&self) -> &'static str {
@@ -536,4 +539,109 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A store that logs which trait methods the session layer calls.
+struct Logged<S> {
+    inner: S,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl<S: Store> Logged<S> {
+    fn log(&self, name: &'static str) {
+        self.calls.lock().unwrap().push(name);
+    }
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl<S: Store> Store for Logged<S> {
+    fn engine(&self) -> &'static str {
+        self.inner.engine()
+    }
+    fn load(&self, key: &str) -> fscache::Result<Option<Versioned>> {
+        self.log("load");
+        self.inner.load(key)
+    }
+    fn save(&self, key: &str, value: &[u8], ttl: Duration) -> fscache::Result<()> {
+        self.log("save");
+        self.inner.save(key, value, ttl)
+    }
+    fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> fscache::Result<bool> {
+        self.log("insert");
+        self.inner.insert(key, value, ttl)
+    }
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Version,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> fscache::Result<bool> {
+        self.log("compare_and_set");
+        self.inner.compare_and_set(key, expected, new, ttl)
+    }
+    fn remove(&self, key: &str) -> fscache::Result<bool> {
+        self.log("remove");
+        self.inner.remove(key)
+    }
+    fn touch(&self, key: &str, ttl: Duration) -> fscache::Result<bool> {
+        self.log("touch");
+        self.inner.touch(key, ttl)
+    }
+    fn update(
+        &self,
+        key: &str,
+        ttl: Duration,
+        merge: &mut fscache::store::MergeFn<'_>,
+    ) -> fscache::Result<Option<Vec<u8>>> {
+        self.log("update");
+        self.inner.update(key, ttl, merge)
+    }
+}
+
+/// What each kind of request costs in store calls: a new session one insert; a
+/// changed one a load and one compare-and-set (no merge unless another request
+/// wrote meanwhile, then one update); an unchanged one with refresh-each-request a
+/// load and a touch (no rewrite); logout a load and a remove.
+#[test]
+fn each_request_costs_the_fewest_store_calls() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let store = Logged {
+        inner: FileSystemCache::builder(tmp.path()).threshold(0).open()?,
+        calls: Mutex::new(Vec::new()),
+    };
+    let sessions = Sessions::new(store, SessionConfig::default())?;
+    let c = new_session_cookie(&sessions);
+    assert_eq!(sessions.store().take(), ["insert"]);
+
+    let mut s = sessions.load(Some(&c))?;
+    s.insert("k", &1)?;
+    sessions.save(&mut s)?;
+    assert_eq!(sessions.store().take(), ["load", "compare_and_set"]);
+
+    let mut s = sessions.load(Some(&c))?;
+    let _ = s.get::<i32>("k")?;
+    sessions.save(&mut s)?;
+    assert_eq!(sessions.store().take(), ["load", "touch"]);
+
+    // Another request wrote between this one's load and save: one merge.
+    let mut a = sessions.load(Some(&c))?;
+    let mut b = sessions.load(Some(&c))?;
+    b.insert("b", &2)?;
+    sessions.save(&mut b)?;
+    a.insert("a", &3)?;
+    sessions.store().take();
+    sessions.save(&mut a)?;
+    assert_eq!(sessions.store().take(), ["compare_and_set", "update"]);
+    let s = sessions.load(Some(&c))?;
+    assert_eq!((s.get::<i32>("a")?, s.get::<i32>("b")?), (Some(3), Some(2)));
+
+    let mut s = sessions.load(Some(&c))?;
+    s.destroy();
+    sessions.store().take();
+    sessions.save(&mut s)?;
+    assert_eq!(sessions.store().take(), ["remove"]);
+    Ok(())
 }

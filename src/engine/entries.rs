@@ -171,14 +171,20 @@ impl Engine {
     /// Stores `bytes` only if `key` has no live entry, committing with a no-replace
     /// rename, so a plain `set` that lands first is never overwritten. The caller
     /// holds the key's stripe lock. `None` if a live entry was there.
+    ///
+    /// `precheck` reads the entry's header first, which saves writing a temp file
+    /// when the key is usually taken (a job claim); without it (a new random session
+    /// id, almost never taken) the no-replace rename alone finds a taken name, and
+    /// the failed open of the check is saved.
     pub(crate) fn add_entry(
         &self,
         key: &str,
         path: &EntryPath,
         bytes: &[u8],
         guard: &LockGuard<'_>,
+        precheck: bool,
     ) -> Result<Option<Commit>> {
-        if self.has(key, path, Some(guard))? {
+        if precheck && self.has(key, path, Some(guard))? {
             return Ok(None);
         }
         let tmp = self.write_temp(path, bytes)?;

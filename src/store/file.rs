@@ -29,7 +29,7 @@ impl Store for FileSystemCache {
     }
 
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        self.add_bytes(key, value, Ttl::After(ttl))
+        self.insert_bytes(key, value, Ttl::After(ttl))
     }
 
     fn compare_and_set(

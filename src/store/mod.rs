@@ -16,7 +16,7 @@
 //!
 //! | URL | store | cargo feature |
 //! |---|---|---|
-//! | `file://./sessions`, `file:///var/lib/app/sessions` | [`FileSystemCache`] (unbounded) | default |
+//! | `file://./sessions`, `file:///var/lib/app/sessions` | [`FileSystemCache`](crate::FileSystemCache) (unbounded) | default |
 //! | `redis://127.0.0.1:6379/0` | `RedisStore` | `redis` |
 //! | `postgres://user:pw@127.0.0.1:5432/db` (or `postgresql://`) | `PostgresStore` | `postgres` |
 //! | `sqlite:///var/lib/app/sessions.db`, `sqlite://./sessions.db` | `SqliteStore` | `sqlite` |
@@ -45,7 +45,7 @@
 mod file;
 #[cfg(feature = "memcached")]
 mod memcached;
-#[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite", feature = "memcached"))]
 mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
