@@ -32,7 +32,9 @@
 //! ```
 //!
 //! Server-side sessions for sync web servers (Flask-Session's model) are in
-//! [`session`] (feature `sessions`, on by default), on top of any [`Store`].
+//! [`session`] (feature `sessions`, on by default), on top of any [`Store`]: this
+//! cache, or Redis, PostgreSQL, SQLite or Memcached ([`store`], one cargo feature
+//! each), picked at run time by a URL with [`store::open`].
 //!
 //! # On disk
 //!

@@ -217,7 +217,10 @@ fn cleanup_removes_expired_rows_and_keeps_live_ones() -> TestResult {
             assert!(removed >= 2500, "{name}: removed {removed}");
             assert_eq!(store.cleanup(1000)?, 0, "{name}: nothing left");
         }
-        assert!(store.load(&format!("{tag}old7"))?.is_none(), "{name}");
+        if name != "memcached" {
+            // (Memcached counts whole seconds: its 1 ms is 1 s, checked in stores.rs.)
+            assert!(store.load(&format!("{tag}old7"))?.is_none(), "{name}");
+        }
         assert!(
             store.load(&format!("{tag}live"))?.is_some(),
             "{name}: live row kept"

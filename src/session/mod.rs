@@ -2,10 +2,16 @@
 //!
 //! The cookie carries only a random id (optionally signed); the data lives in the
 //! store under `prefix + blake3(id)`, so reading the cache directory reveals no live
-//! cookie. A request's changes are recorded key by key and merged into the stored
-//! record under the key's lock when saved, so two concurrent requests of one session
-//! that change different keys both keep their changes; [`Session::update`] even
-//! merges concurrent changes of the same key.
+//! cookie. A request's changes are recorded key by key. On save, the view is written
+//! with one compare-and-set against the version the request loaded; if another
+//! request wrote meanwhile, the recorded changes are replayed on the new record with
+//! the store's atomic merge ([`Store::update`]: under a lock for the file cache,
+//! SQLite and PostgreSQL, re-run after a lost compare-and-set for Redis and
+//! Memcached). So two concurrent requests of one session that change different keys
+//! both keep their changes, [`Session::update`] even merges concurrent changes of the
+//! same key, and a session destroyed by one request is never brought back by
+//! another. The store is any [`Store`]: pick one at run time with
+//! [`store::open`](crate::store::open) and use `Sessions<Box<dyn Store>>`.
 //!
 //! # Choosing the store's threshold
 //!
@@ -183,11 +189,13 @@ impl Session {
     }
 
     /// Read-modify-write of one key that survives concurrent requests: `f` is applied
-    /// to this view now and replayed on the stored value when the session is saved,
-    /// under the store's lock. Returns the new value in this view.
+    /// to this view now and, if another request wrote the session meanwhile, replayed
+    /// on the stored value when the session is saved, atomically. Returns the new
+    /// value in this view.
     ///
     /// Use it for counters and carts, where two concurrent requests changing the same
-    /// key must both count. `f` runs twice, so it must be a pure function.
+    /// key must both count. `f` may run several times (on an optimistic store, once
+    /// per lost race), so it must be a pure function.
     ///
     /// # Errors
     /// [`Error::Deserialize`] / [`Error::Serialize`] when the value does not fit `T`.
@@ -511,17 +519,23 @@ impl<S: Store> Sessions<S> {
     /// Writes what changed and tells the response what to send.
     ///
     /// - Nothing is written for an unchanged session unless refresh-each-request is
-    ///   on (then the expiry slides).
+    ///   on (then the expiry slides with [`Store::touch`], without a rewrite).
     /// - An empty session is not stored and gets no cookie; a stored one that became
     ///   empty is deleted and its cookie expired.
-    /// - Changes are merged into the stored record under the key's lock: concurrent
-    ///   requests that change different keys both keep their changes; the same key:
-    ///   last writer wins, except through [`Session::update`], which is replayed. A
-    ///   session destroyed by a concurrent request stays destroyed.
+    /// - A new session is written with [`Store::insert`] (never over a stored one; a
+    ///   taken id, which 256 random bits make a theoretical case, gets a new one).
+    /// - Changes are written with one [`Store::compare_and_set`] against the loaded
+    ///   version, or, if another request wrote meanwhile, merged into the stored
+    ///   record with [`Store::update`]: concurrent requests that change different
+    ///   keys both keep their changes; the same key: last writer wins, except through
+    ///   [`Session::update`], which is replayed. A session destroyed by a concurrent
+    ///   request stays destroyed.
     ///
     /// # Errors
-    /// Store failures; errors of [`Session::update`] closures replayed on the stored
-    /// value.
+    /// Store failures ([`Error::Engine`] says whether a retry can help;
+    /// [`Error::Conflict`] when an optimistic store lost every race); errors of
+    /// [`Session::update`] closures replayed on the stored value (nothing is written
+    /// then).
     pub fn save(&self, session: &mut Session) -> Result<SaveOutcome> {
         let vary_cookie = session.was_accessed();
         let outcome = |set_cookie| {
