@@ -274,6 +274,10 @@ fn update_merges_and_its_error_writes_nothing() -> TestResult {
             Err(Error::callback("the merge gives up"))
         });
         assert!(matches!(err, Err(Error::Callback { .. })), "{n}: {err:?}");
+        let err = err.unwrap_err();
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(cause, "the merge gives up");
+        assert!(!err.to_string().contains(&cause), "{err}");
         assert_eq!(
             st.load(&k)?.unwrap().value,
             b"1",
