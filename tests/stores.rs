@@ -524,3 +524,152 @@ fn an_unreachable_engine_is_a_retryable_error() {
         }
     }
 }
+
+// ----- model-based: random operation sequences against every store and a map -----
+
+mod model {
+    use std::collections::HashMap;
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        Load(u8),
+        Save(u8),
+        Insert(u8),
+        /// Compare-and-set with the version of the key's last load; `true` deletes.
+        Cas(u8, bool),
+        Remove(u8),
+        Touch(u8),
+        Update(u8),
+    }
+
+    pub fn op() -> impl Strategy<Value = Op> {
+        let k = 0u8..3;
+        prop_oneof![
+            3 => k.clone().prop_map(Op::Load),
+            2 => k.clone().prop_map(Op::Save),
+            2 => k.clone().prop_map(Op::Insert),
+            3 => (k.clone(), any::<bool>()).prop_map(|(k, d)| Op::Cas(k, d)),
+            1 => k.clone().prop_map(Op::Remove),
+            1 => k.clone().prop_map(Op::Touch),
+            2 => k.prop_map(Op::Update),
+        ]
+    }
+
+    /// Runs `ops` on `store`. The model holds each key's value and a write number;
+    /// every value written is unique, so a store that compares values (Redis) and
+    /// one that compares write ids agree on what a compare-and-set should do.
+    pub fn run(name: &str, store: &dyn Store, ops: &[Op]) -> Result<(), TestCaseError> {
+        let p = prefix("model");
+        let key = |k: u8| format!("{p}{k}");
+        let mut model: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
+        // The last load of each key: its version and the write it saw.
+        let mut loaded: HashMap<u8, (Version, u64)> = HashMap::new();
+        let mut writes = 0u64;
+        for (i, op) in ops.iter().enumerate() {
+            let ctx = format!("{name}: op {i} {op:?}");
+            let mut fresh = |tag: &str| {
+                writes += 1;
+                (format!("{tag}{writes}").into_bytes(), writes)
+            };
+            match *op {
+                Op::Load(k) => {
+                    let got = store.load(&key(k)).map_err(|e| fail(&ctx, e))?;
+                    prop_assert_eq!(
+                        got.as_ref().map(|v| &v.value),
+                        model.get(&k).map(|m| &m.0),
+                        "{}",
+                        ctx
+                    );
+                    match got {
+                        Some(v) => loaded.insert(k, (v.version, model[&k].1)),
+                        None => loaded.remove(&k),
+                    };
+                }
+                Op::Save(k) => {
+                    let (v, w) = fresh("s");
+                    store.save(&key(k), &v, MINUTE).map_err(|e| fail(&ctx, e))?;
+                    model.insert(k, (v, w));
+                }
+                Op::Insert(k) => {
+                    let (v, w) = fresh("i");
+                    let done = store
+                        .insert(&key(k), &v, MINUTE)
+                        .map_err(|e| fail(&ctx, e))?;
+                    prop_assert_eq!(done, !model.contains_key(&k), "{}", ctx);
+                    if done {
+                        model.insert(k, (v, w));
+                    }
+                }
+                Op::Cas(k, delete) => {
+                    let Some((version, seen)) = loaded.get(&k).cloned() else {
+                        continue;
+                    };
+                    let (v, w) = fresh("c");
+                    let new = (!delete).then_some(&v[..]);
+                    let done = store
+                        .compare_and_set(&key(k), &version, new, MINUTE)
+                        .map_err(|e| fail(&ctx, e))?;
+                    let expect = model.get(&k).is_some_and(|m| m.1 == seen);
+                    prop_assert_eq!(done, expect, "{}", ctx);
+                    if done {
+                        if delete {
+                            model.remove(&k);
+                        } else {
+                            model.insert(k, (v, w));
+                        }
+                    }
+                }
+                Op::Remove(k) => {
+                    let done = store.remove(&key(k)).map_err(|e| fail(&ctx, e))?;
+                    prop_assert_eq!(done, model.remove(&k).is_some(), "{}", ctx);
+                }
+                Op::Touch(k) => {
+                    let done = store.touch(&key(k), MINUTE).map_err(|e| fail(&ctx, e))?;
+                    prop_assert_eq!(done, model.contains_key(&k), "{}", ctx);
+                    // A touch may count as a write (the file cache rewrites the entry):
+                    // versions read before it are not used again.
+                    loaded.remove(&k);
+                }
+                Op::Update(k) => {
+                    let (suffix, w) = fresh("u");
+                    let stored = store
+                        .update(&key(k), MINUTE, &mut |old| {
+                            let mut v = old.unwrap_or(b"").to_vec();
+                            v.extend_from_slice(&suffix);
+                            Ok(Merge::Put(v))
+                        })
+                        .map_err(|e| fail(&ctx, e))?;
+                    let mut expect = model.get(&k).map(|m| m.0.clone()).unwrap_or_default();
+                    expect.extend_from_slice(&suffix);
+                    prop_assert_eq!(stored.as_deref(), Some(&expect[..]), "{}", ctx);
+                    model.insert(k, (expect, w));
+                }
+            }
+        }
+        for k in 0..3 {
+            store.remove(&key(k)).map_err(|e| fail("cleanup", e))?;
+        }
+        Ok(())
+    }
+
+    fn fail(ctx: &str, e: Error) -> TestCaseError {
+        TestCaseError::fail(format!("{ctx}: {e}"))
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Every store behaves like a map with versions, for any sequence of loads,
+    /// saves, inserts, compare-and-sets (fresh or stale), removes, touches and
+    /// merges.
+    #[test]
+    fn every_store_matches_the_model(ops in proptest::collection::vec(model::op(), 1..40)) {
+        for s in subjects() {
+            model::run(s.name, s.store.as_ref(), &ops)?;
+        }
+    }
+}

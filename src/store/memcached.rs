@@ -196,7 +196,14 @@ impl Store for MemcachedStore {
         Ok(live && deleted)
     }
 
+    /// `get` and then `touch`: a bare `touch` would also extend a deletion's
+    /// tombstone and report it live. A deletion that lands between the two still
+    /// reads as absent afterwards (the tombstone just lives longer); only this
+    /// call's `true` is then stale.
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
+        if self.load(key)?.is_none() {
+            return Ok(false);
+        }
         let key = wire_key(key);
         self.pool.with(|c| match c.touch(&key, expiration(ttl)) {
             Ok(found) => Ok(found),

@@ -36,6 +36,9 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 ///   the value itself, and [`compare_and_set`](Store::compare_and_set) is a Lua
 ///   script (`EVALSHA`) that writes only if the stored bytes are still those; a lost
 ///   race re-runs the merge. Works on Redis 2.6 and newer (Debian ships 7.0).
+///   Comparing values means a key rewritten with identical bytes (A, then B, then A
+///   again) counts as unchanged; a merge of the same bytes gives the same result, so
+///   no update is lost (session records also carry the time of their last write).
 /// - Values are stored as plain strings under the key as given (the session layer
 ///   adds `session:`), so `redis-cli GET` shows them.
 pub struct RedisStore {
