@@ -30,7 +30,8 @@ const MAX_KEY: usize = 250;
 /// - Atomic merge: [`update`](Store::update) is optimistic: `gets` returns the CAS
 ///   id, and `cas` writes only if nothing wrote the key since. Memcached has no
 ///   conditional delete, so a merge that deletes writes an empty value with a
-///   1-second expiry instead, which reads as absent.
+///   1-second expiry instead, which reads as absent (so does any empty value: this
+///   store cannot hold one; session records are never empty).
 /// - Keys memcached cannot take (over 250 bytes, or with spaces or control
 ///   characters) are stored under `fscache:` and the blake3 hash of the key.
 pub struct MemcachedStore {
