@@ -519,7 +519,8 @@ impl<S: Store> Sessions<S> {
     /// Writes what changed and tells the response what to send.
     ///
     /// - Nothing is written for an unchanged session unless refresh-each-request is
-    ///   on (then the expiry slides with [`Store::touch`], without a rewrite).
+    ///   on (then the expiry slides with [`Store::touch`]: in place on the engines,
+    ///   a rewrite of the same record on the file cache).
     /// - An empty session is not stored and gets no cookie; a stored one that became
     ///   empty is deleted and its cookie expired.
     /// - A new session is written with [`Store::insert`] (never over a stored one; a

@@ -193,7 +193,8 @@ pub trait Store: Send + Sync {
     /// Engine failures.
     fn remove(&self, key: &str) -> Result<bool>;
 
-    /// Slides a live value's expiry to `ttl` from now without changing it; `false`
+    /// Slides a live value's expiry to `ttl` from now without changing it (engines
+    /// do it in place; the file cache rewrites the entry with the same value); `false`
     /// if there is no live value.
     ///
     /// # Errors
