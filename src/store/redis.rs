@@ -35,7 +35,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// - Atomic merge: [`update`](Store::update) is optimistic. The version of a load is
 ///   the value itself, and [`compare_and_set`](Store::compare_and_set) is a Lua
 ///   script (`EVALSHA`) that writes only if the stored bytes are still those; a lost
-///   race re-runs the merge. Works on Redis 2.6 and newer (Debian ships 7.0).
+///   race re-runs the merge. Tested against Redis 7.0 (what Debian ships); it uses
+///   only `GET`, `SET ... NX PX`, `PEXPIRE`, `DEL` and `EVALSHA`/`EVAL`.
 ///   Comparing values means a key rewritten with identical bytes (A, then B, then A
 ///   again) counts as unchanged; a merge of the same bytes gives the same result, so
 ///   no update is lost (session records also carry the time of their last write).
