@@ -255,7 +255,7 @@ impl FileSystemCache {
         let expires = self.expires_at(ttl)?;
         let bytes = self.encode(self.inner.codec(), key, value, expires)?;
         let commit = self.inner.write_entry(&path, &bytes, None)?;
-        self.inner.after_write(commit);
+        self.inner.after_write(commit, &path);
         Ok(())
     }
 
@@ -276,7 +276,7 @@ impl FileSystemCache {
         let expires = self.expires_at(ttl)?;
         let entry = self.encode_raw(key, bytes, expires)?;
         let commit = self.inner.write_entry(&path, &entry, None)?;
-        self.inner.after_write(commit);
+        self.inner.after_write(commit, &path);
         Ok(())
     }
 
@@ -318,7 +318,7 @@ impl FileSystemCache {
         };
         match commit {
             Some(commit) => {
-                inner.after_write(commit);
+                inner.after_write(commit, &path);
                 Ok(true)
             }
             None => Ok(false),
@@ -368,7 +368,7 @@ impl FileSystemCache {
             let bytes = self.encode(codec, key, &value, expires)?;
             (value, inner.write_entry(&path, &bytes, Some(&guard))?)
         };
-        inner.after_write(commit);
+        inner.after_write(commit, &path);
         Ok(value)
     }
 
@@ -449,7 +449,7 @@ impl FileSystemCache {
             }
         };
         if let Some(commit) = commit {
-            inner.after_write(commit);
+            inner.after_write(commit, &path);
         }
         Ok(new)
     }
@@ -505,7 +505,7 @@ impl FileSystemCache {
             }
         };
         if let Some(commit) = commit {
-            inner.after_write(commit);
+            inner.after_write(commit, &path);
         }
         Ok(stored)
     }
@@ -536,7 +536,7 @@ impl FileSystemCache {
         };
         match commit {
             Some(commit) => {
-                inner.after_write(commit);
+                inner.after_write(commit, &path);
                 Ok(true)
             }
             None => Ok(false),
@@ -564,7 +564,7 @@ impl FileSystemCache {
             let entry = inner.finish_entry(key, w)?;
             inner.write_entry(&path, &entry, Some(&guard))?
         };
-        inner.after_write(commit);
+        inner.after_write(commit, &path);
         Ok(true)
     }
 
@@ -610,7 +610,7 @@ impl FileSystemCache {
             }
         };
         if let Some(commit) = commit {
-            inner.after_write(commit);
+            inner.after_write(commit, &path);
         }
         Ok(true)
     }

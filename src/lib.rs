@@ -148,6 +148,11 @@
 //!   at 1; no never-expiring entry was evicted while others remained, nor any of the
 //!   longer-lived new ones at `s ≥ 2`. Damage found by a step is removed before it
 //!   evicts any live entry (damage never pushes valid entries out).
+//! - **Own write.** A step never evicts the entry its own write made, even when it
+//!   ties on expiry with everything else (a `set` then a `get` in one thread finds
+//!   the value; another writer's step may evict it later). If that entry is the only
+//!   one in the pool that expires, the step reads on for another before it evicts a
+//!   never-expiring one (`tests/bounded.rs`, `a_writes_own_eviction_step_spares_the_entry_it_wrote`).
 //! - **Off the request path.** [`prune_step`](FileSystemCache::prune_step), called
 //!   from a background thread or a cron job, does the same work with a budget you
 //!   choose and evicts down to a little under `T` (1%, or up to 64 entries), so that

@@ -121,7 +121,9 @@ impl FileSystemCacheBuilder {
     /// A write that takes the count past the threshold runs one bounded eviction
     /// step: expired and damaged entries it meets go, then the nearest-expiry entries
     /// of its candidate pool (never-expiring ones last) until the count is back at the
-    /// threshold. No write sweeps the directory. See the crate docs ("Threshold") for
+    /// threshold. That step never evicts the entry its own write made, so a `set`
+    /// followed by a `get` in one thread finds the value (another writer's step may
+    /// evict it later). No write sweeps the directory. See the crate docs ("Threshold") for
     /// the bound on overshoot, the latency and how exact the order is.
     pub fn threshold(mut self, entries: usize) -> Self {
         self.config.threshold = entries;

@@ -265,6 +265,42 @@ fn expired_entries_go_within_the_documented_number_of_writes_below_the_threshold
     Ok(())
 }
 
+/// A write past the threshold never evicts the entry it just made, even when every
+/// entry ties on expiry (a frozen clock, one TTL), so that the eviction order among
+/// them is the write ids' (random) order: set-then-get holds for one writer. Each
+/// insert here would otherwise lose its own entry about half the time (threshold 1:
+/// the pool holds the old entry and the new one).
+#[test]
+fn a_writes_own_eviction_step_spares_the_entry_it_wrote() -> TestResult {
+    for threshold in [1, 2, 13] {
+        let (_tmp, dir) = temp_cache_dir();
+        let c = FileSystemCache::builder(&dir)
+            .threshold(threshold)
+            .clock(ManualClock::new())
+            .open()?;
+        for i in 0..300 {
+            let key = format!("key{i}");
+            c.set(&key, &i)?;
+            assert_eq!(
+                c.get::<i32>(&key)?,
+                Some(i),
+                "threshold {threshold}, insert {i}"
+            );
+            let len = c.approximate_len();
+            assert!(
+                len <= threshold + 1,
+                "threshold {threshold}, insert {i}: {len} entries"
+            );
+        }
+        assert!(
+            c.stats().evicted >= 280,
+            "threshold {threshold}: {:?}",
+            c.stats()
+        );
+    }
+    Ok(())
+}
+
 /// How close eviction is to the exact nearest-expiry order: entries with distinct
 /// expiries, then new longer-lived ones past the threshold; the share of the evicted
 /// entries that the exact order would have evicted too. Printed for several sample

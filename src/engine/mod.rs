@@ -229,7 +229,8 @@ impl Engine {
     /// step. The write is committed, so a failing step is logged and counted in
     /// `Stats::sweep_errors`, never returned (a retried `inc` would count twice).
     /// Inside an `update` closure neither runs: they would need a stripe lock.
-    pub(crate) fn after_write(&self, commit: Commit) {
+    /// `path` is the entry written; its own eviction step spares it.
+    pub(crate) fn after_write(&self, commit: Commit, path: &EntryPath) {
         // The cheap conditions first: most writes start no step.
         let over = commit == Commit::Created
             && self.threshold > 0
@@ -244,7 +245,7 @@ impl Engine {
         let result = crate::hooks::run(crate::hooks::Point::SweepAfterWrite, &self.dir)
             .map_err(|e| Error::io("cleanup step (test hook)", &self.dir, e));
         let result = result.and_then(|()| if over {
-            sweep::evict_step(self)
+            sweep::evict_step(self, path)
         } else {
             sweep::expiry_step(self, self.expiry_budget).map(drop)
         });

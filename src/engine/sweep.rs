@@ -426,7 +426,12 @@ fn thread_slot() -> u64 {
 /// where the walker stopped; removes expired, damaged and stale leftovers it meets;
 /// then, while the shared count is past `budget.target`, evicts the pool's
 /// nearest-expiry entries (at most `budget.evict`).
-fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneReport> {
+fn walk(
+    engine: &Engine,
+    walker: &mut Walker,
+    budget: Budget,
+    spare: Option<&EntryPath>,
+) -> Result<PruneReport> {
     engine.stats.steps.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     if walker.pid != pid {
@@ -454,7 +459,7 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
     // past the threshold because of it, so the step reads on through its name
     // budget, removing it, before it evicts any live entry. What reading removed
     // counts toward what the step must remove.
-    let (mut extended, mut read_on) = (false, false);
+    let (mut extended, mut read_on, mut spare_read) = (false, false, false);
     let mut busy = Vec::new();
     loop {
         if budget.read_past && r.report.damaged > 0 && !read_on {
@@ -491,6 +496,21 @@ fn walk(engine: &Engine, walker: &mut Walker, budget: Budget) -> Result<PruneRep
             break;
         }
         let c = walker.pool.remove(0);
+        // The entry the write that runs this step just made is never its victim:
+        // set-then-get holds for one writer however full the cache is.
+        // If it expires and the rest of the pool never does, read on (once, within
+        // the name budget) for another entry that expires before evicting one that
+        // never does. If none turns up, a never-expiring entry goes: the bound on
+        // the count comes before the order.
+        if spare == Some(&c.path) {
+            let expires = c.expires != u64::MAX;
+            busy.push(c);
+            if expires && !spare_read && never(walker) {
+                spare_read = true;
+                r.read(walker, usize::MAX, budget.names, budget.shards, never)?;
+            }
+            continue;
+        }
         let fp = Fingerprint::Header(c.header);
         let expired = c.expires != u64::MAX && c.expires <= r.now;
         match try_evict(engine, &c.path, &fp)? {
@@ -579,8 +599,9 @@ impl Reader<'_> {
 
 /// The step a write runs when it made a new name past the threshold: evicts what the
 /// count is past the threshold (at most [`EVICT_PER_STEP`]) after reading
-/// `eviction_samples` more headers per entry to evict into the pool.
-pub(super) fn evict_step(engine: &Engine) -> Result<()> {
+/// `eviction_samples` more headers per entry to evict into the pool. It never
+/// evicts `written`, the entry that write made (another writer's step may).
+pub(super) fn evict_step(engine: &Engine, written: &EntryPath) -> Result<()> {
     let threshold = engine.threshold as i64;
     let over = engine.state.load() - threshold;
     if over <= 0 {
@@ -596,12 +617,12 @@ pub(super) fn evict_step(engine: &Engine) -> Result<()> {
         read_past: true,
         ..Budget::reading(engine.eviction_samples * evict)
     };
-    engine.walkers.with(|w| walk(engine, w, budget)).map(drop)
+    engine.walkers.with(|w| walk(engine, w, budget, Some(written))).map(drop)
 }
 
 /// An expiry step of `headers` headers (no eviction).
 pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport> {
-    engine.walkers.with(|w| walk(engine, w, Budget::reading(headers)))
+    engine.walkers.with(|w| walk(engine, w, Budget::reading(headers), None))
 }
 
 /// The count a background step evicts down to: 1% under the threshold, or a quarter
@@ -624,7 +645,7 @@ impl Engine {
         } else {
             Budget::reading(budget)
         };
-        self.walkers.with(|w| walk(self, w, b))
+        self.walkers.with(|w| walk(self, w, b, None))
     }
 
     /// The full sweep: see `FileSystemCache::prune`.
