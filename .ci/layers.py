@@ -31,7 +31,7 @@ LAYERS = [
     # value codecs
     (3, ["finite", "codec"]),
     # facade
-    (4, ["options", "cache"]),
+    (4, ["options", "cache", "inspect"]),
     # the Store trait and its backends; the URL opener knows every backend
     (5, ["store::pool", "store::file", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),

@@ -671,7 +671,29 @@ impl FileSystemCache {
     /// # }
     /// ```
     pub fn prune(&self) -> Result<PruneReport> {
-        self.inner.prune()
+        self.inner.prune(&mut |_| {})
+    }
+
+    /// [`prune`](Self::prune), calling `progress(done, total)` after each of the
+    /// `total` (256) shard directories it sweeps: for a progress bar over a large
+    /// directory (`fscache gc` draws one on a terminal).
+    ///
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let tmp = tempfile::tempdir()?;
+    /// let cache = fscache::FileSystemCache::open(tmp.path())?;
+    /// let mut last = (0, 0);
+    /// cache.prune_with_progress(|done, total| last = (done, total))?;
+    /// assert_eq!(last, (256, 256));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`prune`](Self::prune).
+    pub fn prune_with_progress(&self, mut progress: impl FnMut(usize, usize)) -> Result<PruneReport> {
+        let total = crate::engine::SHARD_COUNT;
+        self.inner.prune(&mut |done| progress(done, total))
     }
 
     /// One bounded piece of cleanup, for a background thread or a cron job: reads at
@@ -769,6 +791,39 @@ impl FileSystemCache {
         self.inner.clear()
     }
 
+    /// The file that holds `key`'s entry (whether or not it exists now): for tools
+    /// that read an entry without changing it (`fscache get`). Programs should use
+    /// [`get`](Self::get): the file may be replaced at any moment (atomically: a
+    /// reader opens the old file or the new one).
+    ///
+    /// # Errors
+    /// [`Error::KeyTooLong`].
+    pub fn entry_path(&self, key: &str) -> Result<std::path::PathBuf> {
+        Ok(self.inner.dir().join(self.inner.path_for(key)?.rel()))
+    }
+
+    /// Reads every name and entry header in the directory and reports what is there,
+    /// removing nothing: live entries and their bytes, expired and damaged entries,
+    /// litter, foreign files, the shared count and the recorded threshold. A full
+    /// scan (one header read per entry); `fscache stats DIR` prints it.
+    ///
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let tmp = tempfile::tempdir()?;
+    /// let cache = fscache::FileSystemCache::builder(tmp.path()).threshold(100).open()?;
+    /// cache.set("a", &1)?;
+    /// let report = cache.scan()?;
+    /// assert_eq!((report.entries, report.threshold), (1, Some(100)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed or a header read fails.
+    pub fn scan(&self) -> Result<crate::DirReport> {
+        self.inner.scan()
+    }
+
     /// Iterates over the keys of live entries, one shard at a time (memory bounded by
     /// one shard's listing). Entries written or removed during the iteration may or
     /// may not be seen. Damaged and expired entries are skipped (`prune` removes them).
@@ -826,6 +881,34 @@ impl FileSystemCacheBuilder {
     pub fn open(self) -> Result<FileSystemCache> {
         Ok(FileSystemCache {
             inner: Arc::new(Engine::open(self.into_config()?)?),
+        })
+    }
+
+    /// Opens a directory that is already an fscache, for a tool that inspects or
+    /// cleans a cache another program owns (the `fscache` command uses it): a missing
+    /// directory is an [`Error::Io`] (`NotFound`) and an empty one an
+    /// [`Error::NotACache`], where [`open`](Self::open) would create and adopt them;
+    /// and the handle does not record its threshold in the directory's state file,
+    /// so `fscache stats` keeps showing the owner's.
+    ///
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// let tmp = tempfile::tempdir()?;
+    /// let empty = tmp.path().join("empty");
+    /// std::fs::create_dir(&empty)?;
+    /// let err = fscache::FileSystemCache::builder(&empty).open_existing().unwrap_err();
+    /// assert!(matches!(err, fscache::Error::NotACache { .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and the two above.
+    pub fn open_existing(self) -> Result<FileSystemCache> {
+        let mut config = self.into_config()?;
+        config.existing_only = true;
+        Ok(FileSystemCache {
+            inner: Arc::new(Engine::open(config)?),
         })
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     NotACache {
         /// The directory given to `open`.
         path: PathBuf,
+        /// The directory is empty: only `open_existing` refuses that (it never
+        /// adopts a directory).
+        empty: bool,
     },
     /// The directory was created by an fscache with another on-disk format.
     #[non_exhaustive]
@@ -237,7 +240,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { op, path, .. } => write!(f, "{op} failed for {}", path.display()),
-            Error::NotACache { path } => write!(
+            Error::NotACache { path, empty: true } => write!(
+                f,
+                "{} is an empty directory, not an fscache directory (no FSCACHE marker \
+                 file); open_existing never adopts one",
+                path.display()
+            ),
+            Error::NotACache { path, .. } => write!(
                 f,
                 "{} is not empty and is not an fscache directory (no FSCACHE marker file); \
                  the cache deletes files, so point it at an empty or new directory",

@@ -214,6 +214,7 @@ unix! {
     pub mod store;
     mod cache;
     mod options;
+    mod inspect;
     mod codec;
     #[cfg(feature = "json")]
     mod finite;
@@ -233,9 +234,10 @@ unix! {
         Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
     };
     pub use engine::{
-        EVICT_PER_STEP, EVICTION_SAMPLES, Keys, POOL, PruneReport, RenameMode, STALE_TEMP_AGE,
+        DirReport, EVICT_PER_STEP, EVICTION_SAMPLES, Keys, POOL, PruneReport, RenameMode, STALE_TEMP_AGE,
     };
     pub use store::Store;
+    pub use inspect::{EntryFile, EntryHeader, inspect_entry};
 }
 
 /// Internal entry points for `fuzz/` (feature `fuzzing`); not a public API.

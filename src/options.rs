@@ -58,6 +58,7 @@ impl FileSystemCacheBuilder {
                     .is_some_and(|v| v == "1"),
                 stale_temp_age: STALE_TEMP_AGE,
                 expiry_budget: 8,
+                existing_only: false,
                 eviction_samples: EVICTION_SAMPLES,
             },
             format: Format::Json,

@@ -13,6 +13,9 @@
 //!                     whether anyone changed the count while it ran
 //! offset 24  8 bytes  the expiry walk's shard counter: each walk takes the next
 //!                     shard (the value modulo 256), so processes share the walk
+//! offset 32  8 bytes  the threshold of the handle opened last, plus one (0: none
+//!                     recorded, as in a file written before this field existed);
+//!                     for tools such as `fscache stats`, never read by the engine
 //! rest of the page    zero, reserved
 //! ```
 #![allow(unsafe_code)]
@@ -28,6 +31,7 @@ const STATE_MAGIC: [u8; 8] = *b"FSCSTAT1";
 const COUNT_OFFSET: usize = 8;
 const CHANGES_OFFSET: usize = 16;
 const CURSOR_OFFSET: usize = 24;
+const THRESHOLD_OFFSET: usize = 32;
 
 /// A shared mapping of `fscache.state`.
 pub(crate) struct SharedState {
@@ -147,6 +151,20 @@ impl SharedState {
     /// The shard the next expiry walk reads (a counter shared by all processes).
     pub(crate) fn next_shard(&self) -> u64 {
         self.cell(CURSOR_OFFSET).fetch_add(1, Ordering::Relaxed) as u64
+    }
+
+    /// Records the threshold of a handle being opened (see the layout above).
+    pub(crate) fn record_threshold(&self, threshold: usize) {
+        let v = i64::try_from(threshold).unwrap_or(i64::MAX - 1) + 1;
+        self.cell(THRESHOLD_OFFSET).store(v, Ordering::Relaxed);
+    }
+
+    /// The threshold the last handle opened with, if one was recorded.
+    pub(crate) fn recorded_threshold(&self) -> Option<usize> {
+        match self.cell(THRESHOLD_OFFSET).load(Ordering::Relaxed) {
+            v if v > 0 => usize::try_from(v - 1).ok(),
+            _ => None,
+        }
     }
 
     /// How many times the count has been changed (by `add`), ever, by anyone.

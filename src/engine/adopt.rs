@@ -48,6 +48,7 @@ fn check_dir(root: &Root, dir: &Path) -> Result<Found> {
     {
         return Err(Error::NotACache {
             path: dir.to_path_buf(),
+            empty: false,
         });
     }
     Ok(Found::Empty)
@@ -245,7 +246,7 @@ pub(super) fn open(opts: &Config) -> Result<Opened> {
     let io_err = |op, e| Error::io(op, &dir, e);
     match std::fs::symlink_metadata(&dir) {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !opts.existing_only => {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -271,6 +272,9 @@ pub(super) fn open(opts: &Config) -> Result<Opened> {
     // creates files); the marker itself is written after the probe, which decides
     // how a no-replace rename is done here.
     let found = check_dir(&root, &dir)?;
+    if opts.existing_only && found == Found::Empty {
+        return Err(Error::NotACache { path: dir, empty: true });
+    }
     let needs_fchmod = probe(&mut root, &dir, opts.file_mode, opts.force_portable_renames)?;
     if root.mode() == RenameMode::Portable {
         log::warn!(

@@ -31,7 +31,9 @@ use crate::error::{Error, Result};
 
 pub(crate) use crate::disk::entry::Codec;
 pub use crate::disk::sys::RenameMode;
-pub use scan::Keys;
+pub use scan::{DirReport, Keys};
+/// How many shard directories a cache directory has.
+pub(crate) const SHARD_COUNT: usize = crate::disk::layout::SHARDS;
 pub use sweep::{EVICT_PER_STEP, EVICTION_SAMPLES, POOL, PruneReport, STALE_TEMP_AGE};
 
 /// What a completed write guarantees after a crash.
@@ -72,6 +74,9 @@ pub(crate) struct Config {
     pub(crate) stale_temp_age: Duration,
     pub(crate) expiry_budget: usize,
     pub(crate) eviction_samples: usize,
+    /// Open only a directory that is already an fscache, and record nothing in it
+    /// (a tool's handle: see `FileSystemCacheBuilder::open_existing`).
+    pub(crate) existing_only: bool,
 }
 
 /// One open cache directory, shared by the clones of a handle.
@@ -126,6 +131,9 @@ impl Engine {
     /// Opens (creating or adopting) the directory `config.dir`.
     pub(crate) fn open(config: Config) -> Result<Engine> {
         let opened = adopt::open(&config)?;
+        if !config.existing_only {
+            opened.state.record_threshold(config.threshold);
+        }
         Ok(Engine {
             dir: config.dir,
             root: opened.root,
@@ -283,6 +291,7 @@ impl Engine {
             stale_temp_age: STALE_TEMP_AGE,
             expiry_budget: 0,
             eviction_samples: EVICTION_SAMPLES,
+            existing_only: false,
         })
         .expect("open a test engine")
     }

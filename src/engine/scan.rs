@@ -9,7 +9,7 @@ use super::Engine;
 use super::entries::Fingerprint;
 use crate::disk::entry::{self, HEADER_LEN, Header, MAX_KEY_LEN};
 use crate::disk::layout::{self, EVICT_PREFIX, EntryPath, OLD_PREFIX, SHARDS, TEMP_PREFIX};
-use crate::disk::sys::{self, DirStream, Kind, Root};
+use crate::disk::sys::{self, DirStream, Kind, RenameMode, Root};
 use crate::error::{Error, Result};
 
 /// A thing found in a shard directory.
@@ -113,17 +113,28 @@ pub(super) fn for_each_item(
     root: &Root,
     dir: &Path,
     dir_mode: u32,
+    f: impl FnMut(Item) -> Result<()>,
+) -> Result<usize> {
+    for_each_item_progress(root, dir, dir_mode, f, &mut |_| {})
+}
+
+/// As [`for_each_item`], calling `progress(n)` after the `n`th of the [`SHARDS`]
+/// shard directories.
+pub(super) fn for_each_item_progress(
+    root: &Root,
+    dir: &Path,
+    dir_mode: u32,
     mut f: impl FnMut(Item) -> Result<()>,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<usize> {
     let mut bad_shards = 0;
     for shard in 0..SHARDS {
-        let shard = shard as u8;
-        let Some(names) = list_shard(root, dir, dir_mode, shard, &mut bad_shards)? else {
-            continue;
-        };
-        for (name, kind) in names {
-            f(classify(shard, &name, kind))?;
+        if let Some(names) = list_shard(root, dir, dir_mode, shard as u8, &mut bad_shards)? {
+            for (name, kind) in names {
+                f(classify(shard as u8, &name, kind))?;
+            }
         }
+        progress(shard + 1);
     }
     Ok(bad_shards)
 }
@@ -283,6 +294,36 @@ impl Engine {
         Ok(removed)
     }
 
+    /// Reads every name and entry header and removes nothing (missing shard
+    /// directories aside, which it recreates as any scan does).
+    pub(crate) fn scan(&self) -> Result<DirReport> {
+        let now = self.clock.now_ms();
+        let mut r = DirReport {
+            counted: self.state.load(),
+            threshold: self.state.recorded_threshold(),
+            rename_mode: self.root.mode(),
+            ..DirReport::default()
+        };
+        let bad = for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
+            match item {
+                Item::Entry(path) => match peek(self, &path)? {
+                    Peek::Valid(h, _) if h.is_expired(now) => r.expired += 1,
+                    Peek::Valid(h, _) => {
+                        r.entries += 1;
+                        r.bytes += h.total_len() as u64;
+                    }
+                    Peek::Damaged(_) => r.damaged += 1,
+                    Peek::Gone => {}
+                },
+                Item::Litter(..) => r.litter += 1,
+                Item::Foreign(..) => r.foreign += 1,
+            }
+            Ok(())
+        })?;
+        r.damaged += bad;
+        Ok(r)
+    }
+
     pub(crate) fn keys(&self) -> Keys<'_> {
         Keys {
             engine: self,
@@ -290,6 +331,36 @@ impl Engine {
             pending: Vec::new(),
         }
     }
+}
+
+/// What [`FileSystemCache::scan`](crate::FileSystemCache::scan) found in a cache
+/// directory. Entries are judged by their 36-byte header (its own check included);
+/// a payload whose trailing checksum fails is found by the read or the sweep that
+/// reads it whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DirReport {
+    /// Live entries.
+    pub entries: usize,
+    /// Bytes of the live entries' files (header, key, payload and checksum).
+    pub bytes: u64,
+    /// Entries past their expiry, not yet removed.
+    pub expired: usize,
+    /// Files under entry names whose header does not parse (or is not a regular
+    /// file), and shard names that are not directories.
+    pub damaged: usize,
+    /// Names fscache itself leaves for a moment (`.fscache-tmp-`, `-evict-`, `-old-`):
+    /// writes in progress, or the leftovers of crashed ones.
+    pub litter: usize,
+    /// Other names inside shard directories (files of other programs).
+    pub foreign: usize,
+    /// The shared entry count (`fscache.state`): entry names, live or not.
+    pub counted: i64,
+    /// The threshold of the handle that opened the directory last, if one recorded
+    /// it (tools that use `open_existing` do not).
+    pub threshold: Option<usize>,
+    /// How this directory commits writes.
+    pub rename_mode: RenameMode,
 }
 
 /// Iterator over live keys; see [`FileSystemCache::keys`](crate::FileSystemCache::keys).

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use super::Engine;
 use super::entries::Fingerprint;
 use super::scan::{
-    Item, Litter, Peek, classify, correct_count, evict, for_each_item, open_shard, peek, try_evict,
+    Item, Litter, Peek, classify, correct_count, evict, for_each_item_progress, open_shard, peek, try_evict,
 };
 use crate::disk::entry::{HEADER_LEN, Header};
 use crate::disk::layout::{self, EntryPath, SHARDS};
@@ -236,7 +236,7 @@ fn clean_item(
 }
 
 /// Runs a full sweep. The caller holds the sweep lock.
-pub(crate) fn sweep(inner: &Engine) -> Result<PruneReport> {
+pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<PruneReport> {
     inner.stats.sweeps.fetch_add(1, Ordering::Relaxed);
     let now = inner.clock.now_ms();
     let threshold = inner.threshold;
@@ -256,7 +256,7 @@ pub(crate) fn sweep(inner: &Engine) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let mut own = Own::default();
     let mut live = 0usize;
-    let bad_shards = for_each_item(&inner.root, &inner.dir, inner.dir_mode, |item| {
+    let bad_shards = for_each_item_progress(&inner.root, &inner.dir, inner.dir_mode, |item| {
         if let Some((path, h, header)) = clean_item(inner, item, now, true, &mut report, &mut own)? {
             live += 1;
             if cap > 0 {
@@ -267,7 +267,7 @@ pub(crate) fn sweep(inner: &Engine) -> Result<PruneReport> {
             }
         }
         Ok(())
-    })?;
+    }, progress)?;
     report.damaged += bad_shards;
     if threshold > 0 && live > threshold {
         // The nearest-expiry `live - keep`, grouped by stripe so each stripe lock is
@@ -649,9 +649,9 @@ impl Engine {
     }
 
     /// The full sweep: see `FileSystemCache::prune`.
-    pub(crate) fn prune(&self) -> Result<PruneReport> {
+    pub(crate) fn prune(&self, progress: &mut dyn FnMut(usize)) -> Result<PruneReport> {
         let _guard = self.locks.sweep(&self.root, "prune")?;
-        sweep(self)
+        sweep(self, progress)
     }
 }
 

@@ -1,0 +1,84 @@
+//! Reading one entry file on its own, for tools (`fscache inspect FILE`).
+
+use crate::disk::entry::{self, Codec, Header};
+
+/// What one entry file holds, as far as it parses. See [`inspect_entry`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryFile {
+    /// The file's length in bytes.
+    pub len: u64,
+    /// The header's fields, if its 36 bytes parse and pass their check.
+    pub header: Option<EntryHeader>,
+    /// The stored key, if the whole file decodes.
+    pub key: Option<String>,
+    /// The payload, if the whole file decodes (its trailing checksum included).
+    pub payload: Option<Vec<u8>>,
+    /// Why the file is not a valid entry; `None` if it is one.
+    pub damage: Option<String>,
+}
+
+/// The fixed header of an entry file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryHeader {
+    /// How the payload is encoded: `"raw"`, `"json"` or `"msgpack"`.
+    pub codec: &'static str,
+    /// Expiry in Unix milliseconds; `None` for an entry that never expires.
+    pub expires_at_ms: Option<u64>,
+    /// The unique id of the write that stored it.
+    pub write_id: u64,
+    /// Declared key length in bytes.
+    pub key_len: u32,
+    /// Declared payload length in bytes.
+    pub payload_len: u32,
+}
+
+/// Decodes the bytes of one entry file without a cache handle, never failing:
+/// whatever does not parse is described in [`EntryFile::damage`], and no field of a
+/// damaged part is filled in (so a foreign file's bytes are never taken for data).
+///
+/// ```
+/// # fn main() -> fscache::Result<()> {
+/// let info = fscache::inspect_entry(b"not an entry");
+/// assert!(info.header.is_none() && info.payload.is_none());
+/// assert_eq!(info.damage.as_deref(), Some("file is truncated"));
+/// # Ok(())
+/// # }
+/// ```
+pub fn inspect_entry(bytes: &[u8]) -> EntryFile {
+    let mut info = EntryFile {
+        len: bytes.len() as u64,
+        header: None,
+        key: None,
+        payload: None,
+        damage: None,
+    };
+    match Header::parse(bytes) {
+        Ok(h) => {
+            info.header = Some(EntryHeader {
+                codec: match h.codec {
+                    Codec::Raw => "raw",
+                    Codec::Json => "json",
+                    Codec::MessagePack => "msgpack",
+                },
+                expires_at_ms: (h.expires_at != 0).then_some(h.expires_at),
+                write_id: h.write_id,
+                key_len: h.key_len,
+                payload_len: h.payload_len,
+            });
+        }
+        Err(d) => {
+            info.damage = Some(d.to_string());
+            return info;
+        }
+    }
+    match entry::decode(bytes, crate::MAX_VALUE_SIZE_LIMIT) {
+        Ok(e) => {
+            info.key = Some(e.key.to_owned());
+            info.payload = Some(e.payload.to_vec());
+        }
+        Err(d) => info.damage = Some(d.to_string()),
+    }
+    info
+}
