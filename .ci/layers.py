@@ -36,7 +36,8 @@ LAYERS = [
     (5, ["store::pool", "store::file", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),
     (6, ["session::id", "session::config", "session"]),
-    (7, ["lib"]),
+    (7, ["adapters::tower", "adapters::actix", "adapters"]),
+    (8, ["lib"]),
 ]
 
 ORDER = {}

@@ -212,6 +212,12 @@ unix! {
     #[cfg(feature = "sessions")]
     pub mod session;
     pub mod store;
+    #[cfg(any(feature = "tower-sessions", feature = "actix"))]
+    mod adapters;
+    #[cfg(feature = "tower-sessions")]
+    pub use adapters::tower as tower_sessions;
+    #[cfg(feature = "actix")]
+    pub use adapters::actix;
     mod cache;
     mod options;
     mod inspect;

@@ -68,6 +68,16 @@ use crate::store::{Merge, Store, Version};
 pub use config::{SameSite, SessionConfig};
 pub use id::{ID_BYTES, ID_LEN};
 
+/// A fresh session id: [`ID_BYTES`] bytes from the OS random source, as
+/// [`ID_LEN`] characters of URL-safe base64 (what `Sessions` and the actix adapter
+/// issue).
+///
+/// # Errors
+/// [`Error::Io`] if the OS random source fails.
+pub fn new_id() -> Result<String> {
+    id::generate()
+}
+
 /// Cookie values longer than this are ignored without touching the store.
 pub const MAX_COOKIE_VALUE_LEN: usize = 4096;
 

@@ -49,6 +49,13 @@ impl<C> Pool<C> {
         result
     }
 
+    /// Takes every idle connection out of the pool (for a store that must drop them
+    /// somewhere else).
+    #[allow(dead_code)] // used by the PostgreSQL store only
+    pub(crate) fn take_idle(&self) -> Vec<C> {
+        std::mem::take(&mut *self.lock())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<C>> {
         // A panic elsewhere cannot leave the Vec inconsistent.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())

@@ -51,6 +51,11 @@ struct Conn {
 /// A [`Store`] on PostgreSQL (feature `postgres`), through the `postgres` crate's
 /// sync client and a pool of connections.
 ///
+/// The sync client runs a small tokio runtime inside each connection, so in async
+/// code call the store from the blocking pool (`tokio::task::spawn_blocking`, as the
+/// framework adapters do): on an executor thread the client panics. Opening and
+/// dropping the store work anywhere, `async fn main` included.
+///
 /// - Table `fscache_store (key, value, version, expires_at)` with an index on
 ///   `expires_at`; created on first open.
 /// - Expiry is judged by the database's clock (`now()`), so web servers with skewed
@@ -104,8 +109,35 @@ impl PostgresStore {
         }
         let pool = Pool::new(32, move || connect(&config));
         // The first connection creates the table and checks the server answers.
-        pool.with(|_| Ok(()))?;
+        off_runtime(|| pool.with(|_| Ok(())))?;
         Ok(PostgresStore { pool })
+    }
+}
+
+/// Runs `f` where the `postgres` client may block: on this thread, or on a helper
+/// thread when this one is inside a tokio runtime. The sync client drives each call
+/// with a runtime of its own, and tokio panics when a runtime is started or dropped
+/// on a thread that already runs one, as `async fn main` does. A store is commonly
+/// opened and dropped there (the framework adapters' users do); its calls run on
+/// the blocking pool, where blocking is allowed.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Each pooled client owns a runtime; dropping one inside a tokio runtime
+        // panics (see off_runtime).
+        let idle = self.pool.take_idle();
+        if !idle.is_empty() {
+            off_runtime(move || drop(idle));
+        }
     }
 }
 

@@ -1,0 +1,201 @@
+//! An [`actix-session`](https://docs.rs/actix-session) session store over any
+//! fscache [`Store`] (feature `actix`), for actix-web apps.
+//!
+//! ```no_run
+//! use actix_session::SessionMiddleware;
+//! use actix_web::cookie::Key;
+//! use fscache::actix::ActixStore;
+//!
+//! # fn demo() -> fscache::Result<()> {
+//! // The file cache, or any store URL (redis://, postgres://, sqlite://, memcache://).
+//! let store = ActixStore::from_arc(std::sync::Arc::from(fscache::store::open("file://./sessions")?));
+//! let key = Key::generate();
+//! // App::new().wrap(SessionMiddleware::new(store.clone(), key.clone()))
+//! # let _ = SessionMiddleware::new(store, key);
+//! # Ok(()) }
+//! ```
+//!
+//! Session keys are 43 characters of URL-safe base64 from the OS random source;
+//! the state (actix-session's map of JSON strings) is stored as JSON under
+//! `actix-session:` + blake3(key). `save` inserts only if the key is absent (a new
+//! key on a collision); `update` writes only if the session still exists, and
+//! otherwise saves it under a new key, as actix-session's Redis store does;
+//! `update_ttl` slides the expiry with [`Store::touch`] (in place on the engines; on
+//! the file cache an atomic rewrite of the same bytes), never re-encoding the state.
+//! Every store call runs on the runtime's blocking pool.
+//!
+//! **Concurrent requests.** actix-session saves whole states: of two requests on
+//! one session that change it at once, the last save wins (each save is atomic).
+//! For changes that must not be lost, keep that state in fscache's own
+//! [`Sessions`](crate::session::Sessions), whose saves merge key by key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+
+use super::{blocking, message, store_key, ttl_at_least_1ms};
+use crate::store::{Merge, Store};
+
+type SessionState = HashMap<String, String>;
+
+/// How many fresh keys `save` tries before it reports an error.
+const SAVE_ATTEMPTS: usize = 8;
+
+/// An actix-session store over an fscache [`Store`]; cheap to clone.
+pub struct ActixStore<S: ?Sized> {
+    store: Arc<S>,
+    prefix: Arc<str>,
+}
+
+impl<S: ?Sized> Clone for ActixStore<S> {
+    fn clone(&self) -> Self {
+        ActixStore {
+            store: Arc::clone(&self.store),
+            prefix: Arc::clone(&self.prefix),
+        }
+    }
+}
+
+impl<S: Store + ?Sized> fmt::Debug for ActixStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActixStore")
+            .field("engine", &self.store.engine())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl<S: Store + 'static> ActixStore<S> {
+    /// Wraps `store`; keys start with `actix-session:`.
+    pub fn new(store: S) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+}
+
+impl<S: Store + ?Sized + 'static> ActixStore<S> {
+    /// Wraps a shared store (such as an `Arc<dyn Store>`).
+    pub fn from_arc(store: Arc<S>) -> Self {
+        ActixStore {
+            store,
+            prefix: Arc::from("actix-session:"),
+        }
+    }
+
+    /// Another key prefix (several apps on one store).
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    /// The store key of a session key.
+    pub fn store_key(&self, key: &str) -> String {
+        store_key(&self.prefix, key)
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+}
+
+fn other(e: crate::Error) -> anyhow::Error {
+    anyhow::Error::msg(message(&e))
+}
+
+fn std_ttl(ttl: &time::Duration) -> Duration {
+    ttl_at_least_1ms(Duration::try_from(*ttl).unwrap_or(Duration::ZERO))
+}
+
+fn new_key() -> Result<SessionKey, crate::Error> {
+    let id = crate::session::new_id()?;
+    SessionKey::try_from(id).map_err(|e| crate::Error::callback(std::io::Error::other(e.to_string())))
+}
+
+impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
+        let key = self.store_key(session_key.as_ref());
+        let found = blocking(&self.store, move |s| s.load(&key))
+            .await
+            .map_err(|e| LoadError::Other(other(e)))?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        // Bytes that are not a state (another program's) are no session: never
+        // returned as data; the middleware then starts a fresh one.
+        match serde_json::from_slice::<SessionState>(&found.value) {
+            Ok(state) => Ok(Some(state)),
+            Err(e) => {
+                log::warn!("fscache: an actix-session state does not decode ({e}); read as absent");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn save(&self, state: SessionState, ttl: &time::Duration) -> Result<SessionKey, SaveError> {
+        let bytes = serde_json::to_vec(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let ttl = std_ttl(ttl);
+        for _ in 0..SAVE_ATTEMPTS {
+            let session_key = new_key().map_err(|e| SaveError::Other(other(e)))?;
+            let key = self.store_key(session_key.as_ref());
+            let bytes = bytes.clone();
+            let inserted = blocking(&self.store, move |s| s.insert(&key, &bytes, ttl))
+                .await
+                .map_err(|e| SaveError::Other(other(e)))?;
+            if inserted {
+                return Ok(session_key);
+            }
+        }
+        Err(SaveError::Other(anyhow::anyhow!(
+            "{SAVE_ATTEMPTS} fresh session keys were all taken: is the random source broken?"
+        )))
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        state: SessionState,
+        ttl: &time::Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        let bytes = serde_json::to_vec(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let key = self.store_key(session_key.as_ref());
+        let std = std_ttl(ttl);
+        let stored = blocking(&self.store, move |s| {
+            // Only if it still exists: a session deleted meanwhile (a logout in
+            // another request) is not brought back under its old key.
+            s.update(&key, std, &mut |current| {
+                Ok(match current {
+                    Some(_) => Merge::Put(bytes.clone()),
+                    None => Merge::Keep,
+                })
+            })
+        })
+        .await
+        .map_err(|e| UpdateError::Other(other(e)))?;
+        match stored {
+            Some(_) => Ok(session_key),
+            None => self.save(state, ttl).await.map_err(|e| match e {
+                SaveError::Serialization(e) => UpdateError::Serialization(e),
+                SaveError::Other(e) => UpdateError::Other(e),
+            }),
+        }
+    }
+
+    async fn update_ttl(&self, session_key: &SessionKey, ttl: &time::Duration) -> anyhow::Result<()> {
+        let key = self.store_key(session_key.as_ref());
+        let ttl = std_ttl(ttl);
+        blocking(&self.store, move |s| s.touch(&key, ttl).map(drop))
+            .await
+            .map_err(other)
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
+        let key = self.store_key(session_key.as_ref());
+        blocking(&self.store, move |s| s.remove(&key).map(drop))
+            .await
+            .map_err(other)
+    }
+}
