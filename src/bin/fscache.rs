@@ -425,7 +425,10 @@ fn inspect(as_json: bool, file: &Path) -> Outcome {
     if let Some(k) = &entry.key {
         println!("key          {k:?}");
     }
+    let raw = entry.header.is_some_and(|h| h.codec == "raw");
     match value {
+        // Raw bytes that are text are shown as they are (store records are raw).
+        Some(Ok(Value::String(text))) if raw => println!("value        {text}"),
         Some(Ok(v)) => println!(
             "value        {}",
             serde_json::to_string(&v).map_err(|e| Failure::Error(e.to_string()))?

@@ -1,0 +1,269 @@
+//! A real browser on the axum example: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), driven through ChromeDriver's WebDriver protocol, logs in,
+//! fills the cart with clicks, and logs out, checking what a person sees at each
+//! step. It saves a screenshot of the logged-in page under the build directory
+//! (`target/tmp/browser/axum-logged-in.png`; not committed).
+//!
+//! Without chromium and chromedriver it prints a skip (and fails under `CI=true`,
+//! where `.ci/run` installs them).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use ureq::Agent;
+
+mod common;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A WebDriver session on ChromeDriver.
+struct Driver {
+    agent: Agent,
+    base: String,
+}
+
+impl Driver {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base);
+        let mut resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            (_, b) => self.agent.post(&url).send_json(b.unwrap_or(json!({}))),
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let v: Value = resp.body_mut().read_json().unwrap();
+        if let Some(err) = v["value"].get("error") {
+            panic!("{method} {path}: {err}: {}", v["value"]["message"]);
+        }
+        v["value"].clone()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/click"), None);
+    }
+
+    fn text(&self) -> String {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": "return document.body.innerText", "args": []})),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Waits (up to 10 s) until the page's visible text satisfies `want`.
+    fn wait_text(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let t = self.text();
+            if want(&t) {
+                return t;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "page never showed {what}:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_person_logs_in_fills_the_cart_and_logs_out_in_chromium() {
+    let (Ok(chromium), Ok(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        return common::cannot_run(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+        );
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", tmp.path().join("sessions").display());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_axum-server"))
+        .args(["--bind", "127.0.0.1:0", "--store", &store])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Kill(server);
+    let site = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+
+    let port = free_port();
+    let driver_proc = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _driver_proc = Kill(driver_proc);
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let root = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while agent.get(&format!("{root}/status")).call().is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     "--window-size=900,700",
+                     format!("--user-data-dir={}", profile.path().display())],
+        }
+    }}});
+    let mut resp = agent
+        .post(&format!("{root}/session"))
+        .send_json(caps)
+        .unwrap();
+    let v: Value = resp.body_mut().read_json().unwrap();
+    let session = v["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+        .to_owned();
+    let d = Driver {
+        agent,
+        base: format!("{root}/session/{session}"),
+    };
+
+    d.call("POST", "/url", Some(json!({"url": format!("{site}/")})));
+    let t = d.wait_text("the login form", |t| t.contains("visited this page 1 time"));
+    assert!(!t.contains("Logged in as"), "{t}");
+
+    // Log in by typing a name and pressing the button.
+    let input = d.find("input[name=user]");
+    d.call(
+        "POST",
+        &format!("/element/{input}/value"),
+        Some(json!({"text": "Ann"})),
+    );
+    d.click("form[action='/login'] button");
+    d.wait_text("the user's name", |t| t.contains("Logged in as Ann"));
+
+    // Fill the cart with clicks.
+    for (button, n) in [("add('apple')", 1), ("add('apple')", 2), ("add('pear')", 1)] {
+        let item = if button.contains("apple") {
+            "apple"
+        } else {
+            "pear"
+        };
+        d.click(&format!("button[onclick=\"{button}\"]"));
+        d.wait_text(&format!("{item} × {n}"), |t| {
+            t.contains(&format!("{item} × {n}"))
+        });
+    }
+    let t = d.text();
+    assert!(t.contains("apple × 2") && t.contains("pear × 1"), "{t}");
+
+    // What the person sees, saved for a look (target/tmp/browser/).
+    let png = d.call("GET", "/screenshot", None);
+    let png = decode_base64(png.as_str().unwrap());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("axum-logged-in.png"), &png).unwrap();
+    println!(
+        "screenshot: {} ({} bytes)",
+        dir.join("axum-logged-in.png").display(),
+        png.len()
+    );
+
+    // The cookie holds only an id.
+    let cookies = d.call("GET", "/cookie", None);
+    let cookies = cookies.as_array().unwrap();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookies[0]["name"], "id");
+    assert_eq!(cookies[0]["httpOnly"], true);
+
+    // Log out: the name and the cart are gone, and so is the cookie.
+    d.click("form[action='/logout'] button");
+    let t = d.wait_text("the login form again", |t| !t.contains("Logged in as"));
+    assert!(!t.contains("apple ×"), "the cart survived logout:\n{t}");
+    d.call("DELETE", "", None);
+}
+
+fn which(name: &str) -> Result<String, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+        .map(|p| p.display().to_string())
+        .ok_or(())
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | u32::from(val(c)) << (18 - 6 * i));
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
