@@ -680,7 +680,7 @@ impl FileSystemCache {
     ///
     /// ```
     /// # fn main() -> fscache::Result<()> {
-    /// # let tmp = tempfile::tempdir()?;
+    /// # let tmp = tempfile::tempdir().unwrap();
     /// let cache = fscache::FileSystemCache::open(tmp.path())?;
     /// let mut last = (0, 0);
     /// cache.prune_with_progress(|done, total| last = (done, total))?;
@@ -809,7 +809,7 @@ impl FileSystemCache {
     ///
     /// ```
     /// # fn main() -> fscache::Result<()> {
-    /// # let tmp = tempfile::tempdir()?;
+    /// # let tmp = tempfile::tempdir().unwrap();
     /// let cache = fscache::FileSystemCache::builder(tmp.path()).threshold(100).open()?;
     /// cache.set("a", &1)?;
     /// let report = cache.scan()?;
@@ -892,7 +892,7 @@ impl FileSystemCacheBuilder {
     /// so `fscache stats` keeps showing the owner's.
     ///
     /// ```
-    /// # fn main() -> fscache::Result<()> {
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let tmp = tempfile::tempdir()?;
     /// let empty = tmp.path().join("empty");
     /// std::fs::create_dir(&empty)?;

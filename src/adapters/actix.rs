@@ -1,7 +1,9 @@
 //! An [`actix-session`](https://docs.rs/actix-session) session store over any
 //! fscache [`Store`] (feature `actix`), for actix-web apps.
 //!
-//! ```no_run
+//! ```ignore
+//! // actix-web is the app's dependency, not fscache's; web/tests/actix.rs runs
+//! // this setup against a real actix-web server.
 //! use actix_session::SessionMiddleware;
 //! use actix_web::cookie::Key;
 //! use fscache::actix::ActixStore;
