@@ -211,6 +211,8 @@ unix! {
     // leaves: error, clock, hooks). `.ci/layers.py` checks this.
     #[cfg(feature = "sessions")]
     pub mod session;
+    #[cfg(feature = "flask")]
+    pub mod flask;
     pub mod store;
     #[cfg(any(feature = "tower-sessions", feature = "actix"))]
     mod adapters;
