@@ -29,11 +29,12 @@ LAYERS = [
     # engine, bottom up
     (2, ["engine::entries", "engine::scan", "engine::sweep", "engine::adopt", "engine"]),
     # value codecs
-    (3, ["finite", "codec"]),
+    (3, ["finite", "codec", "flask::value", "flask::pickle", "flask::msgpack", "flask::signer",
+         "flask::cookie", "flask"]),
     # facade
     (4, ["options", "cache", "inspect"]),
     # the Store trait and its backends; the URL opener knows every backend
-    (5, ["store::pool", "store::file", "store::redis", "store::postgres", "store::sqlite",
+    (5, ["store::pool", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),
     (6, ["session::id", "session::config", "session"]),
     (7, ["adapters::tower", "adapters::actix", "adapters"]),

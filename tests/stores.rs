@@ -1,5 +1,6 @@
 //! One conformance suite, run against every store: the file cache and SQLite always
-//! (SQLite with the feature `sqlite`), Redis, PostgreSQL and Memcached against real
+//! (SQLite with the feature `sqlite`), a Flask-Session cachelib directory (feature
+//! `flask`), Redis, PostgreSQL and Memcached against real
 //! servers named by `FSCACHE_TEST_REDIS`, `FSCACHE_TEST_POSTGRES` and
 //! `FSCACHE_TEST_MEMCACHED` (`.ci/engines.sh start` starts them and prints these).
 //! Under `CI=true` a store whose server is not configured is a failure; locally it is
@@ -54,6 +55,17 @@ fn subjects() -> Vec<Subject> {
         let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
         all.push(Subject {
             name: "sqlite",
+            store: store::open(&url).unwrap(),
+            _dir: Some(dir),
+        });
+    }
+    // A Flask-Session cachelib directory (pickles under a 4-byte expiry).
+    #[cfg(feature = "flask")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("cachelib://{}", dir.path().join("flask_session").display());
+        all.push(Subject {
+            name: "cachelib",
             store: store::open(&url).unwrap(),
             _dir: Some(dir),
         });

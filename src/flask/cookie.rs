@@ -206,7 +206,7 @@ impl FlaskCookie {
         };
         for v in data.values_mut() {
             convert_dates(v, 0, &|s| DateTime::parse_http_date(s).map(|d| d.to_rfc3339()))
-                .map_err(|e| CookieError::BadPayload(e))?;
+                .map_err(CookieError::BadPayload)?;
         }
         Ok(FlaskCookieSession { data, issued_at })
     }

@@ -6,7 +6,7 @@
 //! (type -1, as a UTC `datetime`). Any other extension is refused. Encoded the same
 //! way; a naive `datetime` becomes an RFC 3339 string, as `msgspec` writes it. Every
 //! length is checked against the input and nesting is capped at
-//! [`MAX_DEPTH`](super::MAX_DEPTH).
+//! [`MAX_DEPTH`].
 
 use super::DecodeError;
 use super::value::{DateTime, MAX_DEPTH, PyValue};
@@ -203,7 +203,7 @@ pub fn decode(data: &[u8]) -> Result<PyValue, DecodeError> {
 /// Encodes `value` as msgpack the way `msgspec.msgpack.encode` does.
 ///
 /// # Errors
-/// Nesting deeper than [`MAX_DEPTH`](super::MAX_DEPTH); an `int` beyond 64 bits
+/// Nesting deeper than [`MAX_DEPTH`]; an `int` beyond 64 bits
 /// (msgpack has none); a container of more than 2³² − 1 items.
 pub fn encode(value: &PyValue) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();

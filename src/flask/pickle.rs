@@ -8,7 +8,7 @@
 //! which are interpreted here, not called. Every other opcode (`BUILD`, `NEWOBJ`,
 //! `INST`, `OBJ`, extensions, persistent ids, sets, any other global) is refused with
 //! a [`DecodeError`]. Every length is checked against the input, nesting is capped at
-//! [`MAX_DEPTH`](super::MAX_DEPTH), and the value a pickle expands to (shared
+//! [`MAX_DEPTH`], and the value a pickle expands to (shared
 //! references are copied) is capped at [`MAX_NODES`], so a small input cannot make a
 //! large output.
 //!
@@ -539,7 +539,7 @@ pub fn decode(data: &[u8]) -> Result<PyValue, DecodeError> {
 /// Encodes `value` as a protocol-5 pickle that `pickle.loads` reads back equal.
 ///
 /// # Errors
-/// Nesting deeper than [`MAX_DEPTH`](super::MAX_DEPTH), or a datetime that is not a
+/// Nesting deeper than [`MAX_DEPTH`], or a datetime that is not a
 /// valid date.
 pub fn encode(value: &PyValue) -> Result<Vec<u8>, DecodeError> {
     let mut out = vec![0x80, 5];
@@ -769,14 +769,7 @@ mod tests {
         let e = decode(&p[..]).unwrap_err();
         assert!(e.to_string().contains("expands to more than"), "{e}");
         // Deep nesting.
-        let mut p = vec![0x80, 5];
-        for _ in 0..200 {
-            p.push(b']');
-        }
-        for _ in 0..199 {
-            p.push(b'a');
-        }
-        p.push(b'.');
+        let p = [&[0x80, 5][..], &[b']'; 200], &[b'a'; 199], b"."].concat();
         assert!(decode(&p).unwrap_err().to_string().contains("levels deep"));
         // Lengths beyond the input.
         assert!(decode(b"\x80\x05X\xff\xff\xff\xff").is_err());

@@ -1,22 +1,4 @@
-//! The Python values a Flask session holds, and their one representation in Rust:
-//! `serde_json::Value` in Flask's own tagged-JSON convention.
-//!
-//! | Python | `serde_json::Value` |
-//! |---|---|
-//! | `None`, `bool`, `str` | `null`, boolean, string |
-//! | `int` (within `i64`/`u64`) | number |
-//! | `float` (finite) | number |
-//! | `list` | array |
-//! | `dict` with `str` keys | object (a dict whose single key is a tag is wrapped as `{" di": {"<key>__": …}}`, as Flask does) |
-//! | `tuple` | `{" t": [...]}` |
-//! | `bytes` | `{" b": "<standard base64>"}` |
-//! | `datetime.datetime` | `{" d": "2026-12-04T06:41:47.123456"}` (naive) or `"…Z"` (UTC) |
-//! | `uuid.UUID`, `markupsafe.Markup` (Flask cookies only) | `{" u": "<hex>"}`, `{" m": "<html>"}` |
-//!
-//! The tags are Flask's (`flask.json.tag`), so a value reads the same whether it
-//! came from a pickle, a msgpack record or a Flask cookie; only `" d"` holds RFC 3339
-//! (with microseconds and naive-or-UTC kept) instead of Flask's HTTP date, so that a
-//! datetime round-trips exactly.
+//! Python values and their tagged-JSON form (documented on [`PyValue`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -30,7 +12,26 @@ pub const MAX_DEPTH: usize = 128;
 /// The tags of Flask's tagged JSON.
 const TAGS: [&str; 6] = [" t", " b", " d", " u", " m", " di"];
 
-/// A Python value of the kinds a session dict holds.
+/// A Python value of the kinds a session dict holds, and its one representation in
+/// Rust: a `serde_json::Value` in Flask's own tagged-JSON convention.
+///
+///
+/// | Python | `serde_json::Value` |
+/// |---|---|
+/// | `None`, `bool`, `str` | `null`, boolean, string |
+/// | `int` (within `i64`/`u64`) | number |
+/// | `float` (finite) | number |
+/// | `list` | array |
+/// | `dict` with `str` keys | object (a dict whose single key is a tag is wrapped as `{" di": {"<key>__": …}}`, as Flask does) |
+/// | `tuple` | `{" t": [...]}` |
+/// | `bytes` | `{" b": "<standard base64>"}` |
+/// | `datetime.datetime` | `{" d": "2026-12-04T06:41:47.123456"}` (naive) or `"…Z"` (UTC) |
+/// | `uuid.UUID`, `markupsafe.Markup` (Flask cookies only) | `{" u": "<hex>"}`, `{" m": "<html>"}` |
+///
+/// The tags are Flask's (`flask.json.tag`), so a value reads the same whether it
+/// came from a pickle, a msgpack record or a Flask cookie; only `" d"` holds RFC 3339
+/// (with microseconds and naive-or-UTC kept) instead of Flask's HTTP date, so that a
+/// datetime round-trips exactly.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PyValue {
     /// `None`.
@@ -218,7 +219,7 @@ impl DateTime {
 }
 
 fn is_leap(y: u16) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 fn days_in_month(y: u16, m: u8) -> u8 {
@@ -259,7 +260,7 @@ fn err(what: impl Into<String>) -> DecodeError {
 }
 
 impl PyValue {
-    /// The tagged-JSON value of this Python value (see the [module docs](self)).
+    /// The tagged-JSON value of this Python value (see [`PyValue`]).
     ///
     /// # Errors
     /// A dict key that is not a `str`, an `int` beyond 64 bits, a `float` that is

@@ -21,6 +21,7 @@
 //! | `postgres://user:pw@127.0.0.1:5432/db` (or `postgresql://`) | `PostgresStore` | `postgres` |
 //! | `sqlite:///var/lib/app/sessions.db`, `sqlite://./sessions.db` | `SqliteStore` | `sqlite` |
 //! | `memcache://127.0.0.1:11211` | `MemcachedStore` | `memcached` |
+//! | `cachelib:///srv/app/flask_session`, `cachelib://./flask_session?hash=md5` | `CachelibStore` (a live Flask-Session directory) | `flask` |
 //!
 //! ```
 //! use std::time::Duration;
@@ -42,6 +43,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "flask")]
+mod cachelib;
 mod file;
 #[cfg(feature = "memcached")]
 mod memcached;
@@ -64,6 +67,8 @@ use crate::error::{Error, Result};
 pub use crate::cache::Merge;
 pub use url::{DEFAULT_URL, open};
 
+#[cfg(feature = "flask")]
+pub use cachelib::{CachelibStore, CachelibStoreBuilder, HashMethod};
 #[cfg(feature = "memcached")]
 pub use memcached::MemcachedStore;
 #[cfg(feature = "postgres")]

@@ -10,8 +10,10 @@ pub const DEFAULT_URL: &str = "file://./sessions";
 
 /// Opens the store a URL names (see the [module docs](crate::store) for the table):
 /// `file://DIR` (an unbounded [`FileSystemCache`], as sessions want), `redis://`,
-/// `postgres://` (or `postgresql://`), `sqlite://PATH` and `memcache://`. The engine
-/// stores need their cargo feature (`redis`, `postgres`, `sqlite`, `memcached`); a
+/// `postgres://` (or `postgresql://`), `sqlite://PATH`, `memcache://` and
+/// `cachelib://DIR[?hash=md5]` (a Flask-Session directory, [`CachelibStore`](super::CachelibStore)).
+/// The engine stores need their cargo feature (`redis`, `postgres`, `sqlite`,
+/// `memcached`, and `flask` for cachelib); a
 /// URL of an engine this build lacks is a [`Error::Config`] that names the feature.
 ///
 /// # Errors
@@ -22,7 +24,7 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| Error::Config {
         message: format!(
             "store URL {url:?} has no scheme; expected file://DIR, redis://HOST:PORT/DB, \
-             postgres://USER@HOST/DB, sqlite://PATH or memcache://HOST:PORT"
+             postgres://USER@HOST/DB, sqlite://PATH, memcache://HOST:PORT or cachelib://DIR"
         ),
     })?;
     match scheme {
@@ -42,11 +44,12 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
             sqlite(rest)
         }
         "memcache" | "memcached" => memcached(url),
+        "cachelib" => cachelib(url, rest),
         other => Err(config(
             url,
             &format!(
                 "has the unknown scheme {other:?}; fscache stores are file://, redis://, \
-                 postgres://, sqlite:// and memcache://"
+                 postgres://, sqlite://, memcache:// and cachelib://"
             ),
         )),
     }
@@ -80,6 +83,35 @@ macro_rules! engine_opener {
             Err(missing($feature))
         }
     };
+}
+
+/// `cachelib://DIR[?hash=sha256|md5]`: a Flask-Session cachelib directory.
+#[cfg(feature = "flask")]
+fn cachelib(url: &str, rest: &str) -> Result<Box<dyn Store>> {
+    use super::cachelib::{CachelibStore, HashMethod};
+    let (dir, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if dir.is_empty() {
+        return Err(config(url, "names no directory (try cachelib:///path/to/flask_session)"));
+    }
+    let mut builder = CachelibStore::builder(dir);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        builder = match pair {
+            "hash=sha256" => builder.hash_method(HashMethod::Sha256),
+            "hash=md5" => builder.hash_method(HashMethod::Md5),
+            other => {
+                return Err(config(
+                    url,
+                    &format!("has the unknown option {other:?} (cachelib takes hash=sha256 or hash=md5)"),
+                ));
+            }
+        };
+    }
+    Ok(Box::new(builder.open()?))
+}
+
+#[cfg(not(feature = "flask"))]
+fn cachelib(_: &str, _: &str) -> Result<Box<dyn Store>> {
+    Err(missing("flask"))
 }
 
 engine_opener!(redis, "redis", redis::RedisStore);
