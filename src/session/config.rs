@@ -7,6 +7,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
 use super::id::SigningKey;
+#[cfg(feature = "flask")]
+use crate::flask::{FlaskFormat, signer};
 
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -64,6 +66,14 @@ pub struct SessionConfig {
     pub(crate) secure: bool,
     pub(crate) same_site: SameSite,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Flask-Session's record format (and unhashed keys), when sharing sessions
+    /// with a Flask app.
+    #[cfg(feature = "flask")]
+    pub(crate) flask: Option<FlaskFormat>,
+    /// itsdangerous keys derived from the Flask app's secret keys (salt
+    /// `flask-session`); empty: unsigned cookies (`SESSION_USE_SIGNER = False`).
+    #[cfg(feature = "flask")]
+    pub(crate) flask_keys: Vec<signer::Key>,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +93,10 @@ impl Default for SessionConfig {
             secure: false,
             same_site: SameSite::Lax,
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "flask")]
+            flask: None,
+            #[cfg(feature = "flask")]
+            flask_keys: Vec::new(),
         }
     }
 }
@@ -194,8 +208,96 @@ impl SessionConfig {
         self
     }
 
+    /// Flask-Session's sessions (feature `flask`), to share them with a live Flask
+    /// app: cookie `session` holding the bare session id (43 characters of
+    /// `secrets.token_urlsafe(32)`), records under `session:` + the id (not
+    /// hashed: Flask looks them up by it), as a pickle of the session dict
+    /// ([`FlaskFormat::Pickle`], for a cachelib directory through
+    /// [`CachelibStore`](crate::store::CachelibStore)) or msgpack
+    /// ([`FlaskFormat::Msgpack`], for Redis and the other engines), with
+    /// `session.permanent` as the dict's `_permanent` key. Permanent, 31 days
+    /// (Flask's `PERMANENT_SESSION_LIFETIME`), refreshed on every request, unsigned
+    /// (`SESSION_USE_SIGNER = False`); sign with [`flask_signer`](Self::flask_signer).
+    ///
+    /// Match the Flask app: [`key_prefix`](Self::key_prefix) for
+    /// `SESSION_KEY_PREFIX`, [`lifetime`](Self::lifetime) for
+    /// `PERMANENT_SESSION_LIFETIME`, [`cookie_name`](Self::cookie_name) for
+    /// `SESSION_COOKIE_NAME`. Flask-Session has no idle timeout or absolute lifetime,
+    /// and its records have no room for them: setting either is a configuration
+    /// error, as are fscache's own signing keys.
+    ///
+    /// ```
+    /// use fscache::flask::FlaskFormat;
+    /// use fscache::session::{SessionConfig, Sessions};
+    /// use fscache::store::CachelibStore;
+    ///
+    /// # fn main() -> fscache::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let flask_session_dir = dir.path();
+    /// let store = CachelibStore::open(flask_session_dir)?; // the Flask app's SESSION_FILE_DIR
+    /// let config = SessionConfig::flask_session(FlaskFormat::Pickle)
+    ///     .flask_signer(["the Flask app's SECRET_KEY"]); // if SESSION_USE_SIGNER = True
+    /// let sessions = Sessions::new(store, config)?;
+    /// let mut session = sessions.load(None)?;
+    /// session.insert("user", "ann")?;
+    /// let cookie = sessions.save(&mut session)?.set_cookie.unwrap();
+    /// assert!(cookie.starts_with("session="));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "flask")]
+    pub fn flask_session(format: FlaskFormat) -> SessionConfig {
+        SessionConfig {
+            flask: Some(format),
+            ..SessionConfig::default()
+        }
+    }
+
+    /// Signs session ids as Flask-Session does with `SESSION_USE_SIGNER = True`:
+    /// itsdangerous, HMAC-SHA1, salt `flask-session`, with the app's `SECRET_KEY`.
+    /// The first secret signs, all verify. Only with
+    /// [`flask_session`](Self::flask_session) (a configuration error otherwise).
+    #[cfg(feature = "flask")]
+    pub fn flask_signer<I, K>(mut self, secret_keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        self.flask_keys = secret_keys
+            .into_iter()
+            .map(|k| signer::Key::derive(k.as_ref(), b"flask-session"))
+            .collect();
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let config = |message: String| Err(Error::Config { message });
+        #[cfg(feature = "flask")]
+        if self.flask.is_none() && !self.flask_keys.is_empty() {
+            return config(
+                "flask_signer applies to Flask-Session's sessions: start from \
+                 SessionConfig::flask_session(format)"
+                    .into(),
+            );
+        }
+        #[cfg(feature = "flask")]
+        if self.flask.is_some() {
+            if self.idle_timeout.is_some() || self.absolute_lifetime.is_some() {
+                return config(
+                    "Flask-Session's sessions have no idle timeout or absolute lifetime (its \
+                     records cannot hold the times they need); use lifetime, as Flask's \
+                     PERMANENT_SESSION_LIFETIME"
+                        .into(),
+                );
+            }
+            if !self.signing_keys.is_empty() {
+                return config(
+                    "Flask-Session's cookies are signed by itsdangerous: use flask_signer \
+                     with the Flask app's SECRET_KEY, not signing_keys"
+                        .into(),
+                );
+            }
+        }
         let name = &self.cookie_name;
         let token = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
         if name.is_empty() || !name.chars().all(token) {

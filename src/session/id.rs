@@ -54,6 +54,15 @@ pub(crate) fn is_well_formed(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Whether `s` can be a Flask-Session id: `secrets.token_urlsafe(n)` for the
+/// `SESSION_ID_LENGTH` a Flask app may set (12 to 192 bytes: 16 to 256 characters).
+#[cfg(feature = "flask")]
+pub(crate) fn is_flask_id(s: &str) -> bool {
+    (16..=256).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A signing key derived from a secret.
 #[derive(Clone)]
 pub(crate) struct SigningKey([u8; 32]);

@@ -404,8 +404,70 @@ impl<S: Store> Sessions<S> {
     /// The store key of the session with id `id`: the key prefix (default
     /// `session:`) and the blake3 hash of the id in hex, so the store never shows a
     /// live cookie. For operators and tests that look a session up in the store.
+    ///
+    /// With [`SessionConfig::flask_session`] the key is the prefix and the id itself,
+    /// as Flask-Session looks records up.
     pub fn store_key(&self, id: &str) -> String {
+        #[cfg(feature = "flask")]
+        if self.config.flask.is_some() {
+            return format!("{}{id}", self.config.key_prefix);
+        }
         id::store_key(&self.config.key_prefix, id)
+    }
+
+    /// The session id in a cookie value, if it is well formed and correctly signed.
+    fn cookie_id<'a>(&self, value: &'a str) -> Option<&'a str> {
+        #[cfg(feature = "flask")]
+        if self.config.flask.is_some() {
+            let id = if self.config.flask_keys.is_empty() {
+                value
+            } else {
+                crate::flask::signer::verify(value, &self.config.flask_keys)?
+            };
+            return id::is_flask_id(id).then_some(id);
+        }
+        id::verify(value, &self.config.signing_keys)
+    }
+
+    /// A stored record, or `None` for bytes that are not one.
+    fn decode_record(&self, bytes: &[u8]) -> Option<Record> {
+        #[cfg(feature = "flask")]
+        if let Some(format) = self.config.flask {
+            let mut data = match crate::flask::decode_session(format, bytes) {
+                Ok(d) => d,
+                Err(e) => {
+                    log::warn!(
+                        "fscache: a Flask session record does not decode ({e}); read as no \
+                         session and left for Flask"
+                    );
+                    return None;
+                }
+            };
+            let permanent = data.remove("_permanent").and_then(|v| v.as_bool()) == Some(true);
+            return Some(Record {
+                data: data.into_iter().collect(),
+                permanent,
+                created: 0,
+                touched: 0,
+            });
+        }
+        Record::decode(bytes)
+    }
+
+    fn encode_record(&self, record: &Record) -> Result<Vec<u8>> {
+        #[cfg(feature = "flask")]
+        if let Some(format) = self.config.flask {
+            let mut map: serde_json::Map<String, Value> =
+                record.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            if record.permanent {
+                map.insert("_permanent".into(), Value::Bool(true));
+            }
+            return crate::flask::encode_session(format, &map).map_err(|e| Error::Serialize {
+                key: "<Flask session record>".to_owned(),
+                source: e.into(),
+            });
+        }
+        record.encode()
     }
 
     /// The session named by a request's `Cookie` header (all its cookies), or a new
@@ -427,7 +489,7 @@ impl<S: Store> Sessions<S> {
                 if value.len() > MAX_COOKIE_VALUE_LEN {
                     continue;
                 }
-                let Some(id) = id::verify(value, &self.config.signing_keys) else {
+                let Some(id) = self.cookie_id(value) else {
                     continue;
                 };
                 if let Some(session) = self.load_id(id)? {
@@ -445,7 +507,13 @@ impl<S: Store> Sessions<S> {
         let Some(stored) = self.store.load(&key)? else {
             return Ok(None);
         };
-        let Some(record) = Record::decode(&stored.value) else {
+        let Some(record) = self.decode_record(&stored.value) else {
+            // Flask's record with a value fscache cannot represent (a set, a class
+            // instance): no session here, and Flask's record is Flask's.
+            #[cfg(feature = "flask")]
+            if self.config.flask.is_some() {
+                return Ok(None);
+            }
             // Not a record of ours: not a session (and not an error page).
             log::warn!(
                 "fscache: {} store: the value under a session key is not a session \
@@ -576,13 +644,12 @@ impl<S: Store> Sessions<S> {
                 reset(session);
                 return outcome(cookie);
             }
-            let record = Record {
+            let record = self.encode_record(&Record {
                 data: session.data.clone(),
                 permanent: session.permanent,
                 created: session.created,
                 touched: self.now(),
-            }
-            .encode()?;
+            })?;
             // Insert only if absent: a new session never overwrites a stored one.
             let mut attempts = 0;
             while !self
@@ -631,7 +698,9 @@ impl<S: Store> Sessions<S> {
                     created: session.created,
                     touched: now,
                 };
-                let new = (!record.data.is_empty()).then(|| record.encode()).transpose()?;
+                let new = (!record.data.is_empty())
+                    .then(|| self.encode_record(&record))
+                    .transpose()?;
                 if self
                     .store
                     .compare_and_set(&key, &version, new.as_deref(), ttl)?
@@ -680,7 +749,7 @@ impl<S: Store> Sessions<S> {
             // Gone (destroyed or expired meanwhile) or not a record: never resurrect.
             found = false;
             result = None;
-            let Some(mut record) = current.and_then(Record::decode) else {
+            let Some(mut record) = current.and_then(|b| self.decode_record(b)) else {
                 return Ok(Merge::Keep);
             };
             found = true;
@@ -707,7 +776,7 @@ impl<S: Store> Sessions<S> {
             if record.data.is_empty() {
                 return Ok(Merge::Delete);
             }
-            let bytes = record.encode()?;
+            let bytes = self.encode_record(&record)?;
             result = Some(record);
             Ok(Merge::Put(bytes))
         })?;
@@ -730,6 +799,13 @@ impl<S: Store> Sessions<S> {
     }
 
     fn cookie_value(&self, id: &str) -> String {
+        #[cfg(feature = "flask")]
+        if self.config.flask.is_some() {
+            return match self.config.flask_keys.first() {
+                Some(key) => key.sign(id),
+                None => id.to_owned(),
+            };
+        }
         match self.config.signing_keys.first() {
             Some(key) => key.sign(id),
             None => id.to_owned(),

@@ -1,0 +1,195 @@
+//! `Sessions` with Flask-Session's settings on a cachelib directory, without a
+//! Flask app (tests/flask_interop.rs runs the real one): file names and content,
+//! the signed cookie, concurrent requests, records fscache cannot represent, and
+//! configurations that cannot work.
+
+#![cfg(feature = "flask")]
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use fscache::Error;
+use fscache::flask::{FlaskFormat, pickle};
+use fscache::session::{SessionConfig, Sessions};
+use fscache::store::{CachelibStore, Store};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("session=")
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn records_are_cachelib_files_flask_can_read() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sessions = Sessions::new(
+        CachelibStore::open(dir.path())?,
+        SessionConfig::flask_session(FlaskFormat::Pickle).flask_signer(["app secret"]),
+    )?;
+    let mut s = sessions.load(None)?;
+    s.insert("user", "ann")?;
+    s.insert("seen", &serde_json::json!({" t": [1, 2]}))?;
+    let set_cookie = sessions.save(&mut s)?.set_cookie.expect("a cookie");
+    let value = cookie_value(&set_cookie);
+    // itsdangerous's form: the bare id, a dot, 27 characters of HMAC-SHA1.
+    let (id, sig) = value.split_once('.').expect("signed");
+    assert_eq!(id, s.id());
+    assert_eq!(sig.len(), 27);
+    // The file: sha256 of "session:<id>", a 4-byte expiry ~31 days out, a pickle
+    // of the dict with Flask's _permanent key.
+    let store = CachelibStore::open(dir.path())?;
+    let path = store.entry_path(&format!("session:{id}"));
+    assert_eq!(path.file_name().unwrap().len(), 64);
+    let bytes = std::fs::read(&path)?;
+    let expiry = u64::from(u32::from_ne_bytes(bytes[..4].try_into()?));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    assert!(
+        (now + 31 * 86_400..=now + 31 * 86_400 + 2).contains(&expiry),
+        "{expiry} vs {now}"
+    );
+    let dict = pickle::decode(&bytes[4..])?;
+    assert_eq!(
+        dict.to_json()?,
+        serde_json::json!({"_permanent": true, "user": "ann", "seen": {" t": [1, 2]}})
+    );
+    // Read back through the cookie; a tampered or unsigned one is a new session.
+    let again = sessions.load(Some(&format!("session={value}")))?;
+    assert_eq!(again.get::<String>("user")?.as_deref(), Some("ann"));
+    assert!(sessions.load(Some(&format!("session={id}")))?.is_new());
+    assert!(
+        sessions
+            .load(Some(&format!("session={id}.{}", "A".repeat(27))))?
+            .is_new()
+    );
+    Ok(())
+}
+
+#[test]
+fn concurrent_requests_of_one_session_keep_both_changes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let sessions = Arc::new(Sessions::new(
+        CachelibStore::open(dir.path())?,
+        SessionConfig::flask_session(FlaskFormat::Pickle),
+    )?);
+    let mut s = sessions.load(None)?;
+    s.insert("user", "ann")?;
+    let cookie = sessions.save(&mut s)?.set_cookie.unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    const N: u64 = 50;
+    let barrier = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (sessions, cookie, barrier) = (sessions.clone(), cookie.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..N {
+                    let mut s = sessions.load(Some(&cookie)).unwrap();
+                    s.update("count", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+                        .unwrap();
+                    s.insert(&format!("t{t}"), &true).unwrap();
+                    sessions.save(&mut s).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = sessions.load(Some(&cookie))?;
+    assert_eq!(
+        s.get::<u64>("count")?,
+        Some(4 * N),
+        "a merge under the stripe lock lost an update"
+    );
+    for t in 0..4 {
+        assert_eq!(s.get::<bool>(&format!("t{t}"))?, Some(true));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_record_fscache_cannot_represent_is_left_for_flask() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = CachelibStore::open(dir.path())?;
+    let sessions = Sessions::new(
+        CachelibStore::open(dir.path())?,
+        SessionConfig::flask_session(FlaskFormat::Pickle),
+    )?;
+    let id = "A".repeat(43);
+    // pickle.dumps({'tags': {1, 2}}, 5): a set, which JSON cannot hold.
+    let set = b"\x80\x05\x95\x13\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x04tags\x94\x8f\x94(K\x01K\x02\x90s.";
+    store.save(&format!("session:{id}"), set, Duration::from_secs(60))?;
+    let s = sessions.load(Some(&format!("session={id}")))?;
+    assert!(s.is_new(), "an unreadable record must not be a session");
+    assert_ne!(s.id(), id, "a new id, never the client's");
+    assert!(
+        store.load(&format!("session:{id}"))?.is_some(),
+        "Flask's record was removed"
+    );
+    Ok(())
+}
+
+#[test]
+fn settings_flask_session_cannot_honour_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = || CachelibStore::open(dir.path()).unwrap();
+    for (what, config) in [
+        (
+            "idle timeout",
+            SessionConfig::flask_session(FlaskFormat::Pickle).idle_timeout(Duration::from_secs(60)),
+        ),
+        (
+            "absolute lifetime",
+            SessionConfig::flask_session(FlaskFormat::Pickle)
+                .absolute_lifetime(Duration::from_secs(60)),
+        ),
+        (
+            "fscache signing keys",
+            SessionConfig::flask_session(FlaskFormat::Pickle).signing_keys(["k"]),
+        ),
+        (
+            "flask_signer alone",
+            SessionConfig::default().flask_signer(["k"]),
+        ),
+    ] {
+        match Sessions::new(store(), config) {
+            Err(e @ Error::Config { .. }) => assert!(e.to_string().len() > 40, "{what}: {e}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn cachelib_urls_and_md5_names() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let md5 = fscache::store::open(&format!("cachelib://{}?hash=md5", dir.path().display()))?;
+    md5.save("session:x", b"\x80\x05N.", Duration::from_secs(60))?;
+    // hashlib.md5(b"session:x").hexdigest()
+    assert!(dir.path().join("c41c552ddaee65287ce726a075f46f85").exists());
+    for bad in ["cachelib://", "cachelib://./x?hash=sha1"] {
+        assert!(
+            matches!(fscache::store::open(bad), Err(Error::Config { .. })),
+            "{bad}"
+        );
+    }
+    // A file where the directory should be is refused with a clear error.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x")?;
+    let err = CachelibStore::open(&file).unwrap_err().to_string();
+    assert!(err.contains("not a directory"), "{err}");
+    // Foreign files in the directory are never touched by cleanup.
+    std::fs::write(dir.path().join("notes.txt"), b"\0\0\0\0precious")?;
+    std::fs::write(dir.path().join("0".repeat(32)), b"\x01\0\0\0not a pickle")?;
+    md5.cleanup(100)?;
+    assert!(dir.path().join("notes.txt").exists());
+    assert!(dir.path().join("0".repeat(32)).exists());
+    Ok(())
+}
