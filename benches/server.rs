@@ -17,6 +17,7 @@ fn main() {
         secrets: vec!["bench secret".into()],
         secure: false,
         threads: 4,
+        ..server::Settings::default()
     };
     let running = server::start(&settings).unwrap();
     let url = format!("http://{}/", running.addr);

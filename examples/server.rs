@@ -14,7 +14,21 @@
 //! store's expired sessions in batches and exit: for cron), `--secret` (`FSCACHE_SECRET`,
 //! signs cookies; several comma-separated secrets rotate: the first signs),
 //! `--secure` (`FSCACHE_SECURE=1`: Secure cookies, for a server behind HTTPS),
-//! `--threads` (default 8), `--help`. One log line per request goes to stdout.
+//! `--threads` (default 8), `--lifetime SECS` (`FSCACHE_SESSION_LIFETIME`, default 31
+//! days), `--key-prefix` (`FSCACHE_KEY_PREFIX`), `--help`. One log line per request
+//! goes to stdout.
+//!
+//! **Joining a Flask app** (feature `flask`, on by default in this package):
+//! `--store cachelib:///path/to/flask_session` (the Flask-Session cachelib
+//! directory; `?hash=md5` for cachelib before 0.16) shares sessions with the Flask
+//! app, with its secret in `FSCACHE_FLASK_SECRET_KEY` (`--flask-secret-key`) when it
+//! signs its session cookie (`SESSION_USE_SIGNER = True`; set
+//! `FSCACHE_FLASK_USE_SIGNER=0` if it does not), and its `SESSION_KEY_PREFIX` in
+//! `FSCACHE_KEY_PREFIX` if not `session:`. The same for a Flask app on Redis:
+//! `--store redis://…` with `FSCACHE_FLASK_SECRET_KEY` (or `FSCACHE_FLASK=1` /
+//! `--flask` when unsigned). In that mode the server uses Flask-Session's cookie
+//! (`session`), signer, key prefix and record format, and keeps the logged-in user
+//! under the session key `user`, as Flask apps commonly do.
 //!
 //! Routes, after the Flask-Session tutorials: `GET /` visit counter (page views only:
 //! the redirect after a form post does not count; an anonymous visitor's count is a
@@ -47,6 +61,17 @@ pub struct Settings {
     pub secrets: Vec<String>,
     pub secure: bool,
     pub threads: usize,
+    /// Session lifetime in seconds (Flask's `PERMANENT_SESSION_LIFETIME`).
+    pub lifetime_secs: u64,
+    /// The store key prefix (Flask-Session's `SESSION_KEY_PREFIX`).
+    pub key_prefix: Option<String>,
+    /// Share sessions with a Flask app (Flask-Session's formats).
+    pub flask: bool,
+    /// The Flask app's `SECRET_KEY`, for Flask-Session's cookie signer.
+    pub flask_secret: Option<String>,
+    /// Sign cookies as Flask-Session does with `SESSION_USE_SIGNER = True` (the
+    /// default when a Flask secret is given).
+    pub flask_use_signer: bool,
 }
 
 pub const USAGE: &str = "\
@@ -67,8 +92,41 @@ A session web server on fscache: a visit counter, login, a cart and logout.
                   (FSCACHE_SECRET)
   --secure        mark cookies Secure: set this behind HTTPS (FSCACHE_SECURE=1)
   --threads N     worker threads (default 8)
+  --lifetime SECS session lifetime (FSCACHE_SESSION_LIFETIME; default 2678400,
+                  31 days: Flask's PERMANENT_SESSION_LIFETIME)
+  --key-prefix P  store key prefix (FSCACHE_KEY_PREFIX; default session:)
   -h, --help      print this help
+
+Sharing sessions with a Flask app (Flask-Session):
+  --store cachelib:///path/to/flask_session[?hash=md5]
+                  the Flask app's cachelib session directory
+  --flask-secret-key K
+                  the Flask app's SECRET_KEY (FSCACHE_FLASK_SECRET_KEY): sign
+                  the session cookie as SESSION_USE_SIGNER = True does
+                  (FSCACHE_FLASK_USE_SIGNER=0 if the Flask app does not sign)
+  --flask         Flask-Session's formats on any store, e.g. redis://
+                  (FSCACHE_FLASK=1; implied by cachelib:// and a Flask secret)
 ";
+
+impl Default for Settings {
+    /// The defaults without the environment: 127.0.0.1:8000, `file://./sessions`,
+    /// 8 threads, 31 days.
+    fn default() -> Settings {
+        Settings {
+            bind: "127.0.0.1:8000".into(),
+            store: store::DEFAULT_URL.into(),
+            cleanup: false,
+            secrets: Vec::new(),
+            secure: false,
+            threads: 8,
+            lifetime_secs: 31 * 86_400,
+            key_prefix: None,
+            flask: false,
+            flask_secret: None,
+            flask_use_signer: true,
+        }
+    }
+}
 
 /// What the command line asks for.
 pub enum Command {
@@ -79,18 +137,28 @@ pub enum Command {
 impl Settings {
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let defaults = Settings::default();
         let mut s = Settings {
-            bind: env("FSCACHE_BIND").unwrap_or_else(|| "127.0.0.1:8000".into()),
+            bind: env("FSCACHE_BIND").unwrap_or(defaults.bind),
             store: env("FSCACHE_STORE")
                 .or_else(|| env("FSCACHE_SESSION_DIR").map(|d| format!("file://{d}")))
-                .unwrap_or_else(|| store::DEFAULT_URL.into()),
-            cleanup: false,
+                .unwrap_or(defaults.store),
             secrets: env("FSCACHE_SECRET")
                 .map(|v| v.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
             secure: env("FSCACHE_SECURE").is_some_and(|v| v == "1" || v == "true"),
-            threads: 8,
+            key_prefix: env("FSCACHE_KEY_PREFIX"),
+            flask: env("FSCACHE_FLASK").is_some_and(|v| v == "1" || v == "true"),
+            flask_secret: env("FSCACHE_FLASK_SECRET_KEY"),
+            flask_use_signer: env("FSCACHE_FLASK_USE_SIGNER")
+                .is_none_or(|v| v != "0" && v != "false"),
+            ..defaults
         };
+        if let Some(v) = env("FSCACHE_SESSION_LIFETIME") {
+            s.lifetime_secs = v
+                .parse()
+                .map_err(|e| format!("FSCACHE_SESSION_LIFETIME {v:?}: {e}"))?;
+        }
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -104,6 +172,15 @@ impl Settings {
                 "--cleanup" => s.cleanup = true,
                 "--secret" => s.secrets = value()?.split(',').map(str::to_owned).collect(),
                 "--secure" => s.secure = true,
+                "--lifetime" => {
+                    let v = value()?;
+                    s.lifetime_secs = v
+                        .parse()
+                        .map_err(|e| format!("--lifetime {v:?}: {e} (seconds; try --help)"))?
+                }
+                "--key-prefix" => s.key_prefix = Some(value()?),
+                "--flask" => s.flask = true,
+                "--flask-secret-key" => s.flask_secret = Some(value()?),
                 "--threads" => {
                     let v = value()?;
                     s.threads = v
@@ -114,7 +191,15 @@ impl Settings {
                 other => return Err(format!("unknown flag {other:?} (try --help)")),
             }
         }
+        if s.lifetime_secs == 0 {
+            return Err("the session lifetime must be at least 1 second".into());
+        }
         Ok(Command::Run(s))
+    }
+
+    /// Whether sessions are shared with a Flask app (Flask-Session's formats).
+    pub fn flask_mode(&self) -> bool {
+        self.flask || self.flask_secret.is_some() || self.store.starts_with("cachelib://")
     }
 }
 
@@ -143,7 +228,9 @@ struct Site {
     sessions: Sessions<Box<dyn Store>>,
     /// The store URL without its password, for the page.
     store: String,
-    lifetime_days: u64,
+    lifetime_secs: u64,
+    /// Sessions shared with a Flask app.
+    flask: bool,
     /// Served over HTTPS (behind a proxy): the origin's scheme.
     https: bool,
 }
@@ -161,17 +248,20 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
     // A file:// store is unbounded: sessions are bounded by their lifetime, not by
     // evicting active users; the cache removes expired ones as it is written.
     let store = open_store(&settings.store)?;
-    let lifetime_days = 31;
-    let mut config = SessionConfig::default()
-        .lifetime(std::time::Duration::from_secs(lifetime_days * 86_400))
+    let mut config = session_config(settings)?
+        .lifetime(std::time::Duration::from_secs(settings.lifetime_secs))
         .secure(settings.secure);
+    if let Some(prefix) = &settings.key_prefix {
+        config = config.key_prefix(prefix.clone());
+    }
     if !settings.secrets.is_empty() {
         config = config.signing_keys(&settings.secrets);
     }
     let site = Arc::new(Site {
         sessions: Sessions::new(store, config)?,
         store: redact(&settings.store),
-        lifetime_days,
+        lifetime_secs: settings.lifetime_secs,
+        flask: settings.flask_mode(),
         https: settings.secure,
     });
     let listener = std::net::TcpListener::bind(&settings.bind).map_err(|e| {
@@ -205,6 +295,41 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
         server,
         workers,
     })
+}
+
+/// The session settings: fscache's own, or Flask-Session's to share sessions with a
+/// Flask app.
+fn session_config(
+    settings: &Settings,
+) -> Result<SessionConfig, Box<dyn std::error::Error + Send + Sync>> {
+    if !settings.flask_mode() {
+        return Ok(SessionConfig::default());
+    }
+    #[cfg(feature = "flask")]
+    {
+        use fscache::flask::FlaskFormat;
+        // cachelib pickles the session dict; Flask-Session's other backends store msgpack.
+        let format = if settings.store.starts_with("cachelib://") {
+            FlaskFormat::Pickle
+        } else {
+            FlaskFormat::Msgpack
+        };
+        let mut config = SessionConfig::flask_session(format);
+        if let Some(secret) = settings
+            .flask_secret
+            .as_ref()
+            .filter(|_| settings.flask_use_signer)
+        {
+            config = config.flask_signer([secret]);
+        }
+        Ok(config)
+    }
+    #[cfg(not(feature = "flask"))]
+    Err(
+        "sharing sessions with a Flask app needs the build feature flask \
+         (cargo run --example server --features flask)"
+            .into(),
+    )
 }
 
 /// Opens the store a URL names, with the URL (password hidden) in the error.
@@ -642,9 +767,9 @@ fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
          <title>fscache sessions</title><style>{STYLE}</style>\
          <h1>fscache session demo</h1>\
          <p class=note>Once you log in or fill the cart, your session lives on this server, \
-         in <code>{dir}</code>; your browser holds only a random id in the \
+         in <code>{dir}</code>{shared}; your browser holds only a random id in the \
          <code>session</code> cookie.<br>\
-         It expires {days} days after your last request; logging out deletes it at once.</p>\
+         It expires {days} after your last request; logging out deletes it at once.</p>\
          <p>You have visited this page <b>{visits}</b> time(s).</p>{who}\
          <h2>Cart</h2><ul>{items}</ul>\
          <form method=post action=/cart/add/apple><button>Add an apple</button></form>\
@@ -652,8 +777,24 @@ fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
          <form method=post action=/cart/clear><button>Empty the cart</button></form>\
          <p><a href=/me>/me</a> · <a href=/cart>/cart</a></p>",
         dir = escape(&site.store),
-        days = site.lifetime_days,
+        shared = if site.flask {
+            ", shared with the Flask app"
+        } else {
+            ""
+        },
+        days = lifetime_text(site.lifetime_secs),
     )
+}
+
+/// "31 days", "1 hour", "90 seconds".
+fn lifetime_text(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3600 == 0 => (s / 3600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[allow(dead_code)]
@@ -692,9 +833,14 @@ fn main() {
         }
     };
     println!(
-        "fscache session demo: open http://{} (sessions in {}{}{})",
+        "fscache session demo: open http://{} (sessions in {}{}{}{})",
         running.addr,
         redact(&settings.store),
+        if settings.flask_mode() {
+            ", shared with a Flask app"
+        } else {
+            ""
+        },
         if settings.secrets.is_empty() {
             ""
         } else {

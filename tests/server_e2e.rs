@@ -29,6 +29,7 @@ impl App {
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
             secure: false,
             threads: 8,
+            ..server::Settings::default()
         };
         let running = server::start(&settings).expect("server starts");
         let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -97,6 +97,7 @@ fn the_example_server_runs_on_every_store() -> TestResult {
             secrets: vec![],
             secure: false,
             threads: 8,
+            ..server::Settings::default()
         };
         let running = server::start(&settings).map_err(|e| format!("{name}: {e}"))?;
         let client = Arc::new(Client {
@@ -175,6 +176,7 @@ fn a_store_url_without_its_engine_or_with_a_bad_scheme_is_a_clear_error() {
             secrets: vec![],
             secure: false,
             threads: 1,
+            ..server::Settings::default()
         };
         let err = server::start(&settings).err().expect("refused").to_string();
         assert!(err.contains("cannot open the session store"), "{err}");
