@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::signer::{self, Key};
 use super::value::{DateTime, MAX_DEPTH};
@@ -80,7 +80,7 @@ impl std::error::Error for CookieError {}
 pub struct FlaskCookieSession {
     /// The session's keys and values, in fscache's tagged-JSON form (see
     /// [`fscache::flask`](crate::flask)).
-    pub data: Map<String, Value>,
+    pub data: super::SessionMap,
     /// When the cookie was signed, in Unix seconds.
     pub issued_at: u64,
 }
@@ -217,7 +217,7 @@ impl FlaskCookie {
     /// # Errors
     /// [`CookieError::BadPayload`] for a `" d"` value that is not a date, or nesting
     /// deeper than 128 levels.
-    pub fn encode(&self, data: &Map<String, Value>) -> Result<String, CookieError> {
+    pub fn encode(&self, data: &super::SessionMap) -> Result<String, CookieError> {
         let mut tagged = Value::Object(data.clone());
         convert_dates(&mut tagged, 0, &|s| {
             DateTime::parse_rfc3339(s).map(|d| d.to_http_date())
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn issues_cookies_it_reads_back() {
         let c = at(ISSUED);
-        let mut data = Map::new();
+        let mut data = crate::flask::SessionMap::new();
         data.insert("user".into(), "ann".into());
         data.insert("when".into(), serde_json::json!({" d": "2026-12-04T06:41:47.5Z"}));
         data.insert("long".into(), "z".repeat(500).into());

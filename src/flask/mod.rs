@@ -43,6 +43,10 @@ mod value;
 use serde_json::{Map, Value};
 
 pub use cookie::{CookieError, FlaskCookie, FlaskCookieSession};
+
+/// A session's keys and values, as [`FlaskCookie`] reads and issues them (values in
+/// the tagged form [`PyValue`] describes).
+pub type SessionMap = Map<String, Value>;
 pub use value::{DateTime, MAX_DEPTH, PyValue};
 
 /// A byte string that is not a value these formats read: what and where.
