@@ -63,5 +63,50 @@ fn round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, round_trip);
+/// The same round trips on a Flask-Session cachelib directory (pickled records,
+/// itsdangerous-signed ids), beside `bench/compare/flask_sessions.sh`'s Flask-Session.
+#[cfg(feature = "flask")]
+fn flask_round_trip(c: &mut Criterion) {
+    use fscache::flask::FlaskFormat;
+    use fscache::store::CachelibStore;
+    let dir = bench_dir();
+    let sessions = Sessions::new(
+        CachelibStore::open(dir.path()).unwrap(),
+        SessionConfig::flask_session(FlaskFormat::Pickle).flask_signer(["bench secret"]),
+    )
+    .unwrap();
+    let mut s = sessions.load(None).unwrap();
+    s.insert("user_id", &4242u64).unwrap();
+    s.insert("csrf", &"3q2-7wFh0v9sT4kYbL1xZ8mN5pR6cJ0eD2gA")
+        .unwrap();
+    s.insert("cart", &[("apple", 3u32), ("pear", 1), ("plum", 12)])
+        .unwrap();
+    let set_cookie = sessions.save(&mut s).unwrap().set_cookie.unwrap();
+    let cookie = format!(
+        "theme=dark; {}; lang=en",
+        set_cookie.split(';').next().unwrap()
+    );
+    let mut group = c.benchmark_group("flask session (cachelib dir)");
+    group.bench_function("load+read+save (refresh)", |b| {
+        b.iter(|| {
+            let mut s = sessions.load(Some(&cookie)).unwrap();
+            assert!(s.get::<u64>("user_id").unwrap().is_some());
+            sessions.save(&mut s).unwrap()
+        })
+    });
+    group.bench_function("load+update+save", |b| {
+        b.iter(|| {
+            let mut s = sessions.load(Some(&cookie)).unwrap();
+            s.update("hits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+                .unwrap();
+            sessions.save(&mut s).unwrap()
+        })
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "flask"))]
+fn flask_round_trip(_: &mut Criterion) {}
+
+criterion_group!(benches, round_trip, flask_round_trip);
 criterion_main!(benches);

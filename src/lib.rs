@@ -34,7 +34,10 @@
 //! Server-side sessions for sync web servers (Flask-Session's model) are in
 //! [`session`] (feature `sessions`, on by default), on top of any [`Store`]: this
 //! cache, or Redis, PostgreSQL, SQLite or Memcached ([`store`], one cargo feature
-//! each), picked at run time by a URL with [`store::open`].
+//! each), picked at run time by a URL with [`store::open`]. With the feature `flask`,
+//! the same sessions can be shared with a live Flask app: its Flask-Session cachelib
+//! directory or Redis records, its signed session ids, and Flask's own signed cookie
+//! session (`fscache::flask`).
 //!
 //! # On disk
 //!
