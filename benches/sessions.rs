@@ -7,21 +7,12 @@ mod common;
 use common::bench_dir;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fscache::FileSystemCache;
 use fscache::session::{SessionConfig, Sessions};
+use fscache::{FileSystemCache, Store};
 
-fn round_trip(c: &mut Criterion) {
-    let dir = bench_dir();
-    let store = FileSystemCache::builder(dir.path())
-        .threshold(0)
-        .open()
-        .unwrap();
-    let sessions = Sessions::new(
-        store,
-        SessionConfig::default().signing_keys(["bench secret"]),
-    )
-    .unwrap();
-    // A typical ~200 B session: user id, csrf token, a small cart.
+/// A typical ~200 B session (user id, csrf token, a small cart) saved in `sessions`,
+/// and the Cookie header a browser then sends.
+fn seeded<S: Store>(sessions: &Sessions<S>) -> String {
     let mut s = sessions.load(None).unwrap();
     s.insert("user_id", &4242u64).unwrap();
     s.insert("csrf", &"3q2-7wFh0v9sT4kYbL1xZ8mN5pR6cJ0eD2gA")
@@ -29,12 +20,16 @@ fn round_trip(c: &mut Criterion) {
     s.insert("cart", &[("apple", 3u32), ("pear", 1), ("plum", 12)])
         .unwrap();
     let set_cookie = sessions.save(&mut s).unwrap().set_cookie.unwrap();
-    let cookie = format!(
+    format!(
         "theme=dark; {}; lang=en",
         set_cookie.split(';').next().unwrap()
-    );
+    )
+}
 
-    let mut group = c.benchmark_group("session");
+/// The round trips of an existing session, in the criterion group `name`.
+fn existing<S: Store>(c: &mut Criterion, name: &str, sessions: &Sessions<S>) {
+    let cookie = seeded(sessions);
+    let mut group = c.benchmark_group(name);
     group.bench_function("load+read+save (refresh)", |b| {
         b.iter(|| {
             let mut s = sessions.load(Some(&cookie)).unwrap();
@@ -50,17 +45,34 @@ fn round_trip(c: &mut Criterion) {
             sessions.save(&mut s).unwrap()
         })
     });
-    group.bench_function("load (no cookie) + insert + save (new session)", |b| {
-        b.iter(|| {
-            let mut s = sessions.load(None).unwrap();
-            s.insert("user_id", &1u64).unwrap();
-            let out = sessions.save(&mut s).unwrap();
-            s.destroy();
-            sessions.save(&mut s).unwrap();
-            out
-        })
-    });
     group.finish();
+}
+
+fn round_trip(c: &mut Criterion) {
+    let dir = bench_dir();
+    let store = FileSystemCache::builder(dir.path())
+        .threshold(0)
+        .open()
+        .unwrap();
+    let sessions = Sessions::new(
+        store,
+        SessionConfig::default().signing_keys(["bench secret"]),
+    )
+    .unwrap();
+    existing(c, "session", &sessions);
+    c.bench_function(
+        "session/load (no cookie) + insert + save (new session)",
+        |b| {
+            b.iter(|| {
+                let mut s = sessions.load(None).unwrap();
+                s.insert("user_id", &1u64).unwrap();
+                let out = sessions.save(&mut s).unwrap();
+                s.destroy();
+                sessions.save(&mut s).unwrap();
+                out
+            })
+        },
+    );
 }
 
 /// The same round trips on a Flask-Session cachelib directory (pickled records,
@@ -75,34 +87,7 @@ fn flask_round_trip(c: &mut Criterion) {
         SessionConfig::flask_session(FlaskFormat::Pickle).flask_signer(["bench secret"]),
     )
     .unwrap();
-    let mut s = sessions.load(None).unwrap();
-    s.insert("user_id", &4242u64).unwrap();
-    s.insert("csrf", &"3q2-7wFh0v9sT4kYbL1xZ8mN5pR6cJ0eD2gA")
-        .unwrap();
-    s.insert("cart", &[("apple", 3u32), ("pear", 1), ("plum", 12)])
-        .unwrap();
-    let set_cookie = sessions.save(&mut s).unwrap().set_cookie.unwrap();
-    let cookie = format!(
-        "theme=dark; {}; lang=en",
-        set_cookie.split(';').next().unwrap()
-    );
-    let mut group = c.benchmark_group("flask session (cachelib dir)");
-    group.bench_function("load+read+save (refresh)", |b| {
-        b.iter(|| {
-            let mut s = sessions.load(Some(&cookie)).unwrap();
-            assert!(s.get::<u64>("user_id").unwrap().is_some());
-            sessions.save(&mut s).unwrap()
-        })
-    });
-    group.bench_function("load+update+save", |b| {
-        b.iter(|| {
-            let mut s = sessions.load(Some(&cookie)).unwrap();
-            s.update("hits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
-                .unwrap();
-            sessions.save(&mut s).unwrap()
-        })
-    });
-    group.finish();
+    existing(c, "flask session (cachelib dir)", &sessions);
 }
 
 #[cfg(not(feature = "flask"))]

@@ -46,22 +46,6 @@ fn redis_url() -> Option<String> {
     }
 }
 
-fn server_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/server");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test builds it",
-        bin.display()
-    );
-    bin
-}
-
 /// A process that prints `… http://ADDR …` on its first line; killed on drop.
 struct Proc {
     child: Child,
@@ -102,13 +86,50 @@ fn flask(py: &str, env: &[(&str, &str)]) -> Proc {
 }
 
 fn rust(store: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(server_bin());
+    let mut cmd = Command::new(common::server_bin());
     cmd.args(["--bind", "127.0.0.1:0", "--threads", "4", "--store", store])
         .args(args)
         .env_remove("FSCACHE_FLASK_SECRET_KEY")
         .env_remove("FSCACHE_KEY_PREFIX")
         .envs(env.iter().copied());
     spawn(cmd)
+}
+
+/// A Flask app on Flask-Session's cachelib backend and the Rust server on the same
+/// directory (`?hash=md5` when `FLASK_HASH=md5`), each with its own settings.
+struct Pair {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    f: Proc,
+    r: Proc,
+}
+
+fn cachelib_pair(
+    py: &str,
+    flask_env: &[(&str, &str)],
+    rust_args: &[&str],
+    rust_env: &[(&str, &str)],
+) -> Pair {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("flask_session");
+    let store = format!("cachelib:{}", dir.display());
+    let f = flask(
+        py,
+        &[&[("FLASK_SESSION_STORE", store.as_str())], flask_env].concat(),
+    );
+    let md5 = flask_env.contains(&("FLASK_HASH", "md5"));
+    let url = format!(
+        "cachelib://{}{}",
+        dir.display(),
+        if md5 { "?hash=md5" } else { "" }
+    );
+    let r = rust(&url, rust_args, rust_env);
+    Pair {
+        _tmp: tmp,
+        dir,
+        f,
+        r,
+    }
 }
 
 /// A browser's cookie jar for 127.0.0.1: cookies are per host, not per port, so
@@ -307,22 +328,13 @@ fn both_ways(f: &str, r: &str, dir: Option<(&Path, bool)>) {
 #[test]
 fn a_cachelib_directory_is_shared_both_ways_signed() -> TestResult {
     let Some(py) = python() else { return Ok(()) };
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("flask_session");
-    let f = flask(
+    let Pair { _tmp, dir, f, r } = cachelib_pair(
         &py,
         &[
-            (
-                "FLASK_SESSION_STORE",
-                &format!("cachelib:{}", dir.display()),
-            ),
             ("FLASK_SECRET_KEY", "shared secret"),
             ("FLASK_USE_SIGNER", "1"),
             ("FLASK_THRESHOLD", "0"),
         ],
-    );
-    let r = rust(
-        &format!("cachelib://{}", dir.display()),
         &[],
         &[("FSCACHE_FLASK_SECRET_KEY", "shared secret")],
     );
@@ -354,20 +366,12 @@ fn a_cachelib_directory_is_shared_both_ways_signed() -> TestResult {
 #[test]
 fn md5_names_unsigned_cookies_and_flasks_count_file() -> TestResult {
     let Some(py) = python() else { return Ok(()) };
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("flask_session");
-    let f = flask(
+    let Pair { _tmp, dir, f, r } = cachelib_pair(
         &py,
-        &[
-            (
-                "FLASK_SESSION_STORE",
-                &format!("cachelib:{}", dir.display()),
-            ),
-            ("FLASK_HASH", "md5"),
-            ("FLASK_THRESHOLD", "100"),
-        ],
+        &[("FLASK_HASH", "md5"), ("FLASK_THRESHOLD", "100")],
+        &[],
+        &[],
     );
-    let r = rust(&format!("cachelib://{}?hash=md5", dir.display()), &[], &[]);
     both_ways(&f.base, &r.base, Some((&dir, true)));
 
     // cachelib's count file (a threshold is set) counts Rust's sessions too.
@@ -399,22 +403,13 @@ fn md5_names_unsigned_cookies_and_flasks_count_file() -> TestResult {
 #[test]
 fn an_expired_session_is_expired_on_both() -> TestResult {
     let Some(py) = python() else { return Ok(()) };
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("flask_session");
-    let f = flask(
+    let Pair { _tmp, f, r, .. } = cachelib_pair(
         &py,
         &[
-            (
-                "FLASK_SESSION_STORE",
-                &format!("cachelib:{}", dir.display()),
-            ),
             ("FLASK_LIFETIME", "2"),
             ("FLASK_SECRET_KEY", "k"),
             ("FLASK_USE_SIGNER", "1"),
         ],
-    );
-    let r = rust(
-        &format!("cachelib://{}", dir.display()),
         &["--lifetime", "2"],
         &[("FSCACHE_FLASK_SECRET_KEY", "k")],
     );
@@ -474,16 +469,7 @@ fn redis_is_shared_both_ways_with_a_key_prefix() -> TestResult {
 #[test]
 fn concurrent_writers_on_both_sides_never_read_a_torn_file() -> TestResult {
     let Some(py) = python() else { return Ok(()) };
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("flask_session");
-    let f = flask(
-        &py,
-        &[(
-            "FLASK_SESSION_STORE",
-            &format!("cachelib:{}", dir.display()),
-        )],
-    );
-    let r = rust(&format!("cachelib://{}", dir.display()), &[], &[]);
+    let Pair { _tmp, f, r, .. } = cachelib_pair(&py, &[], &[], &[]);
     let mut b = Browser::new();
     b.post(&format!("{}/login", f.base), &[("user", "ann")]);
     let cookie = b.header();

@@ -5,26 +5,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn server_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/server");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test builds it (or: cargo build --example server)",
-        bin.display()
-    );
-    bin
-}
 
 /// A running server process; killed on drop.
 struct Server {
@@ -36,7 +19,7 @@ struct Server {
 impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
-        let mut child = Command::new(server_bin())
+        let mut child = Command::new(common::server_bin())
             .args(["--bind", "127.0.0.1:0", "--threads", "2", "--dir"])
             .arg(tmp.path().join("sessions"))
             .args(args)
@@ -93,7 +76,7 @@ impl Drop for Server {
 
 #[test]
 fn help_goes_to_stdout_and_exits_0() -> TestResult {
-    let out = Command::new(server_bin()).arg("--help").output()?;
+    let out = Command::new(common::server_bin()).arg("--help").output()?;
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout)?;
     assert!(stdout.starts_with("usage: server"), "{stdout}");
@@ -108,7 +91,9 @@ fn help_goes_to_stdout_and_exits_0() -> TestResult {
         assert!(stdout.contains(flag), "help names {flag}: {stdout}");
     }
     assert!(out.stderr.is_empty());
-    let out = Command::new(server_bin()).arg("--frobnicate").output()?;
+    let out = Command::new(common::server_bin())
+        .arg("--frobnicate")
+        .output()?;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr)?.contains("\"--frobnicate\" (try --help)"));
     Ok(())
@@ -117,7 +102,7 @@ fn help_goes_to_stdout_and_exits_0() -> TestResult {
 #[test]
 fn a_bad_address_is_echoed_and_a_busy_one_suggests_bind() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let out = Command::new(server_bin())
+    let out = Command::new(common::server_bin())
         .args(["--bind", "127.0.0.1:notaport", "--dir"])
         .arg(tmp.path().join("s"))
         .output()?;
@@ -131,7 +116,7 @@ fn a_bad_address_is_echoed_and_a_busy_one_suggests_bind() -> TestResult {
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?.to_string();
-    let out = Command::new(server_bin())
+    let out = Command::new(common::server_bin())
         .args(["--bind", &addr, "--dir"])
         .arg(tmp.path().join("s"))
         .output()?;

@@ -88,6 +88,53 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A position in an input, with bounds-checked reads (the decoders' one way in).
+pub(crate) struct Input<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Input<'a> {
+        Input { data, pos: 0 }
+    }
+
+    /// The next `n` bytes, or an error if the input has fewer.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| DecodeError::at(format!("{n} bytes announced, fewer left"), self.pos))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// An unsigned integer of `n` bytes, little-endian (pickle) or big-endian (msgpack).
+    pub(crate) fn uint(&mut self, n: usize, little_endian: bool) -> Result<u64, DecodeError> {
+        let b = self.take(n)?;
+        let fold = |acc: u64, &x: &u8| acc << 8 | u64::from(x);
+        Ok(if little_endian {
+            b.iter().rev().fold(0, fold)
+        } else {
+            b.iter().fold(0, fold)
+        })
+    }
+
+    /// A length of `n` bytes: it must fit in memory (the bytes it announces are
+    /// checked when they are taken).
+    pub(crate) fn len(&mut self, n: usize, little_endian: bool) -> Result<usize, DecodeError> {
+        let v = self.uint(n, little_endian)?;
+        usize::try_from(v).map_err(|_| DecodeError::at("a length beyond memory", self.pos))
+    }
+
+    /// Bytes left.
+    pub(crate) fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+}
+
 /// How Flask-Session serializes a session dict in its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -8,43 +8,32 @@
 //! length is checked against the input and nesting is capped at
 //! [`MAX_DEPTH`].
 
-use super::DecodeError;
+use super::{DecodeError, Input};
 use super::value::{DateTime, MAX_DEPTH, PyValue};
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
+/// msgpack's integers and lengths are big-endian.
+const BE: bool = false;
+
+struct Reader<'a>(Input<'a>);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| DecodeError::at(format!("{n} bytes announced, fewer left"), self.pos))?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
+        self.0.take(n)
     }
 
     fn be(&mut self, n: usize) -> Result<u64, DecodeError> {
-        Ok(self
-            .take(n)?
-            .iter()
-            .fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+        self.0.uint(n, BE)
     }
 
     fn len(&mut self, n: usize) -> Result<usize, DecodeError> {
-        let v = self.be(n)?;
-        usize::try_from(v).map_err(|_| DecodeError::at("a length beyond memory", self.pos))
+        self.0.len(n, BE)
     }
 
     fn value(&mut self, depth: usize) -> Result<PyValue, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::at(
                 format!("nested more than {MAX_DEPTH} levels deep"),
-                self.pos,
+                self.0.pos,
             ));
         }
         let m = self.take(1)?[0];
@@ -127,12 +116,12 @@ impl<'a> Reader<'a> {
                 let n = self.len(4)?;
                 self.map(n, depth)?
             }
-            0xc1 => return Err(DecodeError::at("the reserved byte 0xc1", self.pos - 1)),
+            0xc1 => return Err(DecodeError::at("the reserved byte 0xc1", self.0.pos - 1)),
         })
     }
 
     fn str(&mut self, n: usize) -> Result<PyValue, DecodeError> {
-        let at = self.pos;
+        let at = self.0.pos;
         let b = self.take(n)?;
         std::str::from_utf8(b)
             .map(|s| PyValue::Str(s.to_owned()))
@@ -141,7 +130,7 @@ impl<'a> Reader<'a> {
 
     fn array(&mut self, n: usize, depth: usize) -> Result<PyValue, DecodeError> {
         // Every element takes at least one byte: no allocation beyond the input.
-        let mut items = Vec::with_capacity(n.min(self.data.len() - self.pos));
+        let mut items = Vec::with_capacity(n.min(self.0.remaining()));
         for _ in 0..n {
             items.push(self.value(depth + 1)?);
         }
@@ -149,7 +138,7 @@ impl<'a> Reader<'a> {
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<PyValue, DecodeError> {
-        let mut pairs = Vec::with_capacity(n.min((self.data.len() - self.pos) / 2));
+        let mut pairs = Vec::with_capacity(n.min((self.0.remaining()) / 2));
         for _ in 0..n {
             let k = self.value(depth + 1)?;
             let v = self.value(depth + 1)?;
@@ -159,7 +148,7 @@ impl<'a> Reader<'a> {
     }
 
     fn ext(&mut self, n: usize) -> Result<PyValue, DecodeError> {
-        let at = self.pos;
+        let at = self.0.pos;
         let kind = self.take(1)?[0] as i8;
         let data = self.take(n)?;
         if kind != -1 {
@@ -192,10 +181,10 @@ impl<'a> Reader<'a> {
 /// [`DecodeError`] for damage, trailing bytes, or an extension other than
 /// timestamps.
 pub fn decode(data: &[u8]) -> Result<PyValue, DecodeError> {
-    let mut r = Reader { data, pos: 0 };
+    let mut r = Reader(Input::new(data));
     let v = r.value(0)?;
-    if r.pos != data.len() {
-        return Err(DecodeError::at("data after the value", r.pos));
+    if r.0.pos != data.len() {
+        return Err(DecodeError::at("data after the value", r.0.pos));
     }
     Ok(v)
 }

@@ -14,7 +14,7 @@
 //!
 //! [`encode`] writes protocol 5 that Python's `pickle.loads` reads back equal.
 
-use super::DecodeError;
+use super::{DecodeError, Input};
 use super::value::{DateTime, MAX_DEPTH, PyValue};
 
 /// The most values one pickle may expand to.
@@ -48,40 +48,11 @@ enum Slot {
     Obj(usize),
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| DecodeError::at(format!("{n} bytes announced, fewer left"), self.pos))?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn le(&mut self, n: usize) -> Result<u64, DecodeError> {
-        let b = self.take(n)?;
-        Ok(b.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
-    }
-
-    fn len(&mut self, n: usize) -> Result<usize, DecodeError> {
-        let v = self.le(n)?;
-        usize::try_from(v).map_err(|_| DecodeError::at("a length beyond memory", self.pos))
-    }
-}
+/// Pickle's integers and lengths are little-endian.
+const LE: bool = true;
 
 struct Machine<'a> {
-    r: Reader<'a>,
+    r: Input<'a>,
     nodes: Vec<Node>,
     stack: Vec<Slot>,
     memo: std::collections::HashMap<u64, usize>,
@@ -256,11 +227,11 @@ impl Machine<'_> {
 
     fn run(&mut self) -> Result<usize, DecodeError> {
         loop {
-            let op = self.r.u8()?;
+            let op = self.r.take(1)?[0];
             match op {
                 0x80 => {
                     // PROTO
-                    let v = self.r.u8()?;
+                    let v = self.r.take(1)?[0];
                     if v > 5 {
                         return self.fail(format!("pickle protocol {v} is newer than 5"));
                     }
@@ -297,25 +268,25 @@ impl Machine<'_> {
                 0x88 => self.push(Node::Scalar(PyValue::Bool(true))),
                 0x89 => self.push(Node::Scalar(PyValue::Bool(false))),
                 b'K' => {
-                    let v = self.r.u8()?;
+                    let v = self.r.take(1)?[0];
                     self.push(Node::Scalar(PyValue::Int(v.into())));
                 }
                 b'M' => {
-                    let v = self.r.le(2)?;
+                    let v = self.r.uint(2, LE)?;
                     self.push(Node::Scalar(PyValue::Int(v.into())));
                 }
                 b'J' => {
-                    let v = self.r.le(4)? as u32 as i32;
+                    let v = self.r.uint(4, LE)? as u32 as i32;
                     self.push(Node::Scalar(PyValue::Int(v.into())));
                 }
                 0x8a => {
                     // LONG1
-                    let n = self.r.len(1)?;
+                    let n = self.r.len(1, LE)?;
                     self.int(n)?;
                 }
                 0x8b => {
                     // LONG4
-                    let n = self.r.len(4)?;
+                    let n = self.r.len(4, LE)?;
                     self.int(n)?;
                 }
                 b'G' => {
@@ -324,27 +295,27 @@ impl Machine<'_> {
                     self.push(Node::Scalar(PyValue::Float(v)));
                 }
                 0x8c => {
-                    let n = self.r.len(1)?;
+                    let n = self.r.len(1, LE)?;
                     self.string(n)?;
                 }
                 b'X' => {
-                    let n = self.r.len(4)?;
+                    let n = self.r.len(4, LE)?;
                     self.string(n)?;
                 }
                 0x8d => {
-                    let n = self.r.len(8)?;
+                    let n = self.r.len(8, LE)?;
                     self.string(n)?;
                 }
                 b'C' => {
-                    let n = self.r.len(1)?;
+                    let n = self.r.len(1, LE)?;
                     self.bytes(n)?;
                 }
                 b'B' => {
-                    let n = self.r.len(4)?;
+                    let n = self.r.len(4, LE)?;
                     self.bytes(n)?;
                 }
                 0x8e => {
-                    let n = self.r.len(8)?;
+                    let n = self.r.len(8, LE)?;
                     self.bytes(n)?;
                 }
                 b']' => self.push(Node::List(Vec::new())),
@@ -411,13 +382,13 @@ impl Machine<'_> {
                 }
                 b'q' | b'r' => {
                     // BINPUT, LONG_BINPUT
-                    let key = self.r.le(if op == b'q' { 1 } else { 4 })?;
+                    let key = self.r.uint(if op == b'q' { 1 } else { 4 }, LE)?;
                     let top = self.top()?;
                     self.memo.insert(key, top);
                 }
                 b'h' | b'j' => {
                     // BINGET, LONG_BINGET
-                    let key = self.r.le(if op == b'h' { 1 } else { 4 })?;
+                    let key = self.r.uint(if op == b'h' { 1 } else { 4 }, LE)?;
                     match self.memo.get(&key) {
                         Some(&i) => self.stack.push(Slot::Obj(i)),
                         None => return self.fail(format!("memo entry {key} was never stored")),
@@ -526,7 +497,7 @@ fn opcode_name(op: u8) -> &'static str {
 /// [`DecodeError`] naming the first thing that is not plain data, or the damage.
 pub fn decode(data: &[u8]) -> Result<PyValue, DecodeError> {
     let mut m = Machine {
-        r: Reader { data, pos: 0 },
+        r: Input::new(data),
         nodes: Vec::new(),
         stack: Vec::new(),
         memo: std::collections::HashMap::new(),

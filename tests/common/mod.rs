@@ -110,3 +110,21 @@ pub fn set_cookie_pair(resp: &ureq::http::Response<ureq::Body>) -> String {
     let value = header.to_str().expect("an ASCII Set-Cookie header");
     value.split(';').next().unwrap_or_default().to_owned()
 }
+
+/// The example server's binary (`examples/server.rs`; `cargo test` builds the server
+/// package's example beside the test binaries).
+pub fn server_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/server");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test builds it (or: cargo build --example server)",
+        bin.display()
+    );
+    bin
+}
