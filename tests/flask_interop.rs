@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fscache::flask::{CookieError, FlaskCookie, PyValue, pickle};
+use fscache::store::HashMethod;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -234,20 +235,12 @@ fn entries(dir: &Path, len: usize, count_name: &str) -> Vec<String> {
 }
 
 fn hex_digest(md5: bool, key: &str) -> String {
-    let store = fscache::store::CachelibStore::builder(std::env::temp_dir())
-        .hash_method(if md5 {
-            fscache::store::HashMethod::Md5
-        } else {
-            fscache::store::HashMethod::Sha256
-        })
-        .open()
-        .unwrap();
-    store
-        .entry_path(key)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
+    let hash = if md5 {
+        HashMethod::Md5
+    } else {
+        HashMethod::Sha256
+    };
+    hash.file_name(key)
 }
 
 /// The whole two-way flow on one shared cachelib directory.

@@ -193,3 +193,83 @@ fn cachelib_urls_and_md5_names() -> TestResult {
     assert!(dir.path().join("0".repeat(32)).exists());
     Ok(())
 }
+
+#[test]
+fn symlinks_directories_and_fifos_are_not_entries() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let outside = tempfile::tempdir()?;
+    let store = CachelibStore::open(dir.path())?;
+    // A valid-looking entry outside the directory, and a symlink to it at a key's name.
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, [&[0u8; 4][..], b"\x80\x05N."].concat())?;
+    std::os::unix::fs::symlink(&secret, store.entry_path("session:link"))?;
+    assert_eq!(store.load("session:link")?, None, "a symlink was followed");
+    std::fs::create_dir(store.entry_path("session:dir"))?;
+    assert_eq!(store.load("session:dir")?, None);
+    let fifo = store.entry_path("session:fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()?
+            .success()
+    );
+    // Opened non-blocking: no writer, no hang.
+    assert_eq!(store.load("session:fifo")?, None);
+    // Writing a key whose name is a symlink replaces the link, never the target.
+    store.save("session:link", b"\x80\x05K\x01.", Duration::from_secs(60))?;
+    assert_eq!(
+        std::fs::read(&secret)?,
+        [&[0u8; 4][..], b"\x80\x05N."].concat()
+    );
+    assert_eq!(
+        store.load("session:link")?.unwrap().value,
+        b"\x80\x05K\x01."
+    );
+    Ok(())
+}
+
+#[test]
+fn the_count_file_follows_new_and_removed_entries_and_stale_temps_go() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = CachelibStore::open(dir.path())?;
+    let count_path = dir
+        .path()
+        .join(fscache::store::HashMethod::Sha256.file_name("__wz_cache_count"));
+    // What cachelib writes when a threshold is set: never expires, pickle of 0.
+    std::fs::write(
+        &count_path,
+        [
+            &[0u8; 4][..],
+            &pickle::encode(&fscache::flask::PyValue::Int(0))?,
+        ]
+        .concat(),
+    )?;
+    let count = || -> i128 {
+        let b = std::fs::read(&count_path).unwrap();
+        match pickle::decode(&b[4..]).unwrap() {
+            fscache::flask::PyValue::Int(n) => n,
+            other => panic!("{other:?}"),
+        }
+    };
+    let ttl = Duration::from_secs(60);
+    store.save("a", b"\x80\x05N.", ttl)?;
+    assert!(store.insert("b", b"\x80\x05N.", ttl)?);
+    store.save("a", b"\x80\x05K\x01.", ttl)?; // an overwrite: not a new entry
+    assert_eq!(count(), 2);
+    assert!(store.remove("a")?);
+    assert!(!store.remove("a")?);
+    assert_eq!(count(), 1);
+    // Temp files: a crashed writer's (two hours old) goes, a fresh one stays.
+    let stale = dir.path().join("tmpab12cd.__wz_cache");
+    let fresh = dir.path().join("tmpef34gh.__wz_cache");
+    std::fs::write(&stale, b"x")?;
+    std::fs::write(&fresh, b"x")?;
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)?
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))?;
+    assert_eq!(store.cleanup(100)?, 1);
+    assert!(!stale.exists() && fresh.exists());
+    assert!(count_path.exists(), "cleanup removed cachelib's count file");
+    Ok(())
+}

@@ -427,6 +427,15 @@ pub(crate) fn is_not_a_file_error(e: &io::Error) -> bool {
         .any(|code| e.raw_os_error() == Some(code.raw_os_error()))
 }
 
+/// Whether an open failed because the name is, or passes through, a symlink (ELOOP
+/// from `O_NOFOLLOW` / `RESOLVE_NO_SYMLINKS`, EXDEV from `RESOLVE_BENEATH`).
+pub(crate) fn is_symlink_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == Errno::LOOP.raw_os_error() || code == Errno::XDEV.raw_os_error()
+    )
+}
+
 /// What kind of file a directory entry is, without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {

@@ -58,15 +58,6 @@ fn is_not_a_file_target(e: &io::Error) -> bool {
         .any(|code| e.raw_os_error() == Some(code.raw_os_error()))
 }
 
-fn is_symlink_error(e: &io::Error) -> bool {
-    // ELOOP from O_NOFOLLOW / RESOLVE_NO_SYMLINKS, EXDEV from RESOLVE_BENEATH.
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::LOOP.raw_os_error()
-            || code == rustix::io::Errno::XDEV.raw_os_error()
-    )
-}
-
 impl Engine {
     /// Writes `bytes` to a new temp file in the entry's shard; returns its name. On
     /// error nothing is left behind.
@@ -84,7 +75,7 @@ impl Engine {
                         .map_err(|e| self.io("create shard directory", path.shard_rel(), e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => {}
-                Err(e) if is_symlink_error(&e) => {
+                Err(e) if sys::is_symlink_error(&e) => {
                     return Err(self.io(
                         "create temp file (the shard directory is a symlink; run prune to repair)",
                         &tmp,
@@ -345,7 +336,7 @@ impl Engine {
         let mut file = match self.root.open_read(path.rel()) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            Err(e) if is_symlink_error(&e) => {
+            Err(e) if sys::is_symlink_error(&e) => {
                 self.report_damage(path.rel(), "a symlink, not followed");
                 return Ok(Found::Stale(Fingerprint::Symlink));
             }
@@ -396,7 +387,7 @@ impl Engine {
                 return Ok(false);
             }
             // Symlinks and other oddities: the full read path classifies and removes.
-            Err(e) if is_symlink_error(&e) || sys::is_not_a_file_error(&e) => {
+            Err(e) if sys::is_symlink_error(&e) || sys::is_not_a_file_error(&e) => {
                 return Ok(self.load(key, path, held)?.is_some());
             }
             Err(e) => return Err(self.io("open entry", path.rel(), e)),

@@ -9,9 +9,9 @@
 //! share one directory.
 
 use std::cell::Cell;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +22,7 @@ use sha2::Digest as _;
 use super::{MergeFn, Store, Version, Versioned};
 use crate::cache::Merge;
 use crate::clock::{Clock, SystemClock};
+use crate::disk::sys::{self, Root};
 use crate::error::{Error, Result};
 use crate::flask::{PyValue, pickle};
 
@@ -34,6 +35,8 @@ const COUNT_KEY: &str = "__wz_cache_count";
 const STRIPES: usize = 16;
 /// Temp files older than this are a crashed writer's, and `cleanup` removes them.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
+/// A file larger than this is not read whole (no session is anywhere near it).
+const MAX_FILE: usize = 64 << 20;
 
 /// How cachelib names a key's file (its `hash_method`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -47,7 +50,8 @@ pub enum HashMethod {
 }
 
 impl HashMethod {
-    fn digest(self, key: &str) -> String {
+    /// The name cachelib gives the file of `key`: the hex digest of its UTF-8 bytes.
+    pub fn file_name(self, key: &str) -> String {
         let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         match self {
             HashMethod::Sha256 => hex(&sha2::Sha256::digest(key.as_bytes())),
@@ -90,6 +94,18 @@ impl Drop for Guard<'_> {
             HELD.with(|h| h.set(h.get() - 1));
         }
     }
+}
+
+/// Whether the umask strips bits of `mode` from files created in `root` (then every
+/// write needs an `fchmod`), learned once with a probe file.
+fn umask_strips(root: &Root, mode: u32) -> io::Result<bool> {
+    let probe = format!("fscache-probe-{}{MGMT_SUFFIX}", std::process::id());
+    let _ = root.unlink(&probe);
+    let file = root.create_new(&probe, mode)?;
+    let created = file.metadata().map(|m| m.permissions().mode() & 0o777);
+    drop(file);
+    root.unlink(&probe)?;
+    Ok(created? != mode)
 }
 
 /// Options for [`CachelibStore`]; from [`CachelibStore::builder`].
@@ -153,12 +169,16 @@ impl CachelibStoreBuilder {
             }
             Err(e) => return Err(Error::io("read the cachelib directory", &self.dir, e)),
         }
-        fs::read_dir(&self.dir).map_err(|e| Error::io("read the cachelib directory", &self.dir, e))?;
-        let count_name = self.hash.digest(COUNT_KEY);
+        let root = Root::open(&self.dir).map_err(|e| Error::io("open the cachelib directory", &self.dir, e))?;
+        let needs_fchmod = umask_strips(&root, self.file_mode)
+            .map_err(|e| Error::io("create a file in the cachelib directory", &self.dir, e))?;
+        let count_name = self.hash.file_name(COUNT_KEY);
         Ok(CachelibStore {
             dir: self.dir,
+            root,
             hash: self.hash,
             file_mode: self.file_mode,
+            needs_fchmod,
             clock: self.clock,
             count_name,
             stripes: (0..STRIPES).map(|_| Mutex::new(None)).collect(),
@@ -196,8 +216,12 @@ impl CachelibStoreBuilder {
 /// - Symlinks inside the directory are not followed.
 pub struct CachelibStore {
     dir: PathBuf,
+    /// The directory's descriptor: every name is opened beneath it, never through
+    /// a symlink.
+    root: Root,
     hash: HashMethod,
     file_mode: u32,
+    needs_fchmod: bool,
     clock: Arc<dyn Clock>,
     count_name: String,
     stripes: Box<[Mutex<Option<Opened>>]>,
@@ -241,7 +265,7 @@ impl CachelibStore {
 
     /// The file that holds `key`.
     pub fn entry_path(&self, key: &str) -> PathBuf {
-        self.dir.join(self.hash.digest(key))
+        self.dir.join(self.hash.file_name(key))
     }
 
     /// The directory.
@@ -278,15 +302,10 @@ impl CachelibStore {
         let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
         let pid = std::process::id();
         if g.as_ref().is_none_or(|o| o.pid != pid) {
-            let path = self.dir.join(name);
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(self.file_mode)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&path)
-                .map_err(|e| Error::io("open a lock file", &path, e))?;
+            let file = self
+                .root
+                .open_rw_create(name, self.file_mode)
+                .map_err(|e| Error::io("open a lock file", self.dir.join(name), e))?;
             // Replacing an inherited descriptor must not unlock the parent's lock.
             if let Some(old) = g.take() {
                 std::mem::forget(old.file);
@@ -309,38 +328,28 @@ impl CachelibStore {
         self.lock(&self.stripes[i], &format!("fscache-lock-{i:02}{MGMT_SUFFIX}"), true)
     }
 
-    /// Reads the file `name`; `None` if absent (or not a regular file: a symlink,
-    /// a directory, a FIFO are not entries).
+    /// Reads the file `name`; `None` if absent, or not a regular file (a symlink, a
+    /// directory, a FIFO are not entries). No `fstat`: a read returning 0 ends it.
     fn read(&self, name: &str) -> Result<Option<Entry>> {
-        let path = self.dir.join(name);
-        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-        let mut file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(flags.bits() as i32)
-            .open(&path)
-        {
+        let not_an_entry = |what: &str| {
+            log::warn!("fscache: {} is {what}, not a cachelib entry; ignored", self.dir.join(name).display());
+            Ok(None)
+        };
+        let mut file = match self.root.open_read(name) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            // ELOOP: a symlink where an entry should be.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                log::warn!("fscache: {} is a symlink, not a cachelib entry; ignored", path.display());
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("open a cachelib entry", &path, e)),
+            Err(e) if sys::is_symlink_error(&e) => return not_an_entry("a symlink"),
+            Err(e) if sys::is_not_a_file_error(&e) => return not_an_entry("not a regular file"),
+            Err(e) => return Err(Error::io("open a cachelib entry", self.dir.join(name), e)),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("stat a cachelib entry", &path, e))?;
-        if !meta.is_file() {
-            log::warn!("fscache: {} is not a regular file; ignored", path.display());
-            return Ok(None);
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut bytes)
-            .map_err(|e| Error::io("read a cachelib entry", &path, e))?;
-        if bytes.len() < 4 {
-            // cachelib reads such a file as a miss too.
-            log::warn!("fscache: {} is shorter than a cachelib header; read as absent", path.display());
+        let bytes = match sys::read_entry_file(&mut file, MAX_FILE) {
+            Ok(b) => b,
+            Err(e) if sys::is_not_a_file_error(&e) => return not_an_entry("not a regular file"),
+            Err(e) => return Err(Error::io("read a cachelib entry", self.dir.join(name), e)),
+        };
+        if bytes.len() < 4 || bytes.len() > MAX_FILE {
+            // cachelib reads a short file as a miss too.
+            log::warn!("fscache: {} is no cachelib entry (length {}); read as absent", self.dir.join(name).display(), bytes.len());
             return Ok(Some(Entry { bytes, live: false }));
         }
         let expiry = u32::from_ne_bytes(bytes[..4].try_into().expect("4 bytes"));
@@ -348,62 +357,59 @@ impl CachelibStore {
         Ok(Some(Entry { bytes, live }))
     }
 
-    /// Writes `header + value` to `name` through a temp file and a rename; whether
-    /// a file was there before.
-    fn write(&self, name: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+    /// Writes `header + value` to `name` through a temp file and a rename. The
+    /// caller holds the key's stripe lock and says whether a file was there (it has
+    /// just read it), which cachelib's count needs.
+    fn write(&self, name: &str, value: &[u8], ttl: Duration, existed: bool) -> Result<()> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let target = self.dir.join(name);
-        let existed = fs::symlink_metadata(&target).is_ok();
-        let tmp = self.dir.join(format!(
-            "fscache-{}-{}-{:x}{MGMT_SUFFIX}",
+        let tmp = format!(
+            "fscache-{}-{}{MGMT_SUFFIX}",
             std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            self.now_ms()
-        ));
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(self.file_mode)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&tmp)?;
-            // The exact mode, whatever the umask (cachelib chmods after its rename).
-            f.set_permissions(fs::Permissions::from_mode(self.file_mode))?;
+            let mut f = self.root.create_new(&tmp, self.file_mode)?;
+            if self.needs_fchmod {
+                sys::set_mode(&f, self.file_mode)?;
+            }
             let mut bytes = Vec::with_capacity(4 + value.len());
             bytes.extend_from_slice(&self.expiry(ttl).to_ne_bytes());
             bytes.extend_from_slice(value);
             f.write_all(&bytes)?;
             drop(f);
             // The commit point: readers see the old file or this one.
-            fs::rename(&tmp, &target)
+            self.root.rename(&tmp, name)
         })();
         if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io("write a cachelib entry", &target, e));
+            let _ = self.root.unlink(&tmp);
+            return Err(Error::io("write a cachelib entry", self.dir.join(name), e));
         }
         if !existed {
             self.adjust_count(1);
         }
-        Ok(existed)
+        Ok(())
     }
 
     /// Unlinks `name`; whether it was there.
     fn unlink(&self, name: &str) -> Result<bool> {
-        let path = self.dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                self.adjust_count(-1);
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("remove a cachelib entry", &path, e)),
+        let removed = self
+            .root
+            .unlink(name)
+            .map_err(|e| Error::io("remove a cachelib entry", self.dir.join(name), e))?;
+        if removed {
+            self.adjust_count(-1);
         }
+        Ok(removed)
     }
 
     /// Adds `delta` to cachelib's count file, if the directory has one (the Flask
     /// app set a threshold). Best effort, as cachelib's own: a failure is logged,
     /// never returned (the entry itself is committed).
     fn adjust_count(&self, delta: i128) {
+        // Most Flask apps set no threshold: one lstat, no lock.
+        if matches!(self.root.lstat(&self.count_name), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            return;
+        }
         let result = (|| -> Result<()> {
             let _g = self.lock(&self.count_lock, &format!("fscache-lock-count{MGMT_SUFFIX}"), false)?;
             let Some(read) = self.read(&self.count_name)? else {
@@ -418,17 +424,23 @@ impl CachelibStore {
             };
             let new = pickle::encode(&PyValue::Int((n + delta).max(0)))
                 .map_err(|e| Error::callback(io::Error::other(e.to_string())))?;
-            let path = self.dir.join(&self.count_name);
-            let tmp = self.dir.join(format!("fscache-count-{}{MGMT_SUFFIX}", std::process::id()));
+            let tmp = format!("fscache-count-{}{MGMT_SUFFIX}", std::process::id());
             let mut bytes = 0u32.to_ne_bytes().to_vec();
             bytes.extend_from_slice(&new);
-            fs::write(&tmp, &bytes)
-                .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(self.file_mode)))
-                .and_then(|()| fs::rename(&tmp, &path))
-                .map_err(|e| {
-                    let _ = fs::remove_file(&tmp);
-                    Error::io("update cachelib's count file", &path, e)
-                })
+            let written = (|| {
+                let _ = self.root.unlink(&tmp);
+                let mut f = self.root.create_new(&tmp, self.file_mode)?;
+                if self.needs_fchmod {
+                    sys::set_mode(&f, self.file_mode)?;
+                }
+                f.write_all(&bytes)?;
+                drop(f);
+                self.root.rename(&tmp, &self.count_name)
+            })();
+            written.map_err(|e| {
+                let _ = self.root.unlink(&tmp);
+                Error::io("update cachelib's count file", self.dir.join(&self.count_name), e)
+            })
         })();
         if let Err(e) = result {
             log::warn!("fscache: {e}");
@@ -449,7 +461,7 @@ impl Store for CachelibStore {
     }
 
     fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         Ok(match self.read(&name)? {
             Some(r) if r.live => Some(Versioned {
                 value: r.bytes[4..].to_vec(),
@@ -460,18 +472,25 @@ impl Store for CachelibStore {
     }
 
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         let _g = self.lock_key(&name)?;
-        self.write(&name, value, ttl).map(drop)
+        let existed = self
+            .root
+            .lstat(&name)
+            .map(|_| true)
+            .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(false) } else { Err(e) })
+            .map_err(|e| Error::io("stat a cachelib entry", self.dir.join(&name), e))?;
+        self.write(&name, value, ttl, existed)
     }
 
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         let _g = self.lock_key(&name)?;
-        if self.read(&name)?.is_some_and(|r| r.live) {
+        let current = self.read(&name)?;
+        if current.as_ref().is_some_and(|r| r.live) {
             return Ok(false);
         }
-        self.write(&name, value, ttl)?;
+        self.write(&name, value, ttl, current.is_some())?;
         Ok(true)
     }
 
@@ -479,20 +498,20 @@ impl Store for CachelibStore {
         let Some(expected) = expected.as_bytes() else {
             return Err(super::foreign_version(key));
         };
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         let _g = self.lock_key(&name)?;
         match self.read(&name)? {
             Some(r) if r.live && r.bytes == expected => {}
             _ => return Ok(false),
         }
         match new {
-            Some(v) => self.write(&name, v, ttl).map(|_| true),
+            Some(v) => self.write(&name, v, ttl, true).map(|()| true),
             None => self.unlink(&name).map(|_| true),
         }
     }
 
     fn remove(&self, key: &str) -> Result<bool> {
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         let _g = self.lock_key(&name)?;
         let live = self.read(&name)?.is_some_and(|r| r.live);
         self.unlink(&name)?;
@@ -500,24 +519,26 @@ impl Store for CachelibStore {
     }
 
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         let _g = self.lock_key(&name)?;
         match self.read(&name)? {
-            Some(r) if r.live => self.write(&name, &r.bytes[4..], ttl).map(|_| true),
+            Some(r) if r.live => self.write(&name, &r.bytes[4..], ttl, true).map(|()| true),
             _ => Ok(false),
         }
     }
 
     /// Runs `merge` once under the key's stripe lock.
     fn update(&self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>) -> Result<Option<Vec<u8>>> {
-        let name = self.hash.digest(key);
+        let name = self.hash.file_name(key);
         let _g = self.lock_key(&name)?;
-        let current = self.read(&name)?.filter(|r| r.live);
+        let read = self.read(&name)?;
+        let existed = read.is_some();
+        let current = read.filter(|r| r.live);
         let value = current.as_ref().map(|r| &r.bytes[4..]);
         match merge(value)? {
             Merge::Keep => Ok(value.map(<[u8]>::to_vec)),
             Merge::Put(new) => {
-                self.write(&name, &new, ttl)?;
+                self.write(&name, &new, ttl, existed)?;
                 Ok(Some(new))
             }
             Merge::Delete => {
@@ -549,7 +570,7 @@ impl Store for CachelibStore {
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_some_and(|age| age > STALE_TEMP);
-                if stale && fs::remove_file(entry.path()).is_ok() {
+                if stale && self.root.unlink(&name).unwrap_or(false) {
                     removed += 1;
                 }
                 continue;
@@ -579,10 +600,10 @@ mod tests {
     fn names_are_cachelibs() {
         // hashlib.sha256(b"session:abc").hexdigest(), hashlib.md5(...).hexdigest()
         assert_eq!(
-            HashMethod::Sha256.digest("__wz_cache_count"),
+            HashMethod::Sha256.file_name("__wz_cache_count"),
             "79bc207ee04a581ab2348ca1f3494e64cd0ec36128735b8c6bc85ddd8fe1938c"
         );
-        assert_eq!(HashMethod::Md5.digest(""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(HashMethod::Md5.file_name(""), "d41d8cd98f00b204e9800998ecf8427e");
     }
 
     #[test]
