@@ -60,7 +60,7 @@ impl From<tower_sessions::session::Error> for Failed {
 
 impl From<fscache::Error> for Failed {
     fn from(e: fscache::Error) -> Self {
-        Failed(e.to_string())
+        Failed(e.report())
     }
 }
 

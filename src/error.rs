@@ -225,6 +225,28 @@ impl Error {
         }
     }
 
+    /// This error and each of its causes once, `: `-separated: for a log line or for
+    /// a framework that takes an error as a message (`Display` alone leaves the
+    /// causes to [`source`](std::error::Error::source)).
+    ///
+    /// ```
+    /// let e = fscache::Error::callback(std::io::Error::other("disk on fire"));
+    /// assert!(e.report().ends_with(": disk on fire"), "{}", e.report());
+    /// ```
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = cause.source();
+        }
+        out
+    }
+
     /// The [`io::ErrorKind`] behind an `Io` or `Lock` error, if any.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {

@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 
-use super::{blocking, message, store_key, ttl_at_least_1ms};
+use super::{blocking, ttl_at_least_1ms};
+use crate::store::hashed_key;
 use crate::store::{Merge, Store};
 
 type SessionState = HashMap<String, String>;
@@ -95,7 +96,7 @@ impl<S: Store + ?Sized + 'static> ActixStore<S> {
 
     /// The store key of a session key.
     pub fn store_key(&self, key: &str) -> String {
-        store_key(&self.prefix, key)
+        hashed_key(&self.prefix, key)
     }
 
     /// The store underneath.
@@ -105,7 +106,7 @@ impl<S: Store + ?Sized + 'static> ActixStore<S> {
 }
 
 fn other(e: crate::Error) -> anyhow::Error {
-    anyhow::Error::msg(message(&e))
+    anyhow::Error::msg(e.report())
 }
 
 fn std_ttl(ttl: &time::Duration) -> Duration {

@@ -1,6 +1,6 @@
 //! Shared pieces of the framework adapters ([`crate::tower_sessions`],
 //! [`crate::actix`]): running blocking store calls off the async executor, and
-//! store keys.
+//! the smallest TTL a store takes. (Store keys: [`crate::store::hashed_key`].)
 
 #[cfg(feature = "actix")]
 pub mod actix;
@@ -28,27 +28,6 @@ where
             "the blocking store task failed: {e}"
         )))),
     }
-}
-
-/// The store key of a session id under `prefix`: a hash, as `Sessions` keys are, so
-/// that a listing of the store never shows a live session id.
-pub(crate) fn store_key(prefix: &str, id: &str) -> String {
-    format!("{prefix}{}", blake3::hash(id.as_bytes()).to_hex())
-}
-
-/// `message: cause: cause`, each cause once.
-pub(crate) fn message(e: &Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// A TTL for the store: at least 1 ms (a store refuses 0).

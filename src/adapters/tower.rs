@@ -32,7 +32,8 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::{blocking, message, store_key, ttl_at_least_1ms};
+use super::{blocking, ttl_at_least_1ms};
+use crate::store::hashed_key;
 use crate::store::Store;
 
 /// How many fresh ids `create` tries before it reports an error (a collision of
@@ -90,7 +91,7 @@ impl<S: Store + ?Sized + 'static> TowerStore<S> {
 
     /// The store key of a session id.
     pub fn store_key(&self, id: &Id) -> String {
-        store_key(&self.prefix, &id.to_string())
+        hashed_key(&self.prefix, &id.to_string())
     }
 
     /// The store underneath.
@@ -100,7 +101,7 @@ impl<S: Store + ?Sized + 'static> TowerStore<S> {
 }
 
 fn backend(e: crate::Error) -> session_store::Error {
-    session_store::Error::Backend(message(&e))
+    session_store::Error::Backend(e.report())
 }
 
 /// The record's bytes and its time to live; `None` if it has already expired.

@@ -91,19 +91,7 @@ enum Failure {
 
 impl From<fscache::Error> for Failure {
     fn from(e: fscache::Error) -> Self {
-        // The message and each cause once (the library's Display leaves causes to
-        // `source()`).
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = cause.source();
-        }
-        Failure::Error(message)
+        Failure::Error(e.report())
     }
 }
 

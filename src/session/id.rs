@@ -114,7 +114,7 @@ pub(crate) fn verify<'a>(value: &'a str, keys: &[SigningKey]) -> Option<&'a str>
 
 /// The store key of a session id: a hash, so the directory never shows a live id.
 pub(crate) fn store_key(prefix: &str, id: &str) -> String {
-    format!("{prefix}{}", blake3::hash(id.as_bytes()).to_hex())
+    crate::store::hashed_key(prefix, id)
 }
 
 #[cfg(test)]

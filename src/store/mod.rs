@@ -230,6 +230,14 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// The store key of a session id under `prefix`: `prefix` + blake3(id) in hex, so a
+/// listing of the store never shows a live id (fscache's sessions and the framework
+/// adapters key their records this way).
+#[allow(dead_code)] // used by sessions and the adapters, each behind a feature
+pub(crate) fn hashed_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}{}", blake3::hash(id.as_bytes()).to_hex())
+}
+
 /// The error for a [`Version`] that another kind of store made.
 #[allow(dead_code)] // used by the stores, some behind features
 pub(crate) fn foreign_version(key: &str) -> Error {
