@@ -314,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn a_correctly_signed_zlib_bomb_is_refused() {
+        // 300 KiB of one byte compresses to about 300 bytes: a cookie a browser would
+        // carry, whose payload inflates past the 256 KiB limit.
+        let c = at(ISSUED);
+        let mut data = crate::flask::SessionMap::new();
+        data.insert("z".into(), "z".repeat(300 * 1024).into());
+        let cookie = c.encode(&data).unwrap();
+        assert!(cookie.len() < 4096, "{}", cookie.len());
+        match c.decode(&cookie) {
+            Err(CookieError::BadPayload(why)) => assert!(why.contains("256 KiB"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn issues_cookies_it_reads_back() {
         let c = at(ISSUED);
         let mut data = crate::flask::SessionMap::new();

@@ -167,9 +167,12 @@ pub(crate) fn decode_session(format: FlaskFormat, bytes: &[u8]) -> Result<Map<St
     }
 }
 
-/// A session's map of tagged-JSON values in Flask-Session's format.
-pub(crate) fn encode_session(format: FlaskFormat, map: &Map<String, Value>) -> Result<Vec<u8>, DecodeError> {
-    let dict = value::map_to_dict(map)?;
+/// A session's keys and tagged-JSON values in Flask-Session's format.
+pub(crate) fn encode_session<'a>(
+    format: FlaskFormat,
+    pairs: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> Result<Vec<u8>, DecodeError> {
+    let dict = value::map_to_dict(pairs)?;
     match format {
         FlaskFormat::Pickle => pickle::encode(&dict),
         FlaskFormat::Msgpack => msgpack::encode(&dict),

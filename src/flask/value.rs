@@ -311,16 +311,7 @@ impl PyValue {
                 ),
             ),
             PyValue::Dict(pairs) => {
-                let mut m = Map::new();
-                for (k, v) in pairs {
-                    let PyValue::Str(k) = k else {
-                        return Err(err(format!(
-                            "a dict key is a {}, not a str (JSON keys are strings)",
-                            k.type_name()
-                        )));
-                    };
-                    m.insert(k.clone(), v.to_json_at(depth + 1)?);
-                }
+                let mut m = pairs_to_map(pairs, depth + 1)?;
                 if m.len() == 1 {
                     let key = m.keys().next().expect("one key").clone();
                     if TAGS.contains(&key.as_str()) {
@@ -434,17 +425,22 @@ pub(crate) fn dict_to_map(value: &PyValue) -> Result<Map<String, Value>, DecodeE
     let PyValue::Dict(pairs) = value else {
         return Err(err(format!("the session is a {}, not a dict", value.type_name())));
     };
-    let mut out = Map::new();
+    pairs_to_map(pairs, 1)
+}
+
+/// A dict's pairs as a JSON object (a later duplicate key wins, as in Python).
+fn pairs_to_map(pairs: &[(PyValue, PyValue)], depth: usize) -> Result<Map<String, Value>, DecodeError> {
+    let mut m = Map::new();
     for (k, v) in pairs {
         let PyValue::Str(k) = k else {
             return Err(err(format!(
-                "a session key is a {}, not a str",
+                "a dict key is a {}, not a str (JSON keys are strings)",
                 k.type_name()
             )));
         };
-        out.insert(k.clone(), v.to_json_at(1)?);
+        m.insert(k.clone(), v.to_json_at(depth)?);
     }
-    Ok(out)
+    Ok(m)
 }
 
 /// A map of tagged-JSON values as a Python dict.

@@ -457,12 +457,11 @@ impl<S: Store> Sessions<S> {
     fn encode_record(&self, record: &Record) -> Result<Vec<u8>> {
         #[cfg(feature = "flask")]
         if let Some(format) = self.config.flask {
-            let mut map: serde_json::Map<String, Value> =
-                record.data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            if record.permanent {
-                map.insert("_permanent".into(), Value::Bool(true));
-            }
-            return crate::flask::encode_session(format, &map).map_err(|e| Error::Serialize {
+            // Flask keeps session.permanent in the dict.
+            let permanent = ("_permanent".to_owned(), Value::Bool(true));
+            let flag = record.permanent.then_some((&permanent.0, &permanent.1));
+            let pairs = record.data.iter().chain(flag);
+            return crate::flask::encode_session(format, pairs).map_err(|e| Error::Serialize {
                 key: "<Flask session record>".to_owned(),
                 source: e.into(),
             });
