@@ -185,9 +185,15 @@ impl Error {
         }
     }
 
-    /// An engine failure (see [`Error::Engine`]).
-    #[allow(dead_code)] // used by the engine stores, each behind its feature
-    pub(crate) fn engine(
+    /// An engine failure (see [`Error::Engine`]): what a [`Store`](crate::store::Store)
+    /// implemented outside this crate returns for its client's errors, with
+    /// `retryable` set when the same call may succeed later.
+    ///
+    /// ```
+    /// let e = fscache::Error::engine("mystore", "load", true, std::io::Error::other("reset"));
+    /// assert!(e.is_retryable());
+    /// ```
+    pub fn engine(
         engine: &'static str,
         op: &'static str,
         retryable: bool,

@@ -16,109 +16,11 @@ use fscache::session::{SessionConfig, Sessions};
 use fscache::store::{self, Merge, Store, Version};
 use fscache::{Error, FileSystemCache};
 
+mod common;
+
+use common::stores::{getrandom, prefix, subjects};
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-struct Subject {
-    name: &'static str,
-    store: Box<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// An engine's URL from the environment, or `None` (a skip; a panic under CI).
-#[allow(dead_code)]
-fn engine_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{var} is not set under CI=true: the engine server must run (.ci/engines.sh)"
-            );
-            eprintln!("skip: {var} is not set (eval \"$(bash .ci/engines.sh start)\")");
-            None
-        }
-    }
-}
-
-fn subjects() -> Vec<Subject> {
-    let mut all = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().join("sessions").display());
-    all.push(Subject {
-        name: "file",
-        store: store::open(&url).unwrap(),
-        _dir: Some(dir),
-    });
-    #[cfg(feature = "sqlite")]
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
-        all.push(Subject {
-            name: "sqlite",
-            store: store::open(&url).unwrap(),
-            _dir: Some(dir),
-        });
-    }
-    // A Flask-Session cachelib directory (pickles under a 4-byte expiry).
-    #[cfg(feature = "flask")]
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("cachelib://{}", dir.path().join("flask_session").display());
-        all.push(Subject {
-            name: "cachelib",
-            store: store::open(&url).unwrap(),
-            _dir: Some(dir),
-        });
-    }
-    for (name, var, on) in [
-        ("redis", "FSCACHE_TEST_REDIS", cfg!(feature = "redis")),
-        (
-            "postgres",
-            "FSCACHE_TEST_POSTGRES",
-            cfg!(feature = "postgres"),
-        ),
-        (
-            "memcached",
-            "FSCACHE_TEST_MEMCACHED",
-            cfg!(feature = "memcached"),
-        ),
-    ] {
-        if !on {
-            eprintln!("skip: {name} (built without its feature; --features engines)");
-            continue;
-        }
-        if let Some(url) = engine_url(var) {
-            let store = store::open(&url).unwrap_or_else(|e| panic!("{name}: open {url}: {e}"));
-            all.push(Subject {
-                name,
-                store,
-                _dir: None,
-            });
-        }
-    }
-    all
-}
-
-/// A fresh key prefix per test run and test.
-fn prefix(test: &str) -> String {
-    let mut r = [0u8; 8];
-    getrandom(&mut r);
-    format!(
-        "t:{test}:{}:",
-        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
-fn getrandom(buf: &mut [u8]) {
-    use std::hash::{BuildHasher, Hasher};
-    for chunk in buf.chunks_mut(8) {
-        let n = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            .to_le_bytes();
-        chunk.copy_from_slice(&n[..chunk.len()]);
-    }
-}
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -684,4 +586,86 @@ proptest::proptest! {
             model::run(s.name, s.store.as_ref(), &ops)?;
         }
     }
+}
+
+/// `replace` writes only over a live value (a logout stays a logout), and `remove`
+/// reports `true` only for a live value (an expired one reads as absent).
+#[test]
+fn replace_only_over_a_live_value_and_remove_reports_live_values() -> TestResult {
+    let subjects = subjects();
+    let p = prefix("replace");
+    for s in &subjects {
+        let (n, st) = (s.name, &s.store);
+        let k = format!("{p}k");
+        assert!(
+            !st.replace(&k, b"x", MINUTE)?,
+            "{n}: replace of an absent key"
+        );
+        assert_eq!(st.load(&k)?, None, "{n}: still absent");
+        st.save(&k, b"1", MINUTE)?;
+        assert!(
+            st.replace(&k, b"2", MINUTE)?,
+            "{n}: replace of a live value"
+        );
+        assert_eq!(st.load(&k)?.unwrap().value, b"2", "{n}");
+        assert!(st.remove(&k)?, "{n}");
+        assert!(
+            !st.replace(&k, b"3", MINUTE)?,
+            "{n}: replace after a remove"
+        );
+        assert_eq!(st.load(&k)?, None, "{n}: a removed key stays removed");
+        st.save(&format!("{p}short"), b"1", Duration::from_millis(1200))?;
+    }
+    // Memcached counts whole seconds.
+    std::thread::sleep(Duration::from_millis(2600));
+    for s in &subjects {
+        let (n, st) = (s.name, &s.store);
+        let k = format!("{p}short");
+        assert!(
+            !st.replace(&k, b"x", MINUTE)?,
+            "{n}: replace of an expired key"
+        );
+        assert!(
+            !st.remove(&k)?,
+            "{n}: remove of an expired value reports no live value"
+        );
+    }
+    Ok(())
+}
+
+/// `cleanup` removes expired records on the stores that keep them (SQL rows, the
+/// file cache's files; `server --cleanup file://…` and tower-sessions'
+/// `delete_expired` rely on it).
+#[test]
+fn cleanup_removes_expired_files_and_rows() -> TestResult {
+    for s in subjects()
+        .into_iter()
+        .filter(|s| matches!(s.name, "file" | "sqlite" | "postgres"))
+    {
+        let (n, st) = (s.name, &s.store);
+        let p = prefix("cleanup");
+        for i in 0..40 {
+            st.save(&format!("{p}old{i}"), b"1", Duration::from_millis(300))?;
+        }
+        for i in 0..10 {
+            st.save(&format!("{p}new{i}"), b"1", MINUTE)?;
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let mut removed = 0;
+        loop {
+            let r = st.cleanup(16)?;
+            removed += r;
+            if r < 16 {
+                break;
+            }
+        }
+        assert!(
+            removed >= 40,
+            "{n}: cleanup removed {removed} of 40 expired"
+        );
+        for i in 0..10 {
+            assert!(st.load(&format!("{p}new{i}"))?.is_some(), "{n}: live kept");
+        }
+    }
+    Ok(())
 }

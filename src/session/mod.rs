@@ -65,7 +65,7 @@ use crate::cache::FileSystemCache;
 use crate::error::{Error, Result};
 use crate::store::{Merge, Store, Version};
 
-pub use config::{SameSite, SessionConfig};
+pub use config::{DEFAULT_REFRESH_GRANULARITY, SameSite, SessionConfig};
 pub use id::{ID_BYTES, ID_LEN};
 
 /// A fresh session id: [`ID_BYTES`] bytes from the OS random source, as
@@ -131,6 +131,10 @@ pub struct Session {
     modified: bool,
     accessed: Cell<bool>,
     destroyed: bool,
+    /// The cookie names a live record this build cannot read (a Flask session
+    /// holding a set, say): this view is empty and never saved, and the record and
+    /// the cookie are left as they are.
+    foreign: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -154,6 +158,17 @@ impl Session {
     /// Whether this session was created by this request (nothing was stored yet).
     pub fn is_new(&self) -> bool {
         self.stored_id.is_none()
+    }
+
+    /// Whether the request's cookie names a live record that this process cannot
+    /// read: in Flask mode, a Flask session holding a value fscache does not
+    /// represent (a `set`, `Markup`, a `UUID`, a timezone-aware datetime). Such a
+    /// session reads as empty for this request, and [`Sessions::save`] leaves both
+    /// the Flask record and the browser's cookie untouched, whatever the request
+    /// changed (it is logged), so the Flask app's login survives. An app can check
+    /// this to tell the user to continue on the Flask side.
+    pub fn is_foreign(&self) -> bool {
+        self.foreign
     }
 
     /// The value under `key`, deserialized.
@@ -355,6 +370,16 @@ impl Record {
     }
 }
 
+/// What a session id's store key holds.
+enum Lookup {
+    Found(Session),
+    Absent,
+    /// A live record this process cannot read (see [`Session::is_foreign`]); only
+    /// Flask mode has such records.
+    #[cfg_attr(not(feature = "flask"), allow(dead_code))]
+    Foreign,
+}
+
 /// How many fresh ids a new session tries before giving up when the store already
 /// holds each one (with 256-bit random ids, a second try never happens in practice).
 const INSERT_ATTEMPTS: u32 = 4;
@@ -478,6 +503,7 @@ impl<S: Store> Sessions<S> {
     /// Store failures ([`Error::Io`]); the OS randomness source failing.
     pub fn load(&self, cookie_header: Option<&str>) -> Result<Session> {
         let mut had_cookie = false;
+        let mut foreign = false;
         if let Some(header) = cookie_header {
             for cookie in cookie::Cookie::split_parse(header).flatten() {
                 if cookie.name() != self.config.cookie_name {
@@ -491,27 +517,30 @@ impl<S: Store> Sessions<S> {
                 let Some(id) = self.cookie_id(value) else {
                     continue;
                 };
-                if let Some(session) = self.load_id(id)? {
-                    return Ok(session);
+                match self.load_id(id)? {
+                    Lookup::Found(session) => return Ok(session),
+                    Lookup::Absent => {}
+                    Lookup::Foreign => foreign = true,
                 }
             }
         }
         let mut session = self.new_session()?;
         session.had_cookie = had_cookie;
+        session.foreign = foreign;
         Ok(session)
     }
 
-    fn load_id(&self, id: &str) -> Result<Option<Session>> {
+    fn load_id(&self, id: &str) -> Result<Lookup> {
         let key = self.store_key(id);
         let Some(stored) = self.store.load(&key)? else {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         };
         let Some(record) = self.decode_record(&stored.value) else {
             // Flask's record with a value fscache cannot represent (a set, a class
-            // instance): no session here, and Flask's record is Flask's.
+            // instance): no session here, and Flask's record and cookie are Flask's.
             #[cfg(feature = "flask")]
             if self.config.flask.is_some() {
-                return Ok(None);
+                return Ok(Lookup::Foreign);
             }
             // Not a record of ours: not a session (and not an error page).
             log::warn!(
@@ -520,13 +549,13 @@ impl<S: Store> Sessions<S> {
                 self.store.engine()
             );
             self.store.remove(&key)?;
-            return Ok(None);
+            return Ok(Lookup::Absent);
         };
         if self.past_absolute_lifetime(record.created) {
             self.store.remove(&key)?;
-            return Ok(None);
+            return Ok(Lookup::Absent);
         }
-        Ok(Some(Session {
+        Ok(Lookup::Found(Session {
             id: id.to_owned(),
             stored_id: Some(id.to_owned()),
             version: Some(stored.version),
@@ -541,6 +570,7 @@ impl<S: Store> Sessions<S> {
             modified: false,
             accessed: Cell::new(false),
             destroyed: false,
+            foreign: false,
         }))
     }
 
@@ -560,17 +590,26 @@ impl<S: Store> Sessions<S> {
             modified: false,
             accessed: Cell::new(false),
             destroyed: false,
+            foreign: false,
         })
     }
 
-    /// With an idle timeout, a request that changes nothing still counts as activity:
-    /// its expiry slides, by a rewrite of the record at most once per tenth of the
-    /// idle window (so reads cost no write most of the time).
-    fn idle_refresh_due(&self, session: &Session) -> bool {
-        self.config.idle_timeout.is_some_and(|idle| {
-            let tenth = (idle.as_millis() as u64 / 10).max(1);
-            self.now().saturating_sub(session.touched) >= tenth
-        })
+    /// Whether a request that changes nothing slides the expiry: with
+    /// refresh-each-request once `refresh_granularity` of the window (the lifetime,
+    /// or the idle timeout if shorter) has passed since the record was last written;
+    /// without it, under an idle timeout only, once a tenth of the idle window has.
+    /// So reads cost no write most of the time.
+    fn refresh_due(&self, session: &Session) -> bool {
+        let c = &self.config;
+        let every = if c.refresh_each_request {
+            let window = c.idle_timeout.map_or(c.lifetime, |idle| idle.min(c.lifetime));
+            (window.as_millis() as f64 * c.refresh_granularity) as u64
+        } else if let Some(idle) = c.idle_timeout {
+            idle.as_millis() as u64 / 10
+        } else {
+            return false;
+        };
+        self.now().saturating_sub(session.touched) >= every.max(1)
     }
 
     fn past_absolute_lifetime(&self, created: u64) -> bool {
@@ -609,6 +648,19 @@ impl<S: Store> Sessions<S> {
     ///   [`Session::update`], which is replayed. A session destroyed by a concurrent
     ///   request stays destroyed.
     ///
+    /// # Retrying
+    /// `save` may be retried after an error: the `Session` keeps everything a save
+    /// needs (its recorded changes, the loaded version, the id retired by
+    /// [`Session::regenerate`], the id a [`Session::destroy`] ends) until the store
+    /// call that acts on it has succeeded, so a retry stores the change, completes
+    /// the logout and deletes the pre-login id — or fails again. A `Session` dropped
+    /// after an error loses only its own request's changes; nothing stored by other
+    /// requests is touched. If the failed call did reach the store and only its
+    /// reply was lost (a connection dropped after the engine applied it), the retry
+    /// finds the record changed and merges: inserts, removes and `clear` land once
+    /// more with the same result, while [`Session::update`] closures run on the
+    /// already-updated value (a counter bumped twice).
+    ///
     /// # Errors
     /// Store failures ([`Error::Engine`] says whether a retry can help;
     /// [`Error::Conflict`] when an optimistic store lost every race); errors of
@@ -622,13 +674,30 @@ impl<S: Store> Sessions<S> {
                 vary_cookie,
             })
         };
-        if let Some(old) = session.retired_id.take() {
-            self.store.remove(&self.store_key(&old))?;
+        if session.foreign {
+            if session.modified {
+                log::warn!(
+                    "fscache: a request changed a session whose stored record this process \
+                     cannot read (Session::is_foreign); nothing saved, the record and the \
+                     cookie are left for the app that wrote them"
+                );
+            }
+            reset(session);
+            return outcome(None);
+        }
+        // Every piece of state below is cleared only after the store call that acts
+        // on it returned Ok, so a save that failed can be retried with the same
+        // Session and does what the first attempt did not finish.
+        if let Some(old) = &session.retired_id {
+            self.store.remove(&self.store_key(old))?;
+            session.retired_id = None;
         }
         let Some(ttl) = self.ttl(session).filter(|_| !session.destroyed) else {
             // Destroyed, or past its absolute lifetime.
-            if let Some(old) = session.stored_id.take() {
-                self.store.remove(&self.store_key(&old))?;
+            if let Some(old) = &session.stored_id {
+                self.store.remove(&self.store_key(old))?;
+                session.stored_id = None;
+                session.version = None;
             }
             let cookie = session.had_cookie.then(|| self.expired_cookie());
             session.had_cookie = false;
@@ -672,24 +741,28 @@ impl<S: Store> Sessions<S> {
             return outcome(Some(self.cookie(session, ttl)));
         };
         let key = self.store_key(&stored_id);
-        let idle_due = self.idle_refresh_due(session);
-        if !session.modified && !idle_due {
-            if !self.config.refresh_each_request {
+        if !session.modified {
+            if !self.refresh_due(session) {
                 return outcome(None);
             }
-            // Only the expiry slides: no rewrite.
-            if !self.store.touch(&key, ttl)? {
-                return self.gone(session, false, vary_cookie);
+            // Flask-Session's records hold no write time: only the expiry slides,
+            // on every request, as Flask-Session does.
+            #[cfg(feature = "flask")]
+            if self.config.flask.is_some() {
+                if !self.store.touch(&key, ttl)? {
+                    return self.gone(session, false, vary_cookie);
+                }
+                let resend = session.permanent;
+                return outcome(resend.then(|| self.cookie(session, ttl)));
             }
-            let resend = session.permanent;
-            return outcome(resend.then(|| self.cookie(session, ttl)));
+            // Otherwise the record is rewritten with its new write time (below), so
+            // the next requests know the expiry has slid.
         }
         let now = self.now();
         let permanent = session.permanent_changed.then_some(session.permanent);
-        let changes = std::mem::take(&mut session.changes);
         // Fast path: the stored record is still the one this view was loaded from,
         // so the view (loaded record + this request's changes) is the merge.
-        let merged = match session.version.take() {
+        let merged = match session.version.clone() {
             Some(version) => {
                 let record = Record {
                     data: session.data.clone(),
@@ -706,6 +779,9 @@ impl<S: Store> Sessions<S> {
                 {
                     Some((!record.data.is_empty()).then_some(record))
                 } else {
+                    // Someone else wrote: the version is stale for good (a retry of
+                    // this save goes straight to the merge).
+                    session.version = None;
                     None
                 }
             }
@@ -713,8 +789,9 @@ impl<S: Store> Sessions<S> {
         };
         let (merged, found) = match merged {
             Some(record) => (record, true),
-            None => self.merge(&key, ttl, &changes, permanent, now)?,
+            None => self.merge(&key, ttl, &session.changes, permanent, now)?,
         };
+        session.version = None;
         // A sliding server-side expiry needs the cookie's Max-Age to slide with it.
         let slides = self.config.refresh_each_request || self.config.idle_timeout.is_some();
         let resend = session.permanent_changed || (session.permanent && slides);

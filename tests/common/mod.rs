@@ -128,3 +128,5 @@ pub fn server_bin() -> PathBuf {
     );
     bin
 }
+pub mod faulty;
+pub mod stores;
