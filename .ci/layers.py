@@ -25,14 +25,14 @@ LAYERS = [
     # leaves, usable by everyone
     (0, ["error", "clock", "hooks"]),
     # disk format and OS calls, bottom up
-    (1, ["disk::entry", "disk::sys", "disk::layout", "disk::counter", "disk::lock", "disk"]),
+    (1, ["disk::fork", "disk::entry", "disk::sys", "disk::layout", "disk::counter", "disk::lock", "disk"]),
     # engine, bottom up
     (2, ["engine::entries", "engine::scan", "engine::sweep", "engine::adopt", "engine"]),
     # value codecs
     (3, ["finite", "codec", "flask::value", "flask::pickle", "flask::msgpack", "flask::signer",
          "flask::cookie", "flask"]),
     # facade
-    (4, ["options", "cache", "inspect"]),
+    (4, ["options", "inspect", "cache"]),
     # the Store trait and its backends; the URL opener knows every backend
     (5, ["store::pool", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),

@@ -100,3 +100,55 @@ fn updates_after_fork_exclude_each_other() -> TestResult {
     assert_eq!(list.len(), 1_000, "every append kept");
     Ok(())
 }
+
+/// Pre-fork workers draw different write ids (the versions a compare-and-set
+/// checks): a worker's stale compare-and-set never wins over another worker's write
+/// because both drew the same id from inherited state.
+#[test]
+fn workers_forked_from_one_parent_never_share_write_ids() -> TestResult {
+    use fscache::store::Store;
+    use std::time::Duration;
+    let (tmp, dir) = temp_cache_dir();
+    let cache = FileSystemCache::builder(&dir).threshold(0).open()?;
+    // The parent has written before forking: its id state is seeded.
+    Store::save(&cache, "warm", b"1", Duration::from_secs(60))?;
+    let go = tmp.path().join("go");
+    let child = {
+        let (cache, go) = (cache.clone(), go.clone());
+        fork_run(move || {
+            while !go.exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The child's first write after the fork, like the parent's below.
+            match Store::save(&cache, "k", b"child", Duration::from_secs(60)) {
+                Ok(()) => 0,
+                Err(_) => 2,
+            }
+        })
+    };
+    // A request in the parent writes and loads the key...
+    Store::save(&cache, "k", b"parent", Duration::from_secs(60))?;
+    let seen = Store::load(&cache, "k")?.expect("just written");
+    // ...then the child worker writes it...
+    std::fs::write(&go, b"")?;
+    assert_eq!(wait(child), 0, "the child's write succeeded");
+    let now = Store::load(&cache, "k")?.expect("the child's value");
+    assert_eq!(now.value, b"child");
+    assert_ne!(
+        now.version, seen.version,
+        "the two workers' writes have distinct ids"
+    );
+    // ...so the parent's compare-and-set against what it loaded must lose.
+    let won = cache.compare_and_set(
+        "k",
+        &seen.version,
+        Some(b"parent again"),
+        Duration::from_secs(60),
+    )?;
+    assert!(
+        !won,
+        "a stale compare-and-set overwrote the other worker's write"
+    );
+    assert_eq!(Store::load(&cache, "k")?.unwrap().value, b"child");
+    Ok(())
+}

@@ -15,7 +15,6 @@
 //! a path outside the cache.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) const MARKER: &str = "FSCACHE";
@@ -126,22 +125,31 @@ pub(crate) fn lock_rel(stripe: usize) -> String {
 }
 
 /// A process-unique, practically globally unique id for one write: it names the temp
-/// file and is stored in the entry header, so pruning can tell two writes of one key
-/// apart even when the filesystem reuses inode numbers.
+/// file and is stored in the entry header (the version a compare-and-set checks), so
+/// pruning can tell two writes of one key apart even when the filesystem reuses
+/// inode numbers. The nonce is drawn again in a forked child, so pre-fork workers
+/// never share a sequence.
 pub(crate) fn next_write_id() -> u64 {
-    static NONCE: OnceLock<u64> = OnceLock::new();
+    // The fork generation the nonce was drawn in, plus 1 (0: not drawn yet).
+    static SEEDED: AtomicU64 = AtomicU64::new(0);
+    static NONCE: AtomicU64 = AtomicU64::new(0);
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nonce = *NONCE.get_or_init(|| {
+    let generation = super::fork::generation().wrapping_add(1);
+    if SEEDED.load(Ordering::Acquire) != generation {
         // RandomState is seeded from the OS's randomness; mix in the pid and time too.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
+        h.write_u64(generation);
         if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             h.write_u128(t.as_nanos());
         }
-        h.finish()
-    });
+        // Two threads reseeding at once each store a fresh random nonce: either is
+        // as good (ids stay unique with overwhelming probability).
+        NONCE.store(h.finish(), Ordering::Relaxed);
+        SEEDED.store(generation, Ordering::Release);
+    }
     // An odd multiplier makes the sequence a bijection: no repeats within a process.
-    nonce.wrapping_add(
+    NONCE.load(Ordering::Relaxed).wrapping_add(
         COUNTER
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15),
