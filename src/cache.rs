@@ -633,6 +633,19 @@ impl FileSystemCache {
         self.inner.remove(&path, None)
     }
 
+    /// [`delete`](Self::delete), but `true` only if the entry was live (what
+    /// [`Store::remove`](crate::store::Store::remove) promises): the header is read
+    /// under the same stripe lock, before the unlink.
+    pub(crate) fn delete_live(&self, key: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let path = inner.path_for(key)?;
+        let guard = inner.lock(&path, "delete")?;
+        // An expired or damaged entry is removed by `has` itself and reads as absent.
+        let live = inner.has(key, &path, Some(&guard))?;
+        let removed = inner.remove(&path, Some(&guard))?;
+        Ok(live && removed)
+    }
+
     /// Removes several keys (missing ones are ignored); returns how many existed.
     ///
     /// # Errors
@@ -800,6 +813,35 @@ impl FileSystemCache {
     /// [`Error::KeyTooLong`].
     pub fn entry_path(&self, key: &str) -> Result<std::path::PathBuf> {
         Ok(self.inner.dir().join(self.inner.path_for(key)?.rel()))
+    }
+
+    /// What `key`'s entry file holds, as [`inspect_entry`](crate::inspect_entry)
+    /// describes it, read the way the cache reads entries (beneath the directory, no
+    /// symlink followed, non-blocking, at most the largest entry it allows) and
+    /// removing nothing, not even an expired or damaged file: for tools (`fscache
+    /// get`). `None` if there is no file. A symlink or other non-file at the name is
+    /// described as damage, never read.
+    ///
+    /// # Errors
+    /// [`Error::KeyTooLong`]; [`Error::Io`].
+    ///
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// let cache = fscache::FileSystemCache::open(tmp.path())?;
+    /// cache.set_bytes("k", b"v")?;
+    /// let info = cache.inspect_key("k")?.expect("a file");
+    /// assert_eq!(info.payload.as_deref(), Some(&b"v"[..]));
+    /// assert!(cache.inspect_key("missing")?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn inspect_key(&self, key: &str) -> Result<Option<crate::inspect::EntryFile>> {
+        let path = self.inner.path_for(key)?;
+        Ok(self.inner.read_file(&path)?.map(|read| match read {
+            Ok(bytes) => crate::inspect::inspect_entry(&bytes),
+            Err(what) => crate::inspect::not_an_entry(what),
+        }))
     }
 
     /// Reads every name and entry header in the directory and reports what is there,

@@ -1,6 +1,10 @@
 //! Reading one entry file on its own, for tools (`fscache inspect FILE`).
 
-use crate::disk::entry::{self, Codec, Header};
+use std::io;
+use std::path::Path;
+
+use crate::disk::entry::{self, Codec, HEADER_LEN, Header};
+use crate::disk::sys;
 
 /// What one entry file holds, as far as it parses. See [`inspect_entry`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,4 +85,61 @@ pub fn inspect_entry(bytes: &[u8]) -> EntryFile {
         Err(d) => info.damage = Some(d.to_string()),
     }
     info
+}
+
+/// Reads the entry file at `path` the way the cache reads entries and describes it
+/// with [`inspect_entry`]: a symlink is not followed, a FIFO or device is not opened
+/// for reading (no hang, no endless `/dev/zero`), and no more is read than the
+/// header declares (a file without a valid header: its first 4 KiB).
+///
+/// # Errors
+/// [`io::Error`]s of opening and reading; `InvalidInput` for a symlink or a file
+/// that is not a regular file (the message says which).
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let link = dir.path().join("link");
+/// std::os::unix::fs::symlink("/etc/passwd", &link)?;
+/// assert!(fscache::inspect_file(&link).is_err()); // never followed
+/// # Ok(())
+/// # }
+/// ```
+pub fn inspect_file(path: impl AsRef<Path>) -> io::Result<EntryFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = path.as_ref();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if sys::is_symlink_error(&e) {
+                io::Error::new(io::ErrorKind::InvalidInput, "a symlink (not followed)")
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (not read)",
+        ));
+    }
+    let prefix = sys::read_prefix(&mut file, HEADER_LEN)?;
+    let limit = Header::parse(&prefix).map_or(4096, |h| h.total_len());
+    let mut rest = sys::read_entry_file(&mut file, limit.saturating_sub(prefix.len()))?;
+    let mut bytes = prefix;
+    bytes.append(&mut rest);
+    Ok(inspect_entry(&bytes))
+}
+
+/// What a name that is not a regular file (a symlink, a FIFO) is described as.
+pub(crate) fn not_an_entry(what: &str) -> EntryFile {
+    EntryFile {
+        len: 0,
+        header: None,
+        key: None,
+        payload: None,
+        damage: Some(what.to_owned()),
+    }
 }

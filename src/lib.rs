@@ -248,7 +248,7 @@ unix! {
         DirReport, EVICT_PER_STEP, EVICTION_SAMPLES, Keys, POOL, PruneReport, RenameMode, STALE_TEMP_AGE,
     };
     pub use store::Store;
-    pub use inspect::{EntryFile, EntryHeader, inspect_entry};
+    pub use inspect::{EntryFile, EntryHeader, inspect_entry, inspect_file};
 }
 
 /// Internal entry points for `fuzz/` (feature `fuzzing`); not a public API.

@@ -20,15 +20,24 @@
 //! Session keys are 43 characters of URL-safe base64 from the OS random source;
 //! the state (actix-session's map of JSON strings) is stored as JSON under
 //! `actix-session:` + blake3(key). `save` inserts only if the key is absent (a new
-//! key on a collision); `update` writes only if the session still exists, and
-//! otherwise saves it under a new key, as actix-session's Redis store does;
-//! `update_ttl` slides the expiry with [`Store::touch`] (in place on the engines; on
-//! the file cache an atomic rewrite of the same bytes), never re-encoding the state.
-//! Every store call runs on the runtime's blocking pool.
+//! key on a collision). `delete` (a logout's `purge`, or `renew`) leaves a
+//! tombstone under the key for [`DEFAULT_TOMBSTONE_TTL`] (see
+//! [`ActixStore::with_tombstone_ttl`]). `update` writes only over a live state; over
+//! a tombstone it writes nothing (the session was deleted: never revived); over
+//! nothing at all (the state expired) it saves the state under a new key, as
+//! actix-session's Redis store does. `update_ttl` slides the expiry with
+//! [`Store::touch`] (in place on the engines; on the file cache an atomic rewrite
+//! of the same bytes), never re-encoding the state. Every store call runs on the
+//! runtime's blocking pool.
+//!
+//! **Guarantees.** A logout stays a logout: a request that loaded the session
+//! before another request's `purge` and saves after it finds the tombstone and
+//! writes nothing (its response may still carry the dead key's cookie, which loads
+//! as no session). Each save is atomic.
 //!
 //! **Concurrent requests.** actix-session saves whole states: of two requests on
-//! one session that change it at once, the last save wins (each save is atomic).
-//! For changes that must not be lost, keep that state in fscache's own
+//! one session that change it at once, the last save wins. For changes that must
+//! not be lost, keep that state in fscache's own
 //! [`Sessions`](crate::session::Sessions), whose saves merge key by key.
 
 use std::collections::HashMap;
@@ -47,10 +56,19 @@ type SessionState = HashMap<String, String>;
 /// How many fresh keys `save` tries before it reports an error.
 const SAVE_ATTEMPTS: usize = 8;
 
+/// How long a deleted session's tombstone stays by default: longer than any
+/// request that loaded the session before the delete can take to save it.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+
+/// What `delete` leaves under the key: not a JSON state (it starts with a NUL), so
+/// it never reads as one.
+const TOMBSTONE: &[u8] = b"\0fscache: deleted actix-session";
+
 /// An actix-session store over an fscache [`Store`]; cheap to clone.
 pub struct ActixStore<S: ?Sized> {
     store: Arc<S>,
     prefix: Arc<str>,
+    tombstone_ttl: Duration,
 }
 
 impl<S: ?Sized> Clone for ActixStore<S> {
@@ -58,6 +76,7 @@ impl<S: ?Sized> Clone for ActixStore<S> {
         ActixStore {
             store: Arc::clone(&self.store),
             prefix: Arc::clone(&self.prefix),
+            tombstone_ttl: self.tombstone_ttl,
         }
     }
 }
@@ -84,7 +103,18 @@ impl<S: Store + ?Sized + 'static> ActixStore<S> {
         ActixStore {
             store,
             prefix: Arc::from("actix-session:"),
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
         }
+    }
+
+    /// How long `delete` keeps a tombstone under a deleted session's key (default
+    /// [`DEFAULT_TOMBSTONE_TTL`], 10 minutes). A request that loaded the session
+    /// before the delete and saves later than this would save its state under a new
+    /// key, as for an expired session: keep it above your longest request.
+    #[must_use]
+    pub fn with_tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl_at_least_1ms(ttl);
+        self
     }
 
     /// Another key prefix (several apps on one store).
@@ -124,7 +154,7 @@ impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
         let found = blocking(&self.store, move |s| s.load(&key))
             .await
             .map_err(|e| LoadError::Other(other(e)))?;
-        let Some(found) = found else {
+        let Some(found) = found.filter(|f| f.value != TOMBSTONE) else {
             return Ok(None);
         };
         // Bytes that are not a state (another program's) are no session: never
@@ -167,10 +197,11 @@ impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
         let key = self.store_key(session_key.as_ref());
         let std = std_ttl(ttl);
         let stored = blocking(&self.store, move |s| {
-            // Only if it still exists: a session deleted meanwhile (a logout in
-            // another request) is not brought back under its old key.
+            // Only over a live state: a deleted session (a tombstone) is not brought
+            // back, under its old key or a new one.
             s.update(&key, std, &mut |current| {
                 Ok(match current {
+                    Some(t) if t == TOMBSTONE => Merge::Keep,
                     Some(_) => Merge::Put(bytes.clone()),
                     None => Merge::Keep,
                 })
@@ -179,7 +210,13 @@ impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
         .await
         .map_err(|e| UpdateError::Other(other(e)))?;
         match stored {
+            Some(t) if t == TOMBSTONE => {
+                log::debug!("fscache: an actix-session update after its delete was dropped");
+                Ok(session_key)
+            }
             Some(_) => Ok(session_key),
+            // Expired (no tombstone): saved under a new key, as actix-session's own
+            // stores do.
             None => self.save(state, ttl).await.map_err(|e| match e {
                 SaveError::Serialization(e) => UpdateError::Serialization(e),
                 SaveError::Other(e) => UpdateError::Other(e),
@@ -195,9 +232,12 @@ impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
             .map_err(other)
     }
 
+    /// Replaces the state with a tombstone (see the module docs), so a concurrent
+    /// request's `update` cannot revive the session.
     async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
         let key = self.store_key(session_key.as_ref());
-        blocking(&self.store, move |s| s.remove(&key).map(drop))
+        let ttl = self.tombstone_ttl;
+        blocking(&self.store, move |s| s.save(&key, TOMBSTONE, ttl))
             .await
             .map_err(other)
     }

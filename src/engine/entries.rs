@@ -373,6 +373,28 @@ impl Engine {
         }))
     }
 
+    /// The bytes of the file at an entry's name, read as `read` reads entries (no
+    /// symlinks, non-blocking, at most the largest entry) and removing nothing:
+    /// `Ok(None)` if there is none, `Err(what)` for a name that is not a regular
+    /// file. For tools.
+    pub(crate) fn read_file(
+        &self,
+        path: &EntryPath,
+    ) -> Result<Option<std::result::Result<Vec<u8>, &'static str>>> {
+        let mut file = match self.root.open_read(path.rel()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if sys::is_symlink_error(&e) => return Ok(Some(Err("a symlink, not followed"))),
+            Err(e) if sys::is_not_a_file_error(&e) => return Ok(Some(Err("not a regular file"))),
+            Err(e) => return Err(self.io("open entry", path.rel(), e)),
+        };
+        match sys::read_entry_file(&mut file, self.max_file_len()) {
+            Ok(b) => Ok(Some(Ok(b))),
+            Err(e) if sys::is_not_a_file_error(&e) => Ok(Some(Err("not a regular file"))),
+            Err(e) => Err(self.io("read entry", path.rel(), e)),
+        }
+    }
+
     /// Whether `key` has a live entry, from its header and key alone.
     pub(crate) fn has(
         &self,

@@ -45,8 +45,10 @@ impl Store for FileSystemCache {
         self.compare_and_set_bytes(key, expected, new, Ttl::After(ttl))
     }
 
+    /// `true` only for a live value: an expired entry is removed too, but reads as
+    /// absent, as on the engines.
     fn remove(&self, key: &str) -> Result<bool> {
-        self.delete(key)
+        self.delete_live(key)
     }
 
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
@@ -55,5 +57,27 @@ impl Store for FileSystemCache {
 
     fn update(&self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>) -> Result<Option<Vec<u8>>> {
         self.update_bytes(key, Ttl::After(ttl), merge)
+    }
+
+    /// Runs the cache's bounded expiry steps ([`FileSystemCache::prune_step`]) until
+    /// `batch` files were removed (expired, damaged or stale temp files) or about one
+    /// pass over the directory was made (every shard listed, about as many headers
+    /// read as the cache holds); returns how many were removed, so a caller that
+    /// loops while it gets `batch` back (`server --cleanup`, tower-sessions'
+    /// `delete_expired`) stops after one pass that found fewer.
+    fn cleanup(&self, batch: usize) -> Result<usize> {
+        let batch = batch.max(1);
+        // Files on disk, live or expired: what one pass reads.
+        let pass = self.approximate_len();
+        // A step lists at most 1 + batch/4 of the 256 shard directories.
+        let cycle = 256usize.div_ceil(1 + batch / 4) + 1;
+        let (mut removed, mut examined, mut steps) = (0, 0, 0);
+        while removed < batch && (steps < cycle || examined < pass) && steps < 4 * cycle {
+            let step = self.prune_step(batch)?;
+            removed += step.expired + step.damaged + step.stale_temp;
+            examined += step.examined;
+            steps += 1;
+        }
+        Ok(removed)
     }
 }

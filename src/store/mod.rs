@@ -219,8 +219,31 @@ pub trait Store: Send + Sync {
         optimistic_update(self, key, ttl, merge)
     }
 
-    /// Removes up to `batch` expired records and returns how many; for engines that
-    /// do not expire records by themselves (the SQL stores). Others return 0.
+    /// Stores `value` only if `key` holds a live value (Redis's `SET … XX`); `true`
+    /// if stored. A value removed by another client stays removed: the write of a
+    /// request that loaded a session before another request's logout does not bring
+    /// it back. The provided implementation is an [`update`](Self::update) that
+    /// keeps an absent key absent; an engine with a native conditional write may
+    /// override it.
+    ///
+    /// # Errors
+    /// As [`update`](Self::update).
+    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let mut stored = false;
+        self.update(key, ttl, &mut |current| {
+            stored = current.is_some();
+            Ok(match current {
+                Some(_) => Merge::Put(value.to_vec()),
+                None => Merge::Keep,
+            })
+        })?;
+        Ok(stored)
+    }
+
+    /// Removes up to `batch` expired records and returns how many: the SQL stores
+    /// delete expired rows, the file cache runs its bounded expiry step over about
+    /// `batch` entries; engines that expire records by themselves (Redis,
+    /// Memcached) return 0.
     ///
     /// # Errors
     /// Engine failures.
@@ -325,6 +348,9 @@ macro_rules! forward {
                 &self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>,
             ) -> Result<Option<Vec<u8>>> {
                 (**self).update(key, ttl, merge)
+            }
+            fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+                (**self).replace(key, value, ttl)
             }
             fn cleanup(&self, batch: usize) -> Result<usize> { (**self).cleanup(batch) }
         }

@@ -132,6 +132,21 @@ impl Store for RedisStore {
         })
     }
 
+    /// One `SET key value XX PX ttl`: stored only over a live value.
+    fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        self.pool.with(|c| {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("XX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query(c)
+                .map_err(|e| engine_error("replace", e))?;
+            Ok(set.is_some())
+        })
+    }
+
     fn compare_and_set(
         &self,
         key: &str,

@@ -1,7 +1,8 @@
 //! `fscache::actix::ActixStore` behind a real actix-web server on 127.0.0.1 with
 //! actix-session's middleware, driven over HTTP: login, renew, update_ttl sliding
-//! the expiry without rewriting the state, an update of a deleted session (a new
-//! key, never the old one back), foreign bytes, and logout. On the file store the
+//! the expiry without rewriting the state, an update of an expired session (a new
+//! key, never the old one back), an update racing a logout (never revived),
+//! foreign bytes, and logout. On the file store the
 //! records are checked on disk; on every engine the environment names, the flow.
 
 use std::path::{Path, PathBuf};
@@ -143,10 +144,16 @@ fn session_keys(dir: &Path) -> Vec<String> {
         .threshold(0)
         .open_existing()
         .unwrap();
+    // A deleted session's tombstone (a value starting with NUL) is no session.
     let mut keys: Vec<String> = c
         .keys()
         .map(Result::unwrap)
         .filter(|k| k.starts_with("actix-session:"))
+        .filter(|k| {
+            c.get_bytes(k)
+                .unwrap()
+                .is_some_and(|v| v.first() != Some(&0))
+        })
         .collect();
     keys.sort();
     keys
@@ -289,5 +296,116 @@ fn actix_session_on_every_store() {
     for (name, url) in common::store_urls(&url) {
         let d = (name == "file").then_some(&dir);
         flow(&name, &url, d);
+    }
+}
+
+/// Where the slow request stops: it says it got there, then waits to be released.
+#[derive(Clone)]
+struct Gate {
+    entered: Arc<std::sync::Mutex<mpsc::Sender<()>>>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+/// Changes the session (loaded by the middleware before the handler), then waits at
+/// the gate; the middleware saves (`update`) after it returns.
+async fn slow(gate: web::Data<Gate>, session: Session) -> HttpResponse {
+    session.insert("cart", "apple").unwrap();
+    gate.entered.lock().unwrap().send(()).unwrap();
+    gate.release.notified().await;
+    HttpResponse::Ok().body("slow done")
+}
+
+fn start_gated(store: Arc<dyn Store>, gate: Gate) -> Server {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let key = Key::generate();
+            let server = HttpServer::new(move || {
+                let middleware =
+                    SessionMiddleware::builder(ActixStore::from_arc(store.clone()), key.clone())
+                        .cookie_secure(false)
+                        .build();
+                App::new()
+                    .app_data(web::Data::new(gate.clone()))
+                    .wrap(middleware)
+                    .route("/login", web::post().to(login))
+                    .route("/me", web::get().to(me))
+                    .route("/slow", web::post().to(slow))
+                    .route("/logout", web::post().to(logout))
+            })
+            .workers(2)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+            let addr = server.addrs()[0];
+            let server = server.run();
+            tx.send((addr, server.handle())).unwrap();
+            let _ = server.await;
+        });
+    });
+    let (addr, handle) = rx.recv().unwrap();
+    Server {
+        base: format!("http://{addr}"),
+        handle,
+        thread: Some(thread),
+    }
+}
+
+/// A request that loaded the session before another request's logout, and saves
+/// after it, does not bring the session back: not under its key, not under a new
+/// one (the logout left a tombstone the adapter's `update` respects).
+#[test]
+fn actix_session_a_save_after_a_logout_does_not_bring_the_session_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let url = format!("file://{}", dir.display());
+    for (name, url) in common::store_urls(&url) {
+        let store: Arc<dyn Store> = Arc::from(fscache::store::open(&url).unwrap());
+        let (entered_tx, entered) = mpsc::channel();
+        let gate = Gate {
+            entered: Arc::new(std::sync::Mutex::new(entered_tx)),
+            release: Arc::new(tokio::sync::Notify::new()),
+        };
+        let server = start_gated(store, gate.clone());
+        let base = server.base.clone();
+        let a = agent();
+        let (_, sc, _) = call(&a, "POST", &format!("{base}/login?user=ann"), "");
+        let cookie = pair(&sc.expect("a session cookie"));
+        assert_eq!(
+            call(&a, "GET", &format!("{base}/me"), &cookie).2,
+            "ann",
+            "{name}"
+        );
+        let slow_req = {
+            let (base, cookie) = (base.clone(), cookie.clone());
+            std::thread::spawn(move || call(&agent(), "POST", &format!("{base}/slow"), &cookie))
+        };
+        entered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the slow request reached the gate");
+        let (status, _, _) = call(&a, "POST", &format!("{base}/logout"), &cookie);
+        assert_eq!(status, 200, "{name}");
+        gate.release.notify_one();
+        let (status, slow_cookie, _) = slow_req.join().unwrap();
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(
+            call(&a, "GET", &format!("{base}/me"), &cookie).0,
+            401,
+            "{name}: the old cookie loads the session again"
+        );
+        if let Some(sc) = slow_cookie {
+            // Whatever cookie the slow answer carries names no session either.
+            assert_eq!(
+                call(&a, "GET", &format!("{base}/me"), &pair(&sc)).0,
+                401,
+                "{name}: the session came back under a new key"
+            );
+        }
+        if name == "file" {
+            assert!(
+                session_keys(&dir).is_empty(),
+                "{name}: a state was saved after the logout: {:?}",
+                session_keys(&dir)
+            );
+        }
     }
 }
