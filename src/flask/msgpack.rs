@@ -11,6 +11,9 @@
 use super::{DecodeError, Input};
 use super::value::{DateTime, MAX_DEPTH, PyValue};
 
+/// The most items an array or map header reserves room for before they are read.
+const PREALLOC: usize = 16;
+
 /// msgpack's integers and lengths are big-endian.
 const BE: bool = false;
 
@@ -129,8 +132,10 @@ impl<'a> Reader<'a> {
     }
 
     fn array(&mut self, n: usize, depth: usize) -> Result<PyValue, DecodeError> {
-        // Every element takes at least one byte: no allocation beyond the input.
-        let mut items = Vec::with_capacity(n.min(self.0.remaining()));
+        // A header's count is untrusted: reserve only a little up front (nested
+        // headers would each reserve the whole remaining input otherwise); every
+        // element read takes at least one input byte, so growth stays bounded.
+        let mut items = Vec::with_capacity(n.min(self.0.remaining()).min(PREALLOC));
         for _ in 0..n {
             items.push(self.value(depth + 1)?);
         }
@@ -138,7 +143,7 @@ impl<'a> Reader<'a> {
     }
 
     fn map(&mut self, n: usize, depth: usize) -> Result<PyValue, DecodeError> {
-        let mut pairs = Vec::with_capacity(n.min((self.0.remaining()) / 2));
+        let mut pairs = Vec::with_capacity(n.min(self.0.remaining() / 2).min(PREALLOC));
         for _ in 0..n {
             let k = self.value(depth + 1)?;
             let v = self.value(depth + 1)?;

@@ -8,9 +8,11 @@
 //! which are interpreted here, not called. Every other opcode (`BUILD`, `NEWOBJ`,
 //! `INST`, `OBJ`, extensions, persistent ids, sets, any other global) is refused with
 //! a [`DecodeError`]. Every length is checked against the input, nesting is capped at
-//! [`MAX_DEPTH`], and the value a pickle expands to (shared
-//! references are copied) is capped at [`MAX_NODES`], so a small input cannot make a
-//! large output.
+//! [`MAX_DEPTH`], and the value a pickle expands to (shared references are copied)
+//! is capped at [`MAX_NODES`] values and at [`MAX_EXPANSION`] times the input's
+//! size in decoded bytes, so a small input cannot make a large output: a string
+//! memoized once and referenced many times is refused once its copies pass that
+//! size, before they are made.
 //!
 //! [`encode`] writes protocol 5 that Python's `pickle.loads` reads back equal.
 
@@ -19,6 +21,43 @@ use super::value::{DateTime, MAX_DEPTH, PyValue};
 
 /// The most values one pickle may expand to.
 pub const MAX_NODES: usize = 1 << 20;
+
+/// The decoded size a pickle may reach, as a multiple of its own size (with a
+/// floor of 64 KiB for small inputs). A value counts 8 bytes plus the bytes of its
+/// str or bytes payload, so copies of a memoized string count in full.
+pub const MAX_EXPANSION: usize = 16;
+
+/// What `build` may still produce.
+struct Budget {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn for_input(len: usize) -> Budget {
+        Budget {
+            nodes: MAX_NODES,
+            bytes: len.saturating_mul(MAX_EXPANSION).max(64 * 1024),
+        }
+    }
+
+    fn spend(&mut self, payload: usize) -> Result<(), DecodeError> {
+        self.nodes = self
+            .nodes
+            .checked_sub(1)
+            .ok_or_else(|| DecodeError::new(format!("expands to more than {MAX_NODES} values")))?;
+        self.bytes = self
+            .bytes
+            .checked_sub(payload.saturating_add(8))
+            .ok_or_else(|| {
+                DecodeError::new(format!(
+                    "expands to more than {MAX_EXPANSION} times its size (shared references \
+                     are copied)"
+                ))
+            })?;
+        Ok(())
+    }
+}
 
 /// A value under construction: containers stay mutable (Python's memo holds
 /// references, and a memoized dict is filled after it is memoized).
@@ -434,16 +473,19 @@ impl Machine<'_> {
     }
 
     /// The finished value of node `at`, with shared references copied.
-    fn build(&self, at: usize, depth: usize, budget: &mut usize) -> Result<PyValue, DecodeError> {
+    fn build(&self, at: usize, depth: usize, budget: &mut Budget) -> Result<PyValue, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::new(format!(
                 "nested more than {MAX_DEPTH} levels deep (or refers to itself)"
             )));
         }
-        *budget = budget
-            .checked_sub(1)
-            .ok_or_else(|| DecodeError::new(format!("expands to more than {MAX_NODES} values")))?;
-        let many = |items: &[usize], budget: &mut usize| {
+        // Spent before the copy is made: a bomb is refused without its memory.
+        budget.spend(match &self.nodes[at] {
+            Node::Scalar(PyValue::Str(s)) => s.len(),
+            Node::Scalar(PyValue::Bytes(b)) => b.len(),
+            _ => 0,
+        })?;
+        let many = |items: &[usize], budget: &mut Budget| {
             items
                 .iter()
                 .map(|&i| self.build(i, depth + 1, budget))
@@ -503,7 +545,7 @@ pub fn decode(data: &[u8]) -> Result<PyValue, DecodeError> {
         memo: std::collections::HashMap::new(),
     };
     let root = m.run()?;
-    let mut budget = MAX_NODES;
+    let mut budget = Budget::for_input(data.len());
     m.build(root, 0, &mut budget)
 }
 
