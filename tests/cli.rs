@@ -356,3 +356,144 @@ fn usage_errors_exit_2() {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
 }
+
+/// Runs the command with a deadline: a read that hangs (a FIFO) is a failure, not a
+/// stuck test.
+fn run_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fscache");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("fscache {args:?} hung for {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `get` and `inspect` read entries the way the library does: no symlink followed,
+/// no FIFO or device read (no hang, no endless /dev/zero), no more than the header
+/// declares.
+#[test]
+fn get_and_inspect_never_follow_symlinks_or_read_fifos_and_devices() -> TestResult {
+    let (tmp, dir) = temp_cache_dir();
+    let cache = FileSystemCache::open(&dir)?;
+    cache.set("real", &"value")?;
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, "not for the cache's readers")?;
+    // An entry name that is a symlink to a file outside the cache.
+    let linked = cache.entry_path("linked")?;
+    std::fs::create_dir_all(linked.parent().unwrap())?;
+    std::os::unix::fs::symlink(&secret, &linked)?;
+    let o = run_within(&["get", s(&dir), "linked"], 10);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        !text(&o.stdout).contains("not for"),
+        "the symlink was followed"
+    );
+    let o = run_within(&["inspect", s(&linked)], 10);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("symlink"), "{}", text(&o.stderr));
+    // A FIFO at an entry name, and given to inspect: nobody writes to it.
+    let fifo = cache.entry_path("fifo")?;
+    std::fs::create_dir_all(fifo.parent().unwrap())?;
+    let made = Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success());
+    let o = run_within(&["get", s(&dir), "fifo"], 10);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let o = run_within(&["inspect", s(&fifo)], 10);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not a regular file"),
+        "{}",
+        text(&o.stderr)
+    );
+    // /dev/zero: refused at once, not read until memory runs out.
+    let o = run_within(&["inspect", "/dev/zero"], 10);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not a regular file"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A large foreign file: only its first bytes are read (it is damage).
+    let big = tmp.path().join("big");
+    std::fs::write(&big, vec![b'x'; 8 << 20])?;
+    let o = run_within(&["inspect", "--json", s(&big)], 10);
+    let v: Value = serde_json::from_slice(&o.stdout)?;
+    assert!(
+        v["len"].as_u64().unwrap() <= 8192,
+        "read {} bytes",
+        v["len"]
+    );
+    assert!(v["damage"].is_string());
+    // The real entry still reads.
+    let o = run_within(&["get", s(&dir), "real"], 10);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("value"));
+    Ok(())
+}
+
+/// Commands that write refuse to run as root on a directory another user owns (their
+/// lock files would be root's, and the service would get EACCES); read-only ones
+/// run and create nothing.
+#[test]
+fn root_does_not_leave_files_the_owner_cannot_use() -> TestResult {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("not root: the ownership check applies to root only (CI runs as root)");
+        return Ok(());
+    }
+    let (_tmp, dir) = temp_cache_dir();
+    let cache = FileSystemCache::open(&dir)?;
+    cache.set("k", &1)?;
+    drop(cache);
+    // Hand the directory to another user, as a service's would be.
+    let owned = Command::new("chown")
+        .args(["-R", "65534:65534", s(&dir)])
+        .status()?;
+    assert!(owned.success());
+    for args in [
+        &["delete", s(&dir), "k"][..],
+        &["gc", s(&dir)][..],
+        &["clear", "--yes", s(&dir)][..],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?} must refuse");
+        assert!(text(&o.stderr).contains("uid 65534"), "{}", text(&o.stderr));
+    }
+    for args in [
+        &["stats", s(&dir)][..],
+        &["keys", s(&dir)][..],
+        &["get", s(&dir), "k"][..],
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    }
+    let root_owned: Vec<_> = walk(&dir)
+        .into_iter()
+        .filter(|p| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == 0)
+        })
+        .collect();
+    assert!(root_owned.is_empty(), "root left {root_owned:?}");
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

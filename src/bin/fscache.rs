@@ -118,6 +118,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// Refuses, for a command that writes (lock files, removals), to run as root on a
+/// directory another user owns: files it creates there (a stripe's lock file, the
+/// locks directory) would belong to root, and the service that owns the cache
+/// would get EACCES on them (a logout that fails). Other users (a shared group)
+/// create files with the cache's modes, as the service does.
+fn refuse_foreign_root(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(()); // opening reports it
+    };
+    if euid == 0 && meta.uid() != 0 {
+        return Err(Failure::Error(format!(
+            "{} belongs to uid {} and this command runs as root: files it created there \
+             would be root's, and the service could no longer lock or remove them. Run it \
+             as the owner (e.g. sudo -u \"#{}\" fscache ...)",
+            dir.display(),
+            meta.uid(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// [`open`] for a command that writes: see [`refuse_foreign_root`].
+fn open_to_write(dir: &Path) -> Result<FileSystemCache, Failure> {
+    refuse_foreign_root(dir)?;
+    open(dir)
+}
+
 /// Opens an existing fscache directory without changing its settings: no eviction
 /// (threshold 0) and the owner's recorded threshold left alone.
 fn open(dir: &Path) -> Result<FileSystemCache, Failure> {
@@ -241,7 +271,7 @@ impl Progress {
 }
 
 fn gc(as_json: bool, dir: &Path, verbose: bool, no_progress: bool) -> Outcome {
-    let cache = open(dir)?;
+    let cache = open_to_write(dir)?;
     let mut bar = Progress::new(!no_progress && !as_json);
     let r = cache.prune_with_progress(|done, total| bar.update(done, total))?;
     let errors = cache.stats().sweep_errors;
@@ -311,10 +341,11 @@ fn decode_value(codec: &str, payload: &[u8]) -> Result<Value, String> {
     }
 }
 
-/// Reads an entry file; `None` if it does not exist.
+/// Reads an entry file as the library reads entries (no symlink followed, no FIFO
+/// or device read, no more than the header declares); `None` if it does not exist.
 fn read_entry(path: &Path) -> Result<Option<EntryFile>, Failure> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(fscache::inspect_entry(&bytes))),
+    match fscache::inspect_file(path) {
+        Ok(entry) => Ok(Some(entry)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Failure::Error(format!("{}: {e}", path.display()))),
     }
@@ -322,9 +353,10 @@ fn read_entry(path: &Path) -> Result<Option<EntryFile>, Failure> {
 
 fn get(as_json: bool, dir: &Path, key: &str) -> Outcome {
     let cache = open(dir)?;
-    let path = cache.entry_path(key)?;
     let missing = || Failure::NotFound(format!("no live entry for key {key:?}"));
-    let Some(entry) = read_entry(&path)? else {
+    // Beneath the cache directory, as the library reads (a symlink, FIFO or device
+    // at the entry's name is damage, never read).
+    let Some(entry) = cache.inspect_key(key)? else {
         return Err(missing());
     };
     let (Some(header), Some(payload), None) = (entry.header, &entry.payload, &entry.damage) else {
@@ -438,7 +470,7 @@ fn inspect(as_json: bool, file: &Path) -> Outcome {
 }
 
 fn delete(as_json: bool, dir: &Path, key: &str) -> Outcome {
-    let cache = open(dir)?;
+    let cache = open_to_write(dir)?;
     let deleted = cache.delete(key)?;
     if as_json {
         print_json(&json!({ "key": key, "deleted": deleted }))?;
@@ -451,7 +483,7 @@ fn delete(as_json: bool, dir: &Path, key: &str) -> Outcome {
 }
 
 fn clear(as_json: bool, dir: &Path, yes: bool) -> Outcome {
-    let cache = open(dir)?;
+    let cache = open_to_write(dir)?;
     if !yes {
         eprint!("Delete every entry in {}? [y/N] ", dir.display());
         io::stderr().flush()?;
