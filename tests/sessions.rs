@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fscache::session::{SameSite, SaveOutcome, SessionConfig, Sessions};
 use fscache::store::{Store, Version, Versioned};
-use fscache::{Error, FileSystemCache, ManualClock};
+use fscache::{Clock, Error, FileSystemCache, ManualClock};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -603,8 +603,9 @@ impl<S: Store> Store for Logged<S> {
 
 /// What each kind of request costs in store calls: a new session one insert; a
 /// changed one a load and one compare-and-set (no merge unless another request
-/// wrote meanwhile, then one update); an unchanged one with refresh-each-request a
-/// load and a touch (no rewrite); logout a load and a remove.
+/// wrote meanwhile, then one update); an unchanged one a load only, until the
+/// refresh granularity has passed (then a compare-and-set slides it); logout a load
+/// and a remove.
 #[test]
 fn each_request_costs_the_fewest_store_calls() -> TestResult {
     let tmp = tempfile::tempdir()?;
@@ -621,10 +622,12 @@ fn each_request_costs_the_fewest_store_calls() -> TestResult {
     sessions.save(&mut s)?;
     assert_eq!(sessions.store().take(), ["load", "compare_and_set"]);
 
+    // A read-only request within the refresh granularity (1% of 31 days) writes
+    // nothing.
     let mut s = sessions.load(Some(&c))?;
     let _ = s.get::<i32>("k")?;
-    sessions.save(&mut s)?;
-    assert_eq!(sessions.store().take(), ["load", "touch"]);
+    assert_eq!(sessions.save(&mut s)?.set_cookie, None);
+    assert_eq!(sessions.store().take(), ["load"]);
 
     // Another request wrote between this one's load and save: one merge.
     let mut a = sessions.load(Some(&c))?;
@@ -644,4 +647,99 @@ fn each_request_costs_the_fewest_store_calls() -> TestResult {
     sessions.save(&mut s)?;
     assert_eq!(sessions.store().take(), ["remove"]);
     Ok(())
+}
+
+/// With refresh-each-request, a request that changes nothing writes only once the
+/// expiry would move by the refresh granularity; when it writes, the cookie's
+/// Max-Age/Expires and the stored expiry name the same moment, and between writes
+/// neither moves.
+#[test]
+fn read_only_requests_slide_the_expiry_in_steps_the_cookie_agrees_with() -> TestResult {
+    let (_t, sessions, clock) = setup(|c| {
+        c.lifetime(Duration::from_secs(100))
+            .refresh_granularity(0.1)
+    });
+    let c = new_session_cookie(&sessions);
+    let key = sessions.store_key(c.split_once('=').unwrap().1);
+    let stored_expiry = || -> u64 {
+        let info = sessions.store().inspect_key(&key).unwrap().expect("stored");
+        info.header.unwrap().expires_at_ms.unwrap()
+    };
+    let start = clock.now_ms();
+    assert_eq!(stored_expiry(), start + 100_000);
+    // Within 10% of the lifetime: nothing written, no cookie.
+    clock.advance(Duration::from_secs(9));
+    let mut s = sessions.load(Some(&c))?;
+    let _ = s.get::<i32>("k")?;
+    assert_eq!(sessions.save(&mut s)?.set_cookie, None);
+    assert_eq!(stored_expiry(), start + 100_000, "not rewritten");
+    // Past it: rewritten, and the cookie names the same expiry.
+    clock.advance(Duration::from_secs(2));
+    let mut s = sessions.load(Some(&c))?;
+    let _ = s.get::<i32>("k")?;
+    let set = sessions
+        .save(&mut s)?
+        .set_cookie
+        .expect("re-sent with the new expiry");
+    assert!(set.contains("Max-Age=100"), "{set}");
+    let expires = set
+        .split("Expires=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let expires = time_of(expires);
+    assert_eq!(stored_expiry(), start + 111_000);
+    assert_eq!(
+        expires * 1000,
+        (start + 111_000) / 1000 * 1000,
+        "cookie {expires} vs store"
+    );
+    // The slid expiry holds: alive at 110 s after the last write, gone after 100.
+    clock.advance(Duration::from_secs(99));
+    assert!(
+        !sessions.load(Some(&c))?.is_new(),
+        "alive before the slid expiry"
+    );
+    clock.advance(Duration::from_secs(2));
+    assert!(sessions.load(Some(&c))?.is_new(), "gone after it");
+    Ok(())
+}
+
+/// Seconds since the epoch of an IMF-fixdate ("Thu, 01 Jan 1970 00:01:51 GMT").
+fn time_of(date: &str) -> u64 {
+    let parts: Vec<&str> = date.split_whitespace().collect();
+    let day: u64 = parts[1].parse().unwrap();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])
+    .unwrap() as u64;
+    let year: i64 = parts[3].parse().unwrap();
+    let hms: Vec<u64> = parts[4].split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month < 2 {
+        (year - 1, month + 13)
+    } else {
+        (year, month + 1)
+    };
+    let era = y.div_euclid(400);
+    let yoe = (y - era * 400) as u64;
+    let doy = (153 * (m - 3) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe as i64 - 719_468;
+    days as u64 * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2]
+}
+
+#[test]
+fn refresh_granularity_outside_a_fraction_is_a_config_error() {
+    for bad in [-0.1, 1.0, 2.0, f64::NAN] {
+        let r = Sessions::new(
+            FileSystemCache::open(tempfile::tempdir().unwrap().path()).unwrap(),
+            SessionConfig::default().refresh_granularity(bad),
+        );
+        assert!(matches!(r, Err(Error::Config { .. })), "{bad}");
+    }
 }

@@ -10,6 +10,9 @@ use super::id::SigningKey;
 #[cfg(feature = "flask")]
 use crate::flask::{FlaskFormat, signer};
 
+/// The default of [`SessionConfig::refresh_granularity`]: 1% of the lifetime.
+pub const DEFAULT_REFRESH_GRANULARITY: f64 = 0.01;
+
 /// The cookie's `SameSite` attribute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SameSite {
@@ -31,6 +34,7 @@ pub enum SameSite {
 /// | permanent | `true` |
 /// | lifetime | 31 days |
 /// | refresh each request | `true` (expiry slides on every request) |
+/// | refresh granularity | `0.01` (a read-only request rewrites the record only once 1% of the lifetime has passed since its last write) |
 /// | idle timeout | none |
 /// | absolute lifetime | none |
 /// | signing keys | none (ids are 256-bit random; signing is defence in depth) |
@@ -57,6 +61,7 @@ pub struct SessionConfig {
     pub(crate) permanent: bool,
     pub(crate) lifetime: Duration,
     pub(crate) refresh_each_request: bool,
+    pub(crate) refresh_granularity: f64,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) signing_keys: Vec<SigningKey>,
@@ -84,6 +89,7 @@ impl Default for SessionConfig {
             permanent: true,
             lifetime: Duration::from_secs(31 * 24 * 3600),
             refresh_each_request: true,
+            refresh_granularity: DEFAULT_REFRESH_GRANULARITY,
             idle_timeout: None,
             absolute_lifetime: None,
             signing_keys: Vec::new(),
@@ -132,9 +138,28 @@ impl SessionConfig {
     }
 
     /// Whether every request slides the expiry (and re-sends a permanent cookie).
-    /// Default: `true`. Reads count as activity.
+    /// Default: `true`. Reads count as activity. How often a request that changes
+    /// nothing actually writes is set by
+    /// [`refresh_granularity`](Self::refresh_granularity).
     pub fn refresh_each_request(mut self, refresh: bool) -> Self {
         self.refresh_each_request = refresh;
+        self
+    }
+
+    /// With [`refresh_each_request`](Self::refresh_each_request), a request that
+    /// changes nothing slides the expiry only when it would move by at least this
+    /// fraction of the lifetime (of the idle timeout, if shorter): the record is
+    /// rewritten and the permanent cookie re-sent with it, so the cookie's
+    /// Max-Age/Expires and the stored expiry always name the same moment; between
+    /// such writes, page views write nothing and send no cookie. A session then ends
+    /// between `(1 - fraction) × lifetime` and `lifetime` after its last request.
+    /// `0.0` rewrites on every request. Values outside `0.0..1.0` are a config
+    /// error. Default: `0.01` (31 days → at most one write per 7.4 hours of a
+    /// session's page views; 30 minutes → one per 18 s). Flask-Session's records
+    /// hold no write time: in Flask mode every request slides the expiry, as
+    /// Flask-Session does.
+    pub fn refresh_granularity(mut self, fraction: f64) -> Self {
+        self.refresh_granularity = fraction;
         self
     }
 
@@ -297,6 +322,12 @@ impl SessionConfig {
                         .into(),
                 );
             }
+        }
+        if !(0.0..1.0).contains(&self.refresh_granularity) {
+            return config(format!(
+                "refresh_granularity {} is not a fraction in 0.0..1.0 of the lifetime",
+                self.refresh_granularity
+            ));
         }
         let name = &self.cookie_name;
         let token = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
