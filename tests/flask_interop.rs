@@ -356,6 +356,55 @@ fn a_cachelib_directory_is_shared_both_ways_signed() -> TestResult {
     Ok(())
 }
 
+/// A Flask session holding a value fscache cannot represent (a set) is left alone
+/// by the Rust side: its pages answer as having no session, and no request there,
+/// not even one that changes the session, replaces or expires the Flask cookie, so
+/// the Flask login survives.
+#[test]
+fn a_flask_session_fscache_cannot_read_keeps_its_cookie_and_login() -> TestResult {
+    let Some(py) = python() else { return Ok(()) };
+    let Pair { _tmp, dir: _, f, r } = cachelib_pair(
+        &py,
+        &[
+            ("FLASK_SECRET_KEY", "shared secret"),
+            ("FLASK_USE_SIGNER", "1"),
+            ("FLASK_THRESHOLD", "0"),
+        ],
+        &[],
+        &[("FSCACHE_FLASK_SECRET_KEY", "shared secret")],
+    );
+    let mut b = Browser::new();
+    assert_eq!(
+        b.post(&format!("{}/login", f.base), &[("user", "ann")]),
+        302
+    );
+    assert_eq!(b.post(&format!("{}/tags/add/blue", f.base), &[]), 200);
+    let flask_cookie = b.cookies["session"].clone();
+    // Rust pages: no session there, and nothing they do touches Flask's.
+    assert_eq!(
+        b.user(&r.base),
+        None,
+        "Rust cannot read a session holding a set"
+    );
+    let (status, _) = b.get(&format!("{}/", r.base));
+    assert_eq!(status, 200);
+    assert_eq!(b.post(&format!("{}/cart/add/apple", r.base), &[]), 200);
+    assert_eq!(b.post(&format!("{}/logout", r.base), &[]), 303);
+    assert_eq!(
+        b.cookies.get("session"),
+        Some(&flask_cookie),
+        "the Rust side replaced or expired the Flask cookie"
+    );
+    assert_eq!(
+        b.user(&f.base).as_deref(),
+        Some("ann"),
+        "the Flask login survives"
+    );
+    let (_, dump) = b.get(&format!("{}/dump", f.base));
+    assert!(dump.contains("'blue'") && !dump.contains("apple"), "{dump}");
+    Ok(())
+}
+
 #[test]
 fn md5_names_unsigned_cookies_and_flasks_count_file() -> TestResult {
     let Some(py) = python() else { return Ok(()) };

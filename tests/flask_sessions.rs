@@ -134,6 +134,28 @@ fn a_record_fscache_cannot_represent_is_left_for_flask() -> TestResult {
         store.load(&format!("session:{id}"))?.is_some(),
         "Flask's record was removed"
     );
+    // A request that changes it (a login, a page view) saves nothing and sends no
+    // cookie: the browser keeps Flask's cookie and Flask's login.
+    let mut s = sessions.load(Some(&format!("session={id}")))?;
+    assert!(s.is_foreign());
+    s.insert("visits", &1)?;
+    s.regenerate()?;
+    let outcome = sessions.save(&mut s)?;
+    assert_eq!(
+        outcome.set_cookie, None,
+        "the Flask cookie must not be replaced"
+    );
+    let mut s = sessions.load(Some(&format!("session={id}")))?;
+    s.destroy();
+    assert_eq!(sessions.save(&mut s)?.set_cookie, None, "nor expired");
+    assert_eq!(
+        store.load(&format!("session:{id}"))?.map(|v| v.value),
+        Some(set.to_vec()),
+        "Flask's record is unchanged"
+    );
+    // A cookie naming no record at all is still a plain new session.
+    let fresh = sessions.load(Some(&format!("session={}", "B".repeat(43))))?;
+    assert!(!fresh.is_foreign());
     Ok(())
 }
 

@@ -116,6 +116,14 @@ def cart_clear():
     return jsonify({})
 
 
+@app.post("/tags/add/<tag>")
+def tags_add(tag):
+    # A set: a value fscache cannot represent, so the Rust side must leave the
+    # session (and its cookie) alone.
+    session["tags"] = set(session.get("tags", set())) | {tag}
+    return jsonify(sorted(session["tags"]))
+
+
 @app.get("/dump")
 def dump():
     return repr(sorted(dict(session).items()))
