@@ -72,11 +72,14 @@ pub struct Settings {
     /// Sign cookies as Flask-Session does with `SESSION_USE_SIGNER = True` (the
     /// default when a Flask secret is given).
     pub flask_use_signer: bool,
+    /// The most request bodies read at once on threads of their own (slow uploads);
+    /// past it a request with a pending body is answered 503.
+    pub max_uploads: usize,
 }
 
 pub const USAGE: &str = "\
 usage: server [--bind ADDR] [--store URL | --dir DIR] [--secret S[,OLD...]] [--secure]
-              [--threads N] [--cleanup]
+              [--threads N] [--max-uploads N] [--cleanup]
 
 A session web server on fscache: a visit counter, login, a cart and logout.
 
@@ -92,6 +95,8 @@ A session web server on fscache: a visit counter, login, a cart and logout.
                   (FSCACHE_SECRET)
   --secure        mark cookies Secure: set this behind HTTPS (FSCACHE_SECURE=1)
   --threads N     worker threads (default 8)
+  --max-uploads N request bodies read at once while they arrive (default 32);
+                  past it a request whose body is still on its way gets 503
   --lifetime SECS session lifetime (FSCACHE_SESSION_LIFETIME; default 2678400,
                   31 days: Flask's PERMANENT_SESSION_LIFETIME)
   --key-prefix P  store key prefix (FSCACHE_KEY_PREFIX; default session:)
@@ -124,6 +129,7 @@ impl Default for Settings {
             flask: false,
             flask_secret: None,
             flask_use_signer: true,
+            max_uploads: 32,
         }
     }
 }
@@ -187,6 +193,12 @@ impl Settings {
                         .parse()
                         .map_err(|e| format!("--threads {v:?}: {e} (try --help)"))?
                 }
+                "--max-uploads" => {
+                    let v = value()?;
+                    s.max_uploads = v
+                        .parse()
+                        .map_err(|e| format!("--max-uploads {v:?}: {e} (try --help)"))?
+                }
                 "-h" | "--help" => return Ok(Command::Help),
                 other => return Err(format!("unknown flag {other:?} (try --help)")),
             }
@@ -233,6 +245,9 @@ struct Site {
     flask: bool,
     /// Served over HTTPS (behind a proxy): the origin's scheme.
     https: bool,
+    /// Request bodies being read on threads of their own, and the most at once.
+    uploads: std::sync::atomic::AtomicUsize,
+    max_uploads: usize,
 }
 
 /// Opens the session store and starts the workers.
@@ -263,6 +278,8 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
         lifetime_secs: settings.lifetime_secs,
         flask: settings.flask_mode(),
         https: settings.secure,
+        uploads: std::sync::atomic::AtomicUsize::new(0),
+        max_uploads: settings.max_uploads,
     });
     let listener = std::net::TcpListener::bind(&settings.bind).map_err(|e| {
         format!(
@@ -274,6 +291,15 @@ pub fn start(settings: &Settings) -> Result<Running, Box<dyn std::error::Error +
     // TCP_NODELAY, Nagle's algorithm holds the second until the client's delayed ACK,
     // 40 ms per page view on a kept-alive connection. Accepted sockets inherit it.
     rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+    // tiny_http sets no socket timeouts: a client that stops sending would hold its
+    // connection's thread (and a body reader) forever. Accepted sockets inherit
+    // these on Linux; a stalled read or write fails after CLIENT_TIMEOUT.
+    for which in [
+        rustix::net::sockopt::Timeout::Recv,
+        rustix::net::sockopt::Timeout::Send,
+    ] {
+        rustix::net::sockopt::set_socket_timeout(&listener, which, Some(CLIENT_TIMEOUT))?;
+    }
     let server = Arc::new(Server::from_listener(listener, None)?);
     let addr = server
         .server_addr()
@@ -370,12 +396,58 @@ pub fn redact(url: &str) -> String {
 /// Largest request body read (a login form); a larger one is refused with 413.
 const MAX_BODY: usize = 16 * 1024;
 
-/// Workers never wait for a request body. tiny_http has no socket timeouts, and a
-/// request whose body has not fully arrived blocks whoever reads it — or drops it,
-/// since dropping reads the rest. So a request with a body is read and answered on
-/// a thread of its own: a client that sends its body slowly (or never) holds only
-/// that thread (tiny_http already keeps one per connection), and every worker stays
-/// free for the next request.
+/// How long a client may stall a read or write (socket timeouts on every
+/// connection), so no thread waits on one forever.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Threads that answer 503 to requests past `--max-uploads`.
+const REFUSERS: usize = 4;
+
+/// Answers 503 (Retry-After) to a request whose body is pending, on a small fixed
+/// pool: dropping a request whose body has not arrived reads the rest (each stalled
+/// read up to CLIENT_TIMEOUT), which no worker must wait for.
+fn refuse_later(request: Request) {
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::sync::{Mutex, OnceLock};
+    static QUEUE: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+    let tx = QUEUE.get_or_init(|| {
+        let (tx, rx) = channel::<Request>();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..REFUSERS {
+            let rx: Arc<Mutex<Receiver<Request>>> = Arc::clone(&rx);
+            let _ = std::thread::Builder::new()
+                .name("refuser".into())
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(request) = next else { return };
+                        println!("{} {} 503 0.0ms", request.method(), request.url());
+                        let busy = text(
+                            503,
+                            "text/plain; charset=utf-8",
+                            "too many uploads at once\n".into(),
+                        )
+                        .with_header(header("Retry-After", "1"))
+                        .with_header(header("Connection", "close"));
+                        // Answered at once; the body's rest is read (and dropped) here.
+                        let _ = request.respond(busy);
+                    }
+                });
+        }
+        Mutex::new(tx)
+    });
+    let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(request);
+}
+
+/// Workers never wait for a request body. tiny_http reads nothing with a timeout of
+/// its own, and a request whose body has not fully arrived blocks whoever reads it
+/// — or drops it, since dropping reads the rest. So a request with a body is read
+/// and answered on a thread of its own: a client that sends its body slowly (or
+/// never) holds only that thread, for at most CLIENT_TIMEOUT per stalled read, and
+/// every worker stays free for the next request. At most `--max-uploads` such
+/// threads run; past that the request is answered 503 (Retry-After) by one of
+/// REFUSERS threads. (tiny_http itself keeps a thread per open connection; a
+/// production server belongs behind a reverse proxy that buffers request bodies.)
 fn dispatch(site: &Arc<Site>, request: Request) {
     // tiny_http reads a body of up to 1 KiB itself, before queueing the request; only
     // a larger, chunked or 100-continue body can still be on its way.
@@ -395,19 +467,40 @@ fn dispatch(site: &Arc<Site>, request: Request) {
         serve(site, request, body);
         return;
     }
+    use std::sync::atomic::Ordering;
+    if site.uploads.fetch_add(1, Ordering::AcqRel) >= site.max_uploads {
+        site.uploads.fetch_sub(1, Ordering::AcqRel);
+        refuse_later(request);
+        return;
+    }
+    let site_for_error = Arc::clone(site);
     let site = Arc::clone(site);
-    std::thread::spawn(move || {
-        let mut request = request;
-        let mut body = Vec::new();
-        let read = request
-            .as_reader()
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut body);
-        if read.is_err() {
-            return; // the client went away
-        }
-        serve(&site, request, body);
-    });
+    let spawned = std::thread::Builder::new()
+        .name("body-reader".into())
+        .spawn(move || {
+            struct Release<'a>(&'a Site);
+            impl Drop for Release<'_> {
+                fn drop(&mut self) {
+                    self.0
+                        .uploads
+                        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                }
+            }
+            let _release = Release(&site);
+            let mut request = request;
+            let mut body = Vec::new();
+            let read = request
+                .as_reader()
+                .take(MAX_BODY as u64 + 1)
+                .read_to_end(&mut body);
+            if read.is_err() {
+                return; // the client went away or stalled past CLIENT_TIMEOUT
+            }
+            serve(&site, request, body);
+        });
+    if spawned.is_err() {
+        site_for_error.uploads.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn serve(site: &Site, request: Request, body: Vec<u8>) {
@@ -432,6 +525,13 @@ fn serve(site: &Site, request: Request, body: Vec<u8>) {
                 .with_header(header("Vary", "Cookie"))
         }
     };
+    // Every answer: no MIME sniffing, no framing by other sites (clickjacking), and
+    // never stored by a shared cache (pages are made from the session).
+    let response = response
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header("Content-Security-Policy", "frame-ancestors 'none'"))
+        .with_header(header("X-Frame-Options", "DENY"))
+        .with_header(header("Cache-Control", "private, no-store"));
     // Logged before the answer goes out, so a client that has its answer can count
     // on the line (the time is the handling time, not the transmission).
     println!(
@@ -631,7 +731,8 @@ fn route(
                     reply.with_header(header(
                         "Set-Cookie",
                         &format!(
-                            "visits={visits}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+                            "visits={visits}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+                            if site.https { "; Secure" } else { "" }
                         ),
                     ))
                 } else {

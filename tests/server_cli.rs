@@ -406,3 +406,131 @@ fn cross_origin_state_changes_are_refused_login_csrf_included() -> TestResult {
     assert_eq!(cart.body_mut().read_to_string()?.trim(), r#"{"apple":2}"#);
     Ok(())
 }
+
+/// Under `--secure` every cookie the server sets is `Secure`, the anonymous
+/// visitor's `visits` counter included; every answer carries nosniff, a
+/// frame-ancestors policy and `Cache-Control: private`.
+#[test]
+fn visits_cookie_is_secure_and_every_answer_carries_the_safety_headers() -> TestResult {
+    let server = Server::start(&["--secure"], &[]);
+    let agent = Server::agent();
+    let resp = agent.get(format!("{}/", server.base)).call()?;
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("visits=")),
+        "{cookies:?}"
+    );
+    for c in &cookies {
+        assert!(c.contains("; Secure"), "not Secure under --secure: {c}");
+    }
+    let plain = Server::start(&[], &[]);
+    let resp = agent.get(format!("{}/", plain.base)).call()?;
+    let visits = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()?
+        .to_owned();
+    assert!(!visits.contains("Secure"), "{visits}");
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/me"),
+        ("GET", "/cart"),
+        ("GET", "/nope"),
+        ("POST", "/login"),
+    ] {
+        let resp = match method {
+            "GET" => agent.get(format!("{}{path}", plain.base)).call()?,
+            _ => agent
+                .post(format!("{}{path}", plain.base))
+                .send_form([("user", "ada")])?,
+        };
+        let h = |n: &str| {
+            resp.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(h("x-content-type-options"), "nosniff", "{method} {path}");
+        assert!(
+            h("content-security-policy").contains("frame-ancestors 'none'"),
+            "{method} {path}"
+        );
+        assert!(h("cache-control").contains("private"), "{method} {path}");
+    }
+    Ok(())
+}
+
+/// Requests whose bodies never arrive hold at most `--max-uploads` body-reader
+/// threads; past that they are answered 503 at once, and the workers keep answering
+/// pages. (tiny_http hands the server only as many requests as it has connection
+/// threads, at least 4, so the limit is set below that here.)
+#[test]
+fn stalled_uploads_hold_a_bounded_number_of_threads() -> TestResult {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let server = Server::start(&["--threads", "2", "--max-uploads", "2"], &[]);
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let pid = server.child.id();
+    let body_readers = || -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "body-reader")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut sock = std::net::TcpStream::connect(&host)?;
+        write!(
+            sock,
+            "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 100000\r\n\r\nuser=a"
+        )?;
+        stalled.push(sock);
+    }
+    // Connections past the limit are answered 503 without their body.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused = 0;
+    while refused < 2 && Instant::now() < deadline {
+        for sock in &mut stalled {
+            sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let mut head = [0u8; 12];
+            if std::io::Read::read_exact(sock, &mut head).is_ok() {
+                assert_eq!(&head, b"HTTP/1.1 503", "{}", String::from_utf8_lossy(&head));
+                refused += 1;
+            }
+        }
+    }
+    let readers = body_readers();
+    eprintln!("stalled uploads: 6 connections, {readers} body-reader threads, {refused} refused");
+    assert_eq!(
+        readers, 2,
+        "body-reader threads for 6 stalled uploads, limit 2"
+    );
+    assert!(
+        refused >= 2,
+        "uploads past the limit were refused ({refused})"
+    );
+    // Pages are still answered.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let resp = agent.get(format!("{}/", server.base)).call()?;
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(stalled);
+    Ok(())
+}

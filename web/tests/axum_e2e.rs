@@ -246,3 +246,59 @@ fn a_bad_store_url_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open store nosuch://x"), "{err}");
 }
+
+/// Cross-site form posts are refused (login CSRF: another site logging the visitor
+/// into an attacker's account), same-site ones pass, and every answer carries
+/// nosniff, a frame-ancestors policy and `Cache-Control: private`.
+#[test]
+fn cross_site_posts_are_refused_and_pages_carry_the_safety_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start(&format!("file://{}", tmp.path().join("s").display()));
+    let base = &server.base;
+    let host = base.strip_prefix("http://").unwrap();
+    let a = agent();
+    let login = |origin: Option<&str>, referer: Option<&str>| {
+        let mut req = a.post(format!("{base}/login"));
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        if let Some(r) = referer {
+            req = req.header("Referer", r);
+        }
+        let r = req.send_form([("user", "mallory")]).unwrap();
+        (r.status().as_u16(), set_cookie(&r))
+    };
+    for (origin, referer) in [
+        (Some("https://evil.example"), None),
+        (Some("null"), None),
+        (None, Some("https://evil.example/page")),
+        (Some(&*format!("http://{host}.evil.example")), None),
+    ] {
+        let (status, cookie) = login(origin, referer);
+        assert_eq!(status, 403, "Origin {origin:?} Referer {referer:?}");
+        assert_eq!(cookie, None, "a refused login sets no cookie");
+    }
+    let own = format!("http://{host}");
+    let (status, cookie) = login(Some(&own), None);
+    assert_eq!(status, 303, "a same-origin login");
+    assert!(cookie.is_some());
+    let (status, _) = login(None, Some(&format!("{own}/")));
+    assert_eq!(status, 303, "a same-origin Referer");
+    for path in ["/", "/me", "/cart"] {
+        let r = a.get(format!("{base}{path}")).call().unwrap();
+        let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            h("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(
+            h("content-security-policy").is_some_and(|v| v.contains("frame-ancestors 'none'")),
+            "{path}"
+        );
+        assert!(
+            h("cache-control").is_some_and(|v| v.contains("private")),
+            "{path}"
+        );
+    }
+}
