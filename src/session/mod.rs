@@ -741,22 +741,20 @@ impl<S: Store> Sessions<S> {
             return outcome(Some(self.cookie(session, ttl)));
         };
         let key = self.store_key(&stored_id);
-        if !session.modified {
-            if !self.refresh_due(session) {
-                return outcome(None);
+        if !session.modified && !self.refresh_due(session) {
+            return outcome(None);
+        }
+        // Flask-Session's records hold no write time: only the expiry slides, on
+        // every request, as Flask-Session does. Otherwise an unchanged record due for
+        // a refresh is rewritten with its new write time (below), so the next
+        // requests know the expiry has slid.
+        #[cfg(feature = "flask")]
+        if !session.modified && self.config.flask.is_some() {
+            if !self.store.touch(&key, ttl)? {
+                return self.gone(session, false, vary_cookie);
             }
-            // Flask-Session's records hold no write time: only the expiry slides,
-            // on every request, as Flask-Session does.
-            #[cfg(feature = "flask")]
-            if self.config.flask.is_some() {
-                if !self.store.touch(&key, ttl)? {
-                    return self.gone(session, false, vary_cookie);
-                }
-                let resend = session.permanent;
-                return outcome(resend.then(|| self.cookie(session, ttl)));
-            }
-            // Otherwise the record is rewritten with its new write time (below), so
-            // the next requests know the expiry has slid.
+            let resend = session.permanent;
+            return outcome(resend.then(|| self.cookie(session, ttl)));
         }
         let now = self.now();
         let permanent = session.permanent_changed.then_some(session.permanent);

@@ -68,6 +68,11 @@ async fn logout(session: Session) -> HttpResponse {
 }
 
 fn start(store: Arc<dyn Store>) -> Server {
+    start_gated(store, None)
+}
+
+/// The app on 127.0.0.1; with a gate, `/slow` waits at it (see `slow`).
+fn start_gated(store: Arc<dyn Store>, gate: Option<Gate>) -> Server {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -82,12 +87,16 @@ fn start(store: Arc<dyn Store>) -> Server {
                                 .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
                         )
                         .build();
-                App::new()
-                    .wrap(middleware)
+                let mut app = App::new();
+                if let Some(gate) = &gate {
+                    app = app.app_data(web::Data::new(gate.clone()));
+                }
+                app.wrap(middleware)
                     .route("/login", web::post().to(login))
                     .route("/me", web::get().to(me))
                     .route("/count", web::post().to(count))
                     .route("/peek", web::get().to(peek))
+                    .route("/slow", web::post().to(slow))
                     .route("/logout", web::post().to(logout))
             })
             .workers(2)
@@ -315,41 +324,6 @@ async fn slow(gate: web::Data<Gate>, session: Session) -> HttpResponse {
     HttpResponse::Ok().body("slow done")
 }
 
-fn start_gated(store: Arc<dyn Store>, gate: Gate) -> Server {
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let key = Key::generate();
-            let server = HttpServer::new(move || {
-                let middleware =
-                    SessionMiddleware::builder(ActixStore::from_arc(store.clone()), key.clone())
-                        .cookie_secure(false)
-                        .build();
-                App::new()
-                    .app_data(web::Data::new(gate.clone()))
-                    .wrap(middleware)
-                    .route("/login", web::post().to(login))
-                    .route("/me", web::get().to(me))
-                    .route("/slow", web::post().to(slow))
-                    .route("/logout", web::post().to(logout))
-            })
-            .workers(2)
-            .bind(("127.0.0.1", 0))
-            .unwrap();
-            let addr = server.addrs()[0];
-            let server = server.run();
-            tx.send((addr, server.handle())).unwrap();
-            let _ = server.await;
-        });
-    });
-    let (addr, handle) = rx.recv().unwrap();
-    Server {
-        base: format!("http://{addr}"),
-        handle,
-        thread: Some(thread),
-    }
-}
-
 /// A request that loaded the session before another request's logout, and saves
 /// after it, does not bring the session back: not under its key, not under a new
 /// one (the logout left a tombstone the adapter's `update` respects).
@@ -365,7 +339,7 @@ fn actix_session_a_save_after_a_logout_does_not_bring_the_session_back() {
             entered: Arc::new(std::sync::Mutex::new(entered_tx)),
             release: Arc::new(tokio::sync::Notify::new()),
         };
-        let server = start_gated(store, gate.clone());
+        let server = start_gated(store, Some(gate.clone()));
         let base = server.base.clone();
         let a = agent();
         let (_, sc, _) = call(&a, "POST", &format!("{base}/login?user=ann"), "");
