@@ -37,7 +37,7 @@ LAYERS = [
     (5, ["store::pool", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),
     (6, ["session::id", "session::config", "session"]),
-    (7, ["adapters::tower", "adapters::actix", "adapters"]),
+    (7, ["adapters::tower", "adapters::actix", "adapters::axum", "adapters"]),
     (8, ["lib"]),
 ]
 

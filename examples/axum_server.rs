@@ -1,102 +1,42 @@
-//! The session demo of `examples/server.rs` on axum, with tower-sessions over an
-//! fscache store (feature `tower-sessions`): visit counter, login with a new session
-//! id, cart, and logout that deletes the record and expires the cookie.
+//! The session demo of `examples/server.rs` on axum, with fscache's own session
+//! layer (`fscache::axum`, feature `axum`) over any fscache store: visit counter,
+//! login with a new session id, cart, and logout that deletes the record and
+//! expires the cookie.
 //!
 //! ```text
 //! cargo run --release -p fscache-web --bin axum-server -- --bind 127.0.0.1:8081
 //! cargo run --release -p fscache-web --bin axum-server --features engines -- --store redis://127.0.0.1/
 //! ```
 //!
-//! tower-sessions saves whole records, so two requests that change one session at
-//! once keep only the last save (the visit counter shows it). The cart does not
-//! lose items: it lives in a record of its own, changed with fscache's
-//! `Store::update`, the merge `fscache::session::Sessions` uses for every save.
+//! Each page is one session load and at most one save. The visit counter and the
+//! cart change through `Session::update`, which the save replays on the stored
+//! record: concurrent requests of one session never lose each other's changes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Form, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use fscache::Store;
-use fscache::store::Merge;
-use fscache::tower_sessions::TowerStore;
+use fscache::axum::{Session, SessionLayer, StoreCalls};
+use fscache::session::{SessionConfig, Sessions};
 use serde::Deserialize;
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 type Cart = BTreeMap<String, u64>;
 
 /// Session lifetime: 7 days after the last request.
-const LIFETIME_DAYS: i64 = 7;
+const LIFETIME_DAYS: u64 = 7;
+
+/// Handlers answer a failed store call with 503 (`fscache::Error` is a response).
+type Page<T> = Result<T, fscache::Error>;
 
 #[derive(Clone)]
 struct App {
-    store: Arc<dyn Store>,
     url: String,
-}
-
-/// An error page: the store failed.
-struct Failed(String);
-
-impl IntoResponse for Failed {
-    fn into_response(self) -> Response {
-        eprintln!("axum-server: {}", self.0);
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "session store unavailable\n",
-        )
-            .into_response()
-    }
-}
-
-impl From<tower_sessions::session::Error> for Failed {
-    fn from(e: tower_sessions::session::Error) -> Self {
-        Failed(e.to_string())
-    }
-}
-
-impl From<fscache::Error> for Failed {
-    fn from(e: fscache::Error) -> Self {
-        Failed(e.report())
-    }
-}
-
-/// The key of a session's cart record: a random token kept in the session, so the
-/// cart survives the id change at login. (A session whose very first requests are
-/// concurrent adds could make two tokens; pages and login make it first.)
-async fn cart_key(session: &Session, create: bool) -> Result<Option<String>, Failed> {
-    if let Some(token) = session.get::<String>("cart_token").await? {
-        return Ok(Some(format!(
-            "cart:{}",
-            blake3::hash(token.as_bytes()).to_hex()
-        )));
-    }
-    if !create {
-        return Ok(None);
-    }
-    let token = fscache::session::new_id()?;
-    session.insert("cart_token", &token).await?;
-    Ok(Some(format!(
-        "cart:{}",
-        blake3::hash(token.as_bytes()).to_hex()
-    )))
-}
-
-async fn load_cart(app: &App, session: &Session) -> Result<Cart, Failed> {
-    let Some(key) = cart_key(session, false).await? else {
-        return Ok(Cart::new());
-    };
-    let store = Arc::clone(&app.store);
-    let found = tokio::task::spawn_blocking(move || store.load(&key))
-        .await
-        .map_err(|e| Failed(e.to_string()))??;
-    Ok(found
-        .and_then(|v| serde_json::from_slice(&v.value).ok())
-        .unwrap_or_default())
 }
 
 /// Whether a state-changing request comes from this site's own pages: its `Origin`
@@ -155,18 +95,13 @@ async fn guard(req: Request, next: Next) -> Response {
     resp
 }
 
-fn lifetime() -> std::time::Duration {
-    std::time::Duration::from_secs(LIFETIME_DAYS as u64 * 86_400)
-}
-
-async fn index(State(app): State<App>, session: Session) -> Result<Html<String>, Failed> {
-    let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
-    session.insert("visits", visits).await?;
-    // The cart's token is made on a session's first page, not by its first add: two
-    // first adds at once would each make one, and one cart would be lost.
-    cart_key(&session, true).await?;
+async fn index(State(app): State<App>, session: Session) -> Page<Html<String>> {
+    let visits = session
+        .update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+        .await?
+        .unwrap_or(0);
     let user = session.get::<String>("user").await?;
-    let cart = load_cart(&app, &session).await?;
+    let cart = session.get::<Cart>("cart").await?.unwrap_or_default();
     Ok(Html(page(&app, visits, user.as_deref(), &cart)))
 }
 
@@ -175,19 +110,18 @@ struct Login {
     user: String,
 }
 
-async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Failed> {
+async fn login(session: Session, Form(form): Form<Login>) -> Page<Response> {
     let user = form.user.trim();
     if user.is_empty() || user.len() > 64 {
         return Ok((StatusCode::BAD_REQUEST, "user must be 1 to 64 bytes\n").into_response());
     }
     // New id on login: a session id seen before login is worthless after it.
-    session.cycle_id().await?;
+    session.regenerate().await?;
     session.insert("user", user).await?;
-    cart_key(&session, true).await?;
     Ok(Redirect::to("/").into_response())
 }
 
-async fn me(session: Session) -> Result<Response, Failed> {
+async fn me(session: Session) -> Page<Response> {
     Ok(match session.get::<String>("user").await? {
         Some(user) => Json(serde_json::json!({ "user": user })).into_response(),
         None => (
@@ -198,37 +132,23 @@ async fn me(session: Session) -> Result<Response, Failed> {
     })
 }
 
-async fn logout(State(app): State<App>, session: Session) -> Result<Redirect, Failed> {
-    if let Some(key) = cart_key(&session, false).await? {
-        let store = Arc::clone(&app.store);
-        tokio::task::spawn_blocking(move || store.remove(&key))
-            .await
-            .map_err(|e| Failed(e.to_string()))??;
-    }
-    // Deletes the record; tower-sessions then expires the cookie.
-    session.flush().await?;
+async fn logout(session: Session) -> Page<Redirect> {
+    // Deletes the record (the cart with it) and expires the cookie; a request that
+    // loaded the session before cannot bring it back.
+    session.destroy().await?;
     Ok(Redirect::to("/"))
 }
 
-async fn cart(State(app): State<App>, session: Session) -> Result<Json<Cart>, Failed> {
-    Ok(Json(load_cart(&app, &session).await?))
+async fn cart(session: Session) -> Page<Json<Cart>> {
+    Ok(Json(session.get::<Cart>("cart").await?.unwrap_or_default()))
 }
 
-async fn cart_clear(State(app): State<App>, session: Session) -> Result<Json<Cart>, Failed> {
-    if let Some(key) = cart_key(&session, false).await? {
-        let store = Arc::clone(&app.store);
-        tokio::task::spawn_blocking(move || store.remove(&key))
-            .await
-            .map_err(|e| Failed(e.to_string()))??;
-    }
+async fn cart_clear(session: Session) -> Page<Json<Cart>> {
+    session.remove("cart").await?;
     Ok(Json(Cart::new()))
 }
 
-async fn cart_add(
-    State(app): State<App>,
-    session: Session,
-    Path(item): Path<String>,
-) -> Result<Response, Failed> {
+async fn cart_add(session: Session, Path(item): Path<String>) -> Page<Response> {
     if item.is_empty()
         || item.len() > 64
         || !item
@@ -241,25 +161,14 @@ async fn cart_add(
         )
             .into_response());
     }
-    let key = cart_key(&session, true).await?.expect("created");
-    let store = Arc::clone(&app.store);
-    // One merge under the store's lock (or a compare-and-set loop on the engines
-    // without one): concurrent adds to one cart all count.
-    let stored = tokio::task::spawn_blocking(move || {
-        store.update(&key, lifetime(), &mut |current| {
-            let mut cart: Cart = current
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
+    // Replayed on the stored cart at save: concurrent adds to one cart all count.
+    let cart = session
+        .update("cart", move |cart: Option<Cart>| {
+            let mut cart = cart.unwrap_or_default();
             *cart.entry(item.clone()).or_default() += 1;
-            Ok(Merge::Put(
-                serde_json::to_vec(&cart).map_err(fscache::Error::callback)?,
-            ))
+            Some(cart)
         })
-    })
-    .await
-    .map_err(|e| Failed(e.to_string()))??;
-    let cart: Cart = stored
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .await?
         .unwrap_or_default();
     Ok(Json(cart).into_response())
 }
@@ -295,7 +204,7 @@ fn page(app: &App, visits: u64, user: Option<&str>, cart: &Cart) -> String {
          <title>fscache sessions (axum)</title><style>{STYLE}</style>\
          <h1>fscache session demo (axum)</h1>\
          <p class=note>Your session lives on this server, in <code>{url}</code> \
-         (tower-sessions over fscache); your browser holds only a random id in the \
+         (fscache's session layer); your browser holds only a random id in the \
          <code>id</code> cookie.<br>It expires {LIFETIME_DAYS} days after your last \
          request; logging out deletes it at once.</p>\
          <p>You have visited this page <b>{visits}</b> time(s).</p>{who}\
@@ -316,6 +225,7 @@ struct Args {
     bind: SocketAddr,
     store: String,
     secure: bool,
+    store_calls: StoreCalls,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -323,6 +233,7 @@ fn parse_args() -> Result<Args, String> {
         bind: "127.0.0.1:8081".parse().expect("literal"),
         store: std::env::var("FSCACHE_STORE").unwrap_or_else(|_| "file://./axum-sessions".into()),
         secure: false,
+        store_calls: StoreCalls::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -331,11 +242,25 @@ fn parse_args() -> Result<Args, String> {
             "--bind" => args.bind = value()?.parse().map_err(|e| format!("--bind: {e}"))?,
             "--store" => args.store = value()?,
             "--secure" => args.secure = true,
+            "--store-calls" => {
+                args.store_calls = match value()?.as_str() {
+                    "auto" => StoreCalls::Auto,
+                    "inline" => StoreCalls::Inline,
+                    "blocking" => StoreCalls::Blocking,
+                    other => {
+                        return Err(format!(
+                            "--store-calls: {other:?} is not auto, inline or blocking"
+                        ));
+                    }
+                }
+            }
             "-h" | "--help" => {
                 println!(
-                    "axum-server [--bind ADDR] [--store URL] [--secure]\n\
-                     The fscache session demo on axum + tower-sessions. --store (or \
-                     FSCACHE_STORE) is any fscache store URL; default file://./axum-sessions."
+                    "axum-server [--bind ADDR] [--store URL] [--secure] [--store-calls auto|inline|blocking]\n\
+                     The fscache session demo on axum with fscache's session layer. --store (or \
+                     FSCACHE_STORE) is any fscache store URL; default file://./axum-sessions. \
+                     --store-calls: where store calls run (default auto: inline for file://, \
+                     the blocking pool for the engines)."
                 );
                 std::process::exit(0);
             }
@@ -354,18 +279,25 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let store: Arc<dyn Store> = match fscache::store::open(&args.store) {
-        Ok(s) => Arc::from(s),
+    let store = match fscache::store::open(&args.store) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("axum-server: cannot open store {}: {e}", args.store);
             std::process::exit(1);
         }
     };
-    let layer = SessionManagerLayer::new(TowerStore::from_arc(Arc::clone(&store)))
-        .with_secure(args.secure)
-        .with_expiry(Expiry::OnInactivity(time::Duration::days(LIFETIME_DAYS)));
+    let config = SessionConfig::default()
+        .cookie_name("id")
+        .lifetime(Duration::from_secs(LIFETIME_DAYS * 86_400))
+        .secure(args.secure);
+    let sessions = match Sessions::new(store, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("axum-server: {e}");
+            std::process::exit(2);
+        }
+    };
     let app = App {
-        store,
         url: args.store.clone(),
     };
     let router = Router::new()
@@ -376,7 +308,7 @@ async fn main() {
         .route("/cart", get(cart))
         .route("/cart/clear", post(cart_clear))
         .route("/cart/add/{item}", post(cart_add))
-        .layer(layer)
+        .layer(SessionLayer::with_store_calls(sessions, args.store_calls))
         .layer(middleware::from_fn(guard))
         .with_state(app);
     let listener = match tokio::net::TcpListener::bind(args.bind).await {

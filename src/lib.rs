@@ -217,8 +217,10 @@ unix! {
     #[cfg(feature = "flask")]
     pub mod flask;
     pub mod store;
-    #[cfg(any(feature = "tower-sessions", feature = "actix"))]
+    #[cfg(any(feature = "tower-sessions", feature = "actix", feature = "axum"))]
     mod adapters;
+    #[cfg(feature = "axum")]
+    pub use adapters::axum;
     #[cfg(feature = "tower-sessions")]
     pub use adapters::tower as tower_sessions;
     #[cfg(feature = "actix")]

@@ -29,6 +29,7 @@ struct Plan {
 pub struct Faulty<S> {
     inner: S,
     plan: Mutex<Plan>,
+    calls: Mutex<Vec<&'static str>>,
 }
 
 impl<S: Store> Faulty<S> {
@@ -36,6 +37,7 @@ impl<S: Store> Faulty<S> {
         Faulty {
             inner,
             plan: Mutex::new(Plan::default()),
+            calls: Mutex::new(Vec::new()),
         }
     }
 
@@ -53,6 +55,11 @@ impl<S: Store> Faulty<S> {
     /// The calls that failed since the last `fail_next`.
     pub fn failed(&self) -> Vec<&'static str> {
         self.plan.lock().unwrap().failed.clone()
+    }
+
+    /// The calls made since the last `take_calls` (cleanup excepted), in order.
+    pub fn take_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
     }
 
     pub fn inner(&self) -> &S {
@@ -78,6 +85,7 @@ impl<S: Store> Faulty<S> {
                 std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected fault"),
             )
         };
+        self.calls.lock().unwrap().push(op);
         match self.strike(op) {
             None => f(),
             Some(When::Before) => Err(injected()),

@@ -1,0 +1,467 @@
+//! fscache's own sessions as a tower layer and an axum extractor (feature `axum`):
+//! the semantics of [`Sessions`] — key-level merges, replayed
+//! [`update`](Session::update)s, logouts that stay logouts, a new id at login — for
+//! async apps.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use fscache::axum::{Session, SessionLayer};
+//! use fscache::session::{SessionConfig, Sessions};
+//!
+//! async fn page(session: Session) -> Result<String, fscache::Error> {
+//!     // Replayed on the stored value at save: concurrent bumps all count.
+//!     let visits = session.update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1)).await?;
+//!     Ok(format!("visit {}", visits.unwrap_or(0)))
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // The file cache, or any store URL (redis://, postgres://, sqlite://, memcache://).
+//! let store = fscache::store::open("file://./sessions")?;
+//! let sessions = Sessions::new(store, SessionConfig::default().cookie_name("id"))?;
+//! let app: Router = Router::new()
+//!     .route("/", get(page))
+//!     .layer(SessionLayer::new(sessions));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a request costs
+//! The session is loaded on a handler's first use of [`Session`] (one store call)
+//! and saved after the handler's response is made (one store call when it changed,
+//! or when its expiry is due to slide; none otherwise): a request that never uses
+//! it costs no store call, and one that only reads it costs one. The `Set-Cookie`
+//! and `Vary: Cookie` headers of [`Sessions::save`] are added to the response.
+//!
+//! # Guarantees
+//! Those of [`Sessions::save`], on every store: two concurrent requests changing
+//! different keys both keep their change; [`Session::update`] closures are replayed
+//! on the stored value, so concurrent counter bumps and cart additions all count;
+//! a [`destroy`](Session::destroy) is never undone by a request that loaded the
+//! session before it; [`regenerate`](Session::regenerate) deletes the old id. A
+//! save that fails with a retryable error ([`Error::is_retryable`]) is retried
+//! once (saves are retry-safe); if it still fails, the response becomes `503
+//! Service Unavailable` (`500` for other errors) and the handler's response is
+//! dropped, so a client never sees a success whose change was not stored.
+//!
+//! # Where store calls run
+//! [`StoreCalls`]: on tokio's blocking pool for network engines, inline on the
+//! async worker for the file store (a load or save there is a handful of small
+//! syscalls, cheaper than the hop to another thread; see BENCHMARKS.md).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ::axum_core::extract::FromRequestParts;
+use ::axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderValue, Request, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::session::{self, SaveOutcome, Sessions};
+use crate::store::Store;
+
+/// Where the layer runs its store calls (a session's load and save).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreCalls {
+    /// Inline for the file store, on the blocking pool for every other engine.
+    #[default]
+    Auto,
+    /// On the async worker thread itself: no thread hop, but the worker waits
+    /// for the call. Right for calls of a few microseconds (the file store).
+    Inline,
+    /// On tokio's blocking pool (`spawn_blocking`): the worker is free while a
+    /// network round trip or a lock wait lasts.
+    Blocking,
+}
+
+struct Shared<S: Store> {
+    sessions: Sessions<S>,
+    inline: bool,
+}
+
+impl<S: Store + 'static> Shared<S> {
+    /// Runs a store call where [`StoreCalls`] says.
+    async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Sessions<S>) -> Result<T> + Send + 'static,
+    {
+        if self.inline {
+            return f(&self.sessions);
+        }
+        let shared = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || f(&shared.sessions)).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::callback(std::io::Error::other(format!(
+                "the blocking session task failed: {e}"
+            )))),
+        }
+    }
+
+    /// Saves `session`, retrying once after a retryable error.
+    async fn save(self: &Arc<Self>, session: session::Session) -> Result<SaveOutcome> {
+        let mut session = session;
+        let mut retried = false;
+        loop {
+            let (back, result) = self
+                .run(move |sessions| {
+                    let result = sessions.save(&mut session);
+                    Ok((session, result))
+                })
+                .await?;
+            session = back;
+            match result {
+                Err(e) if e.is_retryable() && !retried => {
+                    log::warn!("fscache: a session save failed ({e}); retrying once");
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The tower [`Layer`](tower_layer::Layer) that gives handlers a [`Session`].
+pub struct SessionLayer<S: Store> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Store> Clone for SessionLayer<S> {
+    fn clone(&self) -> Self {
+        SessionLayer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for SessionLayer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("engine", &self.shared.sessions.store().engine())
+            .field("inline", &self.shared.inline)
+            .finish()
+    }
+}
+
+impl<S: Store + 'static> SessionLayer<S> {
+    /// The layer over `sessions` (any store, any [`SessionConfig`](crate::session::SessionConfig)),
+    /// with [`StoreCalls::Auto`].
+    pub fn new(sessions: Sessions<S>) -> Self {
+        SessionLayer::with_store_calls(sessions, StoreCalls::Auto)
+    }
+
+    /// The layer, with store calls run where `calls` says.
+    pub fn with_store_calls(sessions: Sessions<S>, calls: StoreCalls) -> Self {
+        let inline = match calls {
+            StoreCalls::Auto => sessions.store().engine() == "file",
+            StoreCalls::Inline => true,
+            StoreCalls::Blocking => false,
+        };
+        SessionLayer {
+            shared: Arc::new(Shared { sessions, inline }),
+        }
+    }
+
+    /// The sessions this layer loads and saves.
+    pub fn sessions(&self) -> &Sessions<S> {
+        &self.shared.sessions
+    }
+}
+
+impl<I, S: Store> tower_layer::Layer<I> for SessionLayer<S> {
+    type Service = SessionService<I, S>;
+
+    fn layer(&self, inner: I) -> Self::Service {
+        SessionService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an app.
+pub struct SessionService<I, S: Store> {
+    inner: I,
+    shared: Arc<Shared<S>>,
+}
+
+impl<I: Clone, S: Store> Clone for SessionService<I, S> {
+    fn clone(&self) -> Self {
+        SessionService {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<I, S, B> tower_service::Service<Request<B>> for SessionService<I, S>
+where
+    I: tower_service::Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    I::Future: Send + 'static,
+    S: Store + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = I::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, I::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let cookie = cookie_header(req.headers());
+        let handle = Session {
+            inner: Arc::new(Handle {
+                shared: Arc::clone(&self.shared) as Arc<dyn Backend>,
+                cookie,
+                slot: tokio::sync::Mutex::new(None),
+            }),
+        };
+        req.extensions_mut().insert(handle.clone());
+        // The clone that was made ready by poll_ready is the one that serves.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let mut resp = inner.call(req).await?;
+            let loaded = handle.inner.slot.lock().await.take();
+            let Some(session) = loaded else {
+                return Ok(resp);
+            };
+            match shared.save(session).await {
+                Ok(outcome) => apply(&mut resp, outcome),
+                Err(e) => {
+                    log::error!("fscache: session not saved: {}", e.report());
+                    resp = e.into_response();
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// All the request's `Cookie` headers as one (HTTP/2 may send several).
+fn cookie_header(headers: &http::HeaderMap) -> Option<String> {
+    let mut joined: Option<String> = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        match &mut joined {
+            Some(j) => {
+                j.push_str("; ");
+                j.push_str(value);
+            }
+            None => joined = Some(value.to_owned()),
+        }
+    }
+    joined
+}
+
+fn apply(resp: &mut Response, outcome: SaveOutcome) {
+    if let Some(cookie) = outcome.set_cookie {
+        match HeaderValue::from_str(&cookie) {
+            Ok(v) => {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            // The cookie crate never writes bytes a header cannot hold.
+            Err(e) => log::error!("fscache: a Set-Cookie value is not a header value: {e}"),
+        }
+    }
+    if outcome.vary_cookie {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("cookie"));
+    }
+}
+
+/// The layer's shared state with its store type erased, so [`Session`] has none.
+trait Backend: Send + Sync {
+    fn load(
+        self: Arc<Self>,
+        cookie: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<session::Session>> + Send>>;
+}
+
+impl<S: Store + 'static> Backend for Shared<S> {
+    fn load(
+        self: Arc<Self>,
+        cookie: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<session::Session>> + Send>> {
+        Box::pin(async move {
+            self.run(move |sessions| sessions.load(cookie.as_deref()))
+                .await
+        })
+    }
+}
+
+struct Handle {
+    shared: Arc<dyn Backend>,
+    cookie: Option<String>,
+    /// The request's session, loaded on first use; taken by the save.
+    slot: tokio::sync::Mutex<Option<session::Session>>,
+}
+
+/// A request's session: the axum extractor of [`SessionLayer`]. Cheap to clone
+/// (clones share one session).
+///
+/// Every method loads the session on first use (one store call) and then works on
+/// the request's own copy; the changes are merged into the stored record after the
+/// handler returns (see [`Sessions::save`]). Methods wait only for that first
+/// load. For anything not listed here, [`with`](Session::with) hands out the
+/// [`fscache::session::Session`](crate::session::Session) itself.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Runs `f` on the request's session, loading it first if this is its first
+    /// use.
+    ///
+    /// # Errors
+    /// The load's store errors (the next call tries the load again).
+    pub async fn with<R>(&self, f: impl FnOnce(&mut session::Session) -> R) -> Result<R> {
+        let mut slot = self.inner.slot.lock().await;
+        if slot.is_none() {
+            let backend = Arc::clone(&self.inner.shared);
+            *slot = Some(backend.load(self.inner.cookie.clone()).await?);
+        }
+        // Just filled, or filled before.
+        let session = slot.as_mut().ok_or_else(|| {
+            Error::callback(std::io::Error::other("fscache: session slot empty"))
+        })?;
+        Ok(f(session))
+    }
+
+    /// The value under `key`, if any (see [`session::Session::get`]).
+    ///
+    /// # Errors
+    /// The load's store errors; [`Error::Deserialize`] when the value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.with(|s| s.get(key)).await?
+    }
+
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    /// The load's store errors; [`Error::Serialize`].
+    pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.with(|s| s.insert(key, value)).await?
+    }
+
+    /// Removes `key`; whether it was there.
+    ///
+    /// # Errors
+    /// The load's store errors.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        self.with(|s| s.remove(key)).await
+    }
+
+    /// Sets `key` to `f(current)` now and again on the stored value at save, so
+    /// concurrent requests' updates all count (see [`session::Session::update`]).
+    ///
+    /// # Errors
+    /// The load's store errors; [`Error::Deserialize`] / [`Error::Serialize`].
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(Option<T>) -> Option<T> + Send + 'static,
+    {
+        self.with(|s| s.update(key, f)).await?
+    }
+
+    /// Removes every key.
+    ///
+    /// # Errors
+    /// The load's store errors.
+    pub async fn clear(&self) -> Result<()> {
+        self.with(|s| s.clear()).await
+    }
+
+    /// A new id for this session (call it at login): the save stores the session
+    /// under the new id, deletes the old one and sends the new cookie.
+    ///
+    /// # Errors
+    /// The load's store errors; the OS randomness source failing.
+    pub async fn regenerate(&self) -> Result<()> {
+        self.with(|s| s.regenerate()).await?
+    }
+
+    /// Ends the session (logout): the save deletes the record and expires the
+    /// cookie, and no request that loaded it earlier can bring it back.
+    ///
+    /// # Errors
+    /// The load's store errors.
+    pub async fn destroy(&self) -> Result<()> {
+        self.with(|s| s.destroy()).await
+    }
+
+    /// Makes the session permanent (a cookie with `Max-Age`) or not (a browser
+    /// session cookie).
+    ///
+    /// # Errors
+    /// The load's store errors.
+    pub async fn set_permanent(&self, permanent: bool) -> Result<()> {
+        self.with(|s| s.set_permanent(permanent)).await
+    }
+}
+
+/// Why the [`Session`] extractor failed: no [`SessionLayer`] wraps the route.
+#[derive(Debug)]
+pub struct MissingLayer;
+
+impl std::fmt::Display for MissingLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fscache::axum::Session used on a route without fscache::axum::SessionLayer")
+    }
+}
+
+impl std::error::Error for MissingLayer {}
+
+impl IntoResponse for MissingLayer {
+    fn into_response(self) -> Response {
+        log::error!("{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "session layer missing\n").into_response()
+    }
+}
+
+impl<St: Send + Sync> FromRequestParts<St> for Session {
+    type Rejection = MissingLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, MissingLayer> {
+        parts.extensions.get::<Session>().cloned().ok_or(MissingLayer)
+    }
+}
+
+/// An error as a response: `503 Service Unavailable` when the store failed
+/// (I/O, an engine, a lost race: a later request may succeed), `500 Internal
+/// Server Error` otherwise. The body is a short fixed text; the error itself is
+/// logged, never sent (it may name paths or hosts).
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Error::Io { .. } | Error::Lock { .. } | Error::Engine { .. } | Error::Conflict { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        log::error!("fscache: {}", self.report());
+        let body = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "session store unavailable\n"
+        } else {
+            "internal error\n"
+        };
+        (status, body).into_response()
+    }
+}

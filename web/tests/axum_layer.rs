@@ -1,0 +1,452 @@
+//! fscache's session layer for axum (`fscache::axum`) in a real axum server on
+//! 127.0.0.1, driven over HTTP: the interleavings its guarantees are about, forced
+//! with a gate in the app (a request loads and changes the session, then waits
+//! while another request runs to the end), on every store; the store calls a
+//! request costs; a save that fails once (retried) or twice (503); the cookie
+//! settings of `SessionConfig`.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use fscache::Store;
+use fscache::axum::{Session, SessionLayer, StoreCalls};
+use fscache::session::{SessionConfig, Sessions};
+use tokio::sync::Notify;
+use ureq::Agent;
+
+mod common;
+#[allow(dead_code)]
+#[path = "../../tests/common/faulty.rs"]
+mod faulty;
+
+use faulty::{Faulty, When};
+
+/// Where the slow request stops: it says it got there, then waits to be released.
+#[derive(Clone)]
+struct Gate {
+    entered: Arc<Mutex<mpsc::Sender<()>>>,
+    release: Arc<Notify>,
+}
+
+async fn login(session: Session) -> Result<&'static str, fscache::Error> {
+    session.regenerate().await?;
+    session.insert("user", "ann").await?;
+    Ok("ok")
+}
+
+async fn me(session: Session) -> Result<String, fscache::Error> {
+    Ok(session
+        .get::<String>("user")
+        .await?
+        .unwrap_or_else(|| "nobody".into()))
+}
+
+/// The session as JSON (every key).
+async fn dump(session: Session) -> Result<String, fscache::Error> {
+    session
+        .with(|s| {
+            let map: serde_json::Map<String, serde_json::Value> = s
+                .keys()
+                .map(|k| (k.to_owned(), s.get(k).unwrap().unwrap()))
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        })
+        .await
+}
+
+async fn set(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Result<&'static str, fscache::Error> {
+    session.insert(&key, &value).await?;
+    Ok("set")
+}
+
+async fn bump(session: Session, Path(key): Path<String>) -> Result<String, fscache::Error> {
+    let n = session
+        .update(&key, |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+        .await?;
+    Ok(n.unwrap_or(0).to_string())
+}
+
+/// Changes the session as `/set` or `/bump` would, then waits at the gate; the
+/// layer saves after.
+async fn slow(
+    State(gate): State<Gate>,
+    session: Session,
+    Path((op, key)): Path<(String, String)>,
+) -> Result<&'static str, fscache::Error> {
+    match op.as_str() {
+        "set" => session.insert(&key, "slow").await?,
+        _ => {
+            session
+                .update(&key, |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+                .await?;
+        }
+    }
+    gate.entered.lock().unwrap().send(()).unwrap();
+    gate.release.notified().await;
+    Ok("slow done")
+}
+
+async fn logout(session: Session) -> Result<&'static str, fscache::Error> {
+    session.destroy().await?;
+    Ok("bye")
+}
+
+async fn plain() -> &'static str {
+    "no session here"
+}
+
+fn agent() -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// An app with the layer over `sessions`, served on 127.0.0.1 by its own runtime.
+struct App {
+    base: String,
+    gate: Gate,
+    entered: mpsc::Receiver<()>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn serve<S: Store + 'static>(sessions: Sessions<S>, calls: StoreCalls) -> App {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let gate = Gate {
+        entered: Arc::new(Mutex::new(entered_tx)),
+        release: Arc::new(Notify::new()),
+    };
+    let app = Router::new()
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/dump", get(dump))
+        .route("/set/{key}/{value}", post(set))
+        .route("/bump/{key}", post(bump))
+        .route("/slow/{op}/{key}", post(slow))
+        .route("/logout", post(logout))
+        .route("/plain", get(plain))
+        .layer(SessionLayer::with_store_calls(sessions, calls))
+        .with_state(gate.clone());
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    App {
+        base,
+        gate,
+        entered,
+        runtime: Some(runtime),
+    }
+}
+
+/// A config whose keys no other test (or earlier run on a shared engine) uses.
+fn config() -> SessionConfig {
+    SessionConfig::default()
+        .cookie_name("id")
+        .key_prefix(format!("layer-{}:", fscache::session::new_id().unwrap()))
+}
+
+struct Reply {
+    status: u16,
+    cookie: Option<String>,
+    body: String,
+}
+
+fn call(a: &Agent, method: &str, url: &str, cookie: &str) -> Reply {
+    let mut r = match method {
+        "GET" => a.get(url).header("Cookie", cookie).call(),
+        _ => a.post(url).header("Cookie", cookie).send_empty(),
+    }
+    .unwrap();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    Reply {
+        status: r.status().as_u16(),
+        cookie,
+        body: r.body_mut().read_to_string().unwrap(),
+    }
+}
+
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// Logs in; the session cookie.
+fn log_in(app: &App) -> String {
+    let r = call(&agent(), "POST", &format!("{}/login", app.base), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    pair(&r.cookie.expect("login sets the cookie"))
+}
+
+/// Starts `path` (a `/slow/…` request) and returns once it has loaded and changed
+/// the session and waits at the gate.
+fn start_slow(app: &App, path: &str, cookie: &str) -> std::thread::JoinHandle<Reply> {
+    let (url, cookie) = (format!("{}{path}", app.base), cookie.to_owned());
+    let t = std::thread::spawn(move || call(&agent(), "POST", &url, &cookie));
+    app.entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the slow request reached the gate");
+    t
+}
+
+fn dump_of(app: &App, cookie: &str) -> serde_json::Value {
+    let r = call(&agent(), "GET", &format!("{}/dump", app.base), cookie);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+/// Two requests change different keys, the second while the first holds its
+/// loaded copy: both changes are kept. Then two counter bumps the same way: both
+/// count.
+fn concurrent_changes_are_merged(name: &str, store: Arc<dyn Store>) {
+    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Auto);
+    let cookie = log_in(&app);
+    let slow = start_slow(&app, "/slow/set/a", &cookie);
+    let r = call(
+        &agent(),
+        "POST",
+        &format!("{}/set/b/fast", app.base),
+        &cookie,
+    );
+    assert_eq!(r.status, 200, "{name}");
+    app.gate.release.notify_one();
+    assert_eq!(slow.join().unwrap().status, 200, "{name}");
+    let all = dump_of(&app, &cookie);
+    assert_eq!(all["a"], "slow", "{name}: {all}");
+    assert_eq!(all["b"], "fast", "{name}: {all}");
+    assert_eq!(all["user"], "ann", "{name}: {all}");
+
+    let slow = start_slow(&app, "/slow/bump/n", &cookie);
+    let r = call(&agent(), "POST", &format!("{}/bump/n", app.base), &cookie);
+    assert_eq!(r.body, "1", "{name}");
+    app.gate.release.notify_one();
+    assert_eq!(slow.join().unwrap().status, 200, "{name}");
+    assert_eq!(
+        dump_of(&app, &cookie)["n"],
+        2,
+        "{name}: a concurrent bump was lost"
+    );
+}
+
+/// A request that loaded the session before a logout, and saves after it, does
+/// not bring the session back: not under its id, not under a new one.
+fn a_logout_stays_a_logout(name: &str, store: Arc<dyn Store>) {
+    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Auto);
+    let cookie = log_in(&app);
+    let slow = start_slow(&app, "/slow/set/cart", &cookie);
+    let r = call(&agent(), "POST", &format!("{}/logout", app.base), &cookie);
+    assert_eq!(r.status, 200, "{name}");
+    assert!(r.cookie.unwrap().contains("Max-Age=0"), "{name}");
+    app.gate.release.notify_one();
+    let late = slow.join().unwrap();
+    let me = |cookie: &str| call(&agent(), "GET", &format!("{}/me", app.base), cookie).body;
+    assert_eq!(me(&cookie), "nobody", "{name}: the logout was undone");
+    if let Some(c) = late.cookie {
+        assert_eq!(
+            me(&pair(&c)),
+            "nobody",
+            "{name}: revived under a new id: {c}"
+        );
+    }
+}
+
+/// Login gives a new id; the pre-login id no longer loads anything.
+fn login_regenerates_the_id(name: &str, store: Arc<dyn Store>) {
+    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Auto);
+    let r = call(
+        &agent(),
+        "POST",
+        &format!("{}/set/cart/apple", app.base),
+        "",
+    );
+    let before = pair(&r.cookie.expect("a first change sets the cookie"));
+    let r = call(&agent(), "POST", &format!("{}/login", app.base), &before);
+    let after = pair(&r.cookie.expect("login sets a new cookie"));
+    assert_ne!(before, after, "{name}");
+    assert_eq!(
+        dump_of(&app, &after)["cart"],
+        "apple",
+        "{name}: data lost at login"
+    );
+    assert_eq!(
+        dump_of(&app, &before),
+        serde_json::json!({}),
+        "{name}: old id lives"
+    );
+}
+
+#[test]
+fn the_layer_keeps_its_guarantees_on_every_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("sessions").display());
+    for (name, url) in common::store_urls(&url) {
+        let store: Arc<dyn Store> = Arc::from(fscache::store::open(&url).unwrap());
+        concurrent_changes_are_merged(&name, Arc::clone(&store));
+        a_logout_stays_a_logout(&name, Arc::clone(&store));
+        login_regenerates_the_id(&name, store);
+    }
+}
+
+/// Both ways of running store calls keep the merge (the file store picks inline
+/// by default; here each is forced).
+#[test]
+fn inline_and_blocking_store_calls_both_merge() {
+    for calls in [StoreCalls::Inline, StoreCalls::Blocking] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = fscache::FileSystemCache::open(tmp.path()).unwrap();
+        let app = serve(Sessions::new(store, config()).unwrap(), calls);
+        let cookie = log_in(&app);
+        let slow = start_slow(&app, "/slow/bump/n", &cookie);
+        call(&agent(), "POST", &format!("{}/bump/n", app.base), &cookie);
+        app.gate.release.notify_one();
+        slow.join().unwrap();
+        assert_eq!(dump_of(&app, &cookie)["n"], 2, "{calls:?}");
+    }
+}
+
+/// What a request costs in store calls: nothing when the handler does not use the
+/// session, one load when it only reads, a load and one write when it changes it.
+#[test]
+fn a_request_pays_only_for_the_session_calls_it_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty::new(
+        fscache::FileSystemCache::open(tmp.path()).unwrap(),
+    ));
+    let app = serve(
+        Sessions::new(Arc::clone(&store), config()).unwrap(),
+        StoreCalls::Auto,
+    );
+    let cookie = log_in(&app);
+    store.take_calls();
+    let a = agent();
+    call(&a, "GET", &format!("{}/plain", app.base), &cookie);
+    assert_eq!(
+        store.take_calls(),
+        Vec::<&str>::new(),
+        "no session, no call"
+    );
+    let r = call(&a, "GET", &format!("{}/me", app.base), &cookie);
+    assert_eq!(r.body, "ann");
+    assert_eq!(r.cookie, None, "a read sends no cookie");
+    assert_eq!(store.take_calls(), ["load"], "a read is one load");
+    call(&a, "POST", &format!("{}/set/k/v", app.base), &cookie);
+    assert_eq!(store.take_calls(), ["load", "compare_and_set"]);
+    // Without a cookie, a handler that only reads stores nothing.
+    let r = call(&a, "GET", &format!("{}/me", app.base), "");
+    assert_eq!((r.body.as_str(), r.cookie), ("nobody", None));
+    assert_eq!(store.take_calls(), Vec::<&str>::new());
+}
+
+/// A save that fails once with a retryable error is retried (saves are
+/// retry-safe): the client gets its 200 and the change is stored. One that fails
+/// twice answers 503, never a 200 for a change that was not stored, and the next
+/// request works.
+#[test]
+fn a_failed_save_is_retried_once_then_answers_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty::new(
+        fscache::FileSystemCache::open(tmp.path()).unwrap(),
+    ));
+    let app = serve(
+        Sessions::new(Arc::clone(&store), config()).unwrap(),
+        StoreCalls::Auto,
+    );
+    let cookie = log_in(&app);
+    let a = agent();
+    let writes = ["compare_and_set", "update", "insert", "remove"];
+
+    store.fail_next(1, &writes, When::Before);
+    let r = call(&a, "POST", &format!("{}/set/k/once", app.base), &cookie);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(store.failed().len(), 1);
+    assert_eq!(dump_of(&app, &cookie)["k"], "once");
+
+    store.fail_next(2, &writes, When::Before);
+    let r = call(&a, "POST", &format!("{}/set/k/twice", app.base), &cookie);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body, "session store unavailable\n");
+    assert_eq!(dump_of(&app, &cookie)["k"], "once", "nothing half-stored");
+
+    // A logout whose delete fails once still logs out.
+    store.fail_next(1, &["remove"], When::Before);
+    let r = call(&a, "POST", &format!("{}/logout", app.base), &cookie);
+    assert_eq!(r.status, 200);
+    assert_eq!(store.failed(), ["remove"]);
+    let r = call(&a, "GET", &format!("{}/me", app.base), &cookie);
+    assert_eq!(r.body, "nobody");
+}
+
+/// Signed cookies and a `__Host-` name, as `SessionConfig` sets them: the cookie
+/// carries the attributes, and a tampered value loads no session.
+#[test]
+fn cookies_follow_the_session_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = fscache::FileSystemCache::open(tmp.path()).unwrap();
+    let config = SessionConfig::default()
+        .cookie_name("__Host-id")
+        .secure(true)
+        .signing_keys(["a long enough secret for the test"]);
+    let app = serve(Sessions::new(store, config).unwrap(), StoreCalls::Auto);
+    let r = call(&agent(), "POST", &format!("{}/login", app.base), "");
+    let set_cookie = r.cookie.unwrap();
+    assert!(set_cookie.starts_with("__Host-id="), "{set_cookie}");
+    for attr in ["Secure", "HttpOnly", "Path=/", "SameSite=Lax", "Max-Age="] {
+        assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    let cookie = pair(&set_cookie);
+    let me = |cookie: &str| call(&agent(), "GET", &format!("{}/me", app.base), cookie).body;
+    assert_eq!(me(&cookie), "ann");
+    let mut tampered = cookie.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(me(&tampered), "nobody");
+}
+
+/// A route that takes the extractor without the layer answers 500 and says why
+/// in the log, never panics.
+#[test]
+fn the_extractor_without_the_layer_is_a_500() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app: Router = Router::new().route("/me", get(me));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let t = std::thread::spawn(move || call(&agent(), "GET", &format!("{base}/me"), ""));
+    let server = runtime.spawn(async move { axum::serve(listener, app).await });
+    let r = runtime.block_on(async {
+        loop {
+            if t.is_finished() {
+                break t.join().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    server.abort();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.body, "session layer missing\n");
+}
