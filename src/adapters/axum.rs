@@ -333,14 +333,13 @@ impl Session {
     /// The load's store errors (the next call tries the load again).
     pub async fn with<R>(&self, f: impl FnOnce(&mut session::Session) -> R) -> Result<R> {
         let mut slot = self.inner.slot.lock().await;
-        if slot.is_none() {
-            let backend = Arc::clone(&self.inner.shared);
-            *slot = Some(backend.load(self.inner.cookie.clone()).await?);
-        }
-        // Just filled, or filled before.
-        let session = slot.as_mut().ok_or_else(|| {
-            Error::callback(std::io::Error::other("fscache: session slot empty"))
-        })?;
+        let session = match &mut *slot {
+            Some(session) => session,
+            None => {
+                let backend = Arc::clone(&self.inner.shared);
+                slot.insert(backend.load(self.inner.cookie.clone()).await?)
+            }
+        };
         Ok(f(session))
     }
 
