@@ -45,9 +45,16 @@
 //! dropped, so a client never sees a success whose change was not stored.
 //!
 //! # Where store calls run
-//! [`StoreCalls`]: on tokio's blocking pool for network engines, inline on the
-//! async worker for the file store (a load or save there is a handful of small
-//! syscalls, cheaper than the hop to another thread; see BENCHMARKS.md).
+//! [`StoreCalls`], picked by measurement (BENCHMARKS.md):
+//! - Redis: awaited on the request's task through the redis crate's async
+//!   `ConnectionManager`, one multiplexed connection whose commands from
+//!   concurrent requests share round trips; no thread hop, no pool.
+//! - The file store: inline on the async worker (a load or save is a handful of
+//!   small syscalls, cheaper than the hop to another thread).
+//! - PostgreSQL, SQLite, Memcached: the sync store on tokio's blocking pool.
+//!
+//! Every path runs the same load and save code as [`Sessions`], so the guarantees
+//! below hold on each.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,9 +76,16 @@ use crate::store::Store;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreCalls {
-    /// Inline for the file store, on the blocking pool for every other engine.
+    /// Through the async client for Redis ([`Async`](Self::Async)), inline for the
+    /// file store, on the blocking pool for every other engine.
     #[default]
     Auto,
+    /// Through the engine's async client, awaited on the request's task: one
+    /// multiplexed connection that pipelines the commands of concurrent requests.
+    /// fscache has one for a `RedisStore` (with the `redis` feature; the runtime
+    /// needs its time driver, which `#[tokio::main]` enables); for other stores
+    /// this is [`Auto`](Self::Auto).
+    Async,
     /// On the async worker thread itself: no thread hop, but the worker waits
     /// for the call. Right for calls of a few microseconds (the file store).
     Inline,
@@ -80,19 +94,67 @@ pub enum StoreCalls {
     Blocking,
 }
 
+/// Where [`Shared`] runs store calls ([`StoreCalls`] resolved for its store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Inline,
+    Blocking,
+    /// The store is a `RedisStore`: its async client.
+    #[cfg(feature = "redis")]
+    AsyncRedis,
+}
+
 struct Shared<S: Store> {
     sessions: Sessions<S>,
-    inline: bool,
+    mode: Mode,
 }
 
 impl<S: Store + 'static> Shared<S> {
+    /// The store as a `RedisStore`, in [`Mode::AsyncRedis`].
+    #[cfg(feature = "redis")]
+    fn redis(&self) -> Option<crate::store::redis::AsyncRedis<'_>> {
+        if self.mode != Mode::AsyncRedis {
+            return None;
+        }
+        let any = self.sessions.store().as_any()?;
+        any.downcast_ref::<crate::store::RedisStore>()
+            .map(crate::store::redis::AsyncRedis)
+    }
+
+    /// Loads the request's session.
+    async fn load(self: &Arc<Self>, cookie: Option<String>) -> Result<session::Session> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.redis() {
+            return self.sessions.load_with(&redis, cookie.as_deref()).await;
+        }
+        self.run(move |sessions| sessions.load(cookie.as_deref()))
+            .await
+    }
+
+    /// One attempt to save `session`: the outer error is the blocking task's.
+    async fn save_once(
+        self: &Arc<Self>,
+        mut session: session::Session,
+    ) -> Result<(session::Session, Result<SaveOutcome>)> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.redis() {
+            let result = self.sessions.save_with(&redis, &mut session).await;
+            return Ok((session, result));
+        }
+        self.run(move |sessions| {
+            let result = sessions.save(&mut session);
+            Ok((session, result))
+        })
+        .await
+    }
+
     /// Runs a store call where [`StoreCalls`] says.
     async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Sessions<S>) -> Result<T> + Send + 'static,
     {
-        if self.inline {
+        if self.mode == Mode::Inline {
             return f(&self.sessions);
         }
         let shared = Arc::clone(self);
@@ -109,12 +171,7 @@ impl<S: Store + 'static> Shared<S> {
         let mut session = session;
         let mut retried = false;
         loop {
-            let (back, result) = self
-                .run(move |sessions| {
-                    let result = sessions.save(&mut session);
-                    Ok((session, result))
-                })
-                .await?;
+            let (back, result) = self.save_once(session).await?;
             session = back;
             match result {
                 Err(e) if e.is_retryable() && !retried => {
@@ -144,7 +201,7 @@ impl<S: Store> std::fmt::Debug for SessionLayer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionLayer")
             .field("engine", &self.shared.sessions.store().engine())
-            .field("inline", &self.shared.inline)
+            .field("mode", &self.shared.mode)
             .finish()
     }
 }
@@ -158,13 +215,26 @@ impl<S: Store + 'static> SessionLayer<S> {
 
     /// The layer, with store calls run where `calls` says.
     pub fn with_store_calls(sessions: Sessions<S>, calls: StoreCalls) -> Self {
-        let inline = match calls {
-            StoreCalls::Auto => sessions.store().engine() == "file",
-            StoreCalls::Inline => true,
-            StoreCalls::Blocking => false,
+        #[cfg(feature = "redis")]
+        let is_redis = sessions
+            .store()
+            .as_any()
+            .is_some_and(|any| any.is::<crate::store::RedisStore>());
+        #[cfg(not(feature = "redis"))]
+        let is_redis = false;
+        let mode = match calls {
+            #[cfg(feature = "redis")]
+            StoreCalls::Auto | StoreCalls::Async if is_redis => Mode::AsyncRedis,
+            StoreCalls::Auto | StoreCalls::Async if sessions.store().engine() == "file" => {
+                Mode::Inline
+            }
+            StoreCalls::Auto | StoreCalls::Async => Mode::Blocking,
+            StoreCalls::Inline => Mode::Inline,
+            StoreCalls::Blocking => Mode::Blocking,
         };
+        let _ = is_redis;
         SessionLayer {
-            shared: Arc::new(Shared { sessions, inline }),
+            shared: Arc::new(Shared { sessions, mode }),
         }
     }
 
@@ -292,10 +362,7 @@ impl<S: Store + 'static> Backend for Shared<S> {
         self: Arc<Self>,
         cookie: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<session::Session>> + Send>> {
-        Box::pin(async move {
-            self.run(move |sessions| sessions.load(cookie.as_deref()))
-                .await
-        })
+        Box::pin(async move { Shared::load(&self, cookie).await })
     }
 }
 

@@ -50,11 +50,13 @@
 //! # }
 //! ```
 
+pub(crate) mod calls;
 mod config;
 mod id;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -101,7 +103,9 @@ enum Change {
     Insert(String, Value),
     Remove(String),
     Clear,
-    Update(String, Modify),
+    /// In a mutex only so that `Change` is `Sync` (the merge that replays it is
+    /// `Send`, for async stores); it is never contended.
+    Update(String, Mutex<Modify>),
 }
 
 /// One request's view of a session.
@@ -258,7 +262,7 @@ impl Session {
             Some(v) => self.data.insert(key.to_owned(), v.clone()),
             None => self.data.remove(key),
         };
-        self.changes.push(Change::Update(key.to_owned(), modify));
+        self.changes.push(Change::Update(key.to_owned(), Mutex::new(modify)));
         new.map(|v| {
             T::deserialize(v).map_err(|e| Error::Deserialize {
                 key: key.to_owned(),
@@ -502,6 +506,15 @@ impl<S: Store> Sessions<S> {
     /// # Errors
     /// Store failures ([`Error::Io`]); the OS randomness source failing.
     pub fn load(&self, cookie_header: Option<&str>) -> Result<Session> {
+        calls::ready(self.load_with(&calls::SyncCalls(&self.store), cookie_header))
+    }
+
+    /// [`load`](Self::load) with the store calls made through `calls`.
+    pub(crate) async fn load_with<C: calls::Calls>(
+        &self,
+        calls: &C,
+        cookie_header: Option<&str>,
+    ) -> Result<Session> {
         let mut had_cookie = false;
         let mut foreign = false;
         if let Some(header) = cookie_header {
@@ -517,7 +530,7 @@ impl<S: Store> Sessions<S> {
                 let Some(id) = self.cookie_id(value) else {
                     continue;
                 };
-                match self.load_id(id)? {
+                match self.load_id(calls, id).await? {
                     Lookup::Found(session) => return Ok(session),
                     Lookup::Absent => {}
                     Lookup::Foreign => foreign = true,
@@ -530,9 +543,9 @@ impl<S: Store> Sessions<S> {
         Ok(session)
     }
 
-    fn load_id(&self, id: &str) -> Result<Lookup> {
+    async fn load_id<C: calls::Calls>(&self, calls: &C, id: &str) -> Result<Lookup> {
         let key = self.store_key(id);
-        let Some(stored) = self.store.load(&key)? else {
+        let Some(stored) = calls.load(&key).await? else {
             return Ok(Lookup::Absent);
         };
         let Some(record) = self.decode_record(&stored.value) else {
@@ -546,13 +559,13 @@ impl<S: Store> Sessions<S> {
             log::warn!(
                 "fscache: {} store: the value under a session key is not a session \
                  record; treated as no session and removed",
-                self.store.engine()
+                calls.engine()
             );
-            self.store.remove(&key)?;
+            calls.remove(&key).await?;
             return Ok(Lookup::Absent);
         };
         if self.past_absolute_lifetime(record.created) {
-            self.store.remove(&key)?;
+            calls.remove(&key).await?;
             return Ok(Lookup::Absent);
         }
         Ok(Lookup::Found(Session {
@@ -667,6 +680,15 @@ impl<S: Store> Sessions<S> {
     /// [`Session::update`] closures replayed on the stored value (nothing is written
     /// then).
     pub fn save(&self, session: &mut Session) -> Result<SaveOutcome> {
+        calls::ready(self.save_with(&calls::SyncCalls(&self.store), session))
+    }
+
+    /// [`save`](Self::save) with the store calls made through `calls`.
+    pub(crate) async fn save_with<C: calls::Calls>(
+        &self,
+        calls: &C,
+        session: &mut Session,
+    ) -> Result<SaveOutcome> {
         let vary_cookie = session.was_accessed();
         let outcome = |set_cookie| {
             Ok(SaveOutcome {
@@ -689,13 +711,13 @@ impl<S: Store> Sessions<S> {
         // on it returned Ok, so a save that failed can be retried with the same
         // Session and does what the first attempt did not finish.
         if let Some(old) = &session.retired_id {
-            self.store.remove(&self.store_key(old))?;
+            calls.remove(&self.store_key(old)).await?;
             session.retired_id = None;
         }
         let Some(ttl) = self.ttl(session).filter(|_| !session.destroyed) else {
             // Destroyed, or past its absolute lifetime.
             if let Some(old) = &session.stored_id {
-                self.store.remove(&self.store_key(old))?;
+                calls.remove(&self.store_key(old)).await?;
                 session.stored_id = None;
                 session.version = None;
             }
@@ -720,9 +742,9 @@ impl<S: Store> Sessions<S> {
             })?;
             // Insert only if absent: a new session never overwrites a stored one.
             let mut attempts = 0;
-            while !self
-                .store
-                .insert(&self.store_key(&session.id), &record, ttl)?
+            while !calls
+                .insert(&self.store_key(&session.id), &record, ttl)
+                .await?
             {
                 attempts += 1;
                 if attempts == INSERT_ATTEMPTS {
@@ -750,7 +772,7 @@ impl<S: Store> Sessions<S> {
         // requests know the expiry has slid.
         #[cfg(feature = "flask")]
         if !session.modified && self.config.flask.is_some() {
-            if !self.store.touch(&key, ttl)? {
+            if !calls.touch(&key, ttl).await? {
                 return self.gone(session, false, vary_cookie);
             }
             let resend = session.permanent;
@@ -771,9 +793,9 @@ impl<S: Store> Sessions<S> {
                 let new = (!record.data.is_empty())
                     .then(|| self.encode_record(&record))
                     .transpose()?;
-                if self
-                    .store
-                    .compare_and_set(&key, &version, new.as_deref(), ttl)?
+                if calls
+                    .compare_and_set(&key, &version, new.as_deref(), ttl)
+                    .await?
                 {
                     Some((!record.data.is_empty()).then_some(record))
                 } else {
@@ -787,7 +809,10 @@ impl<S: Store> Sessions<S> {
         };
         let (merged, found) = match merged {
             Some(record) => (record, true),
-            None => self.merge(&key, ttl, &session.changes, permanent, now)?,
+            None => {
+                self.merge(calls, &key, ttl, &session.changes, permanent, now)
+                    .await?
+            }
         };
         session.version = None;
         // A sliding server-side expiry needs the cookie's Max-Age to slide with it.
@@ -809,8 +834,9 @@ impl<S: Store> Sessions<S> {
     /// merge (run again by optimistic stores when another writer wins). Returns the
     /// record stored afterwards (`None`: removed or gone) and whether there was one
     /// to merge into.
-    fn merge(
+    async fn merge<C: calls::Calls>(
         &self,
+        calls: &C,
         key: &str,
         ttl: Duration,
         changes: &[Change],
@@ -819,7 +845,7 @@ impl<S: Store> Sessions<S> {
     ) -> Result<(Option<Record>, bool)> {
         let mut found = false;
         let mut result = None;
-        self.store.update(key, ttl, &mut |current| {
+        let mut replay = |current: Option<&[u8]>| {
             // Gone (destroyed or expired meanwhile) or not a record: never resurrect.
             found = false;
             result = None;
@@ -837,6 +863,7 @@ impl<S: Store> Sessions<S> {
                     }
                     Change::Clear => record.data.clear(),
                     Change::Update(k, f) => {
+                        let f = f.lock().unwrap_or_else(PoisonError::into_inner);
                         if let Some(v) = f(record.data.remove(k))? {
                             record.data.insert(k.clone(), v);
                         }
@@ -853,7 +880,8 @@ impl<S: Store> Sessions<S> {
             let bytes = self.encode_record(&record)?;
             result = Some(record);
             Ok(Merge::Put(bytes))
-        })?;
+        };
+        calls.update(key, ttl, &mut replay).await?;
         Ok((result, found))
     }
 

@@ -53,7 +53,7 @@ mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod url;
@@ -251,6 +251,15 @@ pub trait Store: Send + Sync {
         let _ = batch;
         Ok(0)
     }
+
+    /// The store itself as [`Any`](std::any::Any), for code that has a faster path
+    /// for one engine: the axum layer talks to a `RedisStore` through the redis
+    /// crate's async client. The provided implementation returns `None`, which is
+    /// right for a store that wraps another (logging, metrics, fault injection):
+    /// its calls then all go through the wrapper.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// The store key of a session id under `prefix`: `prefix` + blake3(id) in hex, so a
@@ -314,16 +323,21 @@ pub fn optimistic_update<S: Store + ?Sized>(
     })
 }
 
-/// Sleeps 20 µs × 2^attempt (capped at 1.28 ms), times a random factor in [0.5, 1.5),
-/// so writers that collided do not collide again in lock step. The cap is low: a
-/// loser that sleeps long only lets the others win again.
+/// Sleeps [`backoff_delay`]`(attempt)`.
 fn backoff(attempt: u32) {
+    std::thread::sleep(backoff_delay(attempt));
+}
+
+/// 20 µs × 2^attempt (capped at 1.28 ms), times a random factor in [0.5, 1.5), so
+/// writers that collided do not collide again in lock step. The cap is low: a
+/// loser that sleeps long only lets the others win again.
+pub(crate) fn backoff_delay(attempt: u32) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let base = 20u64 << attempt.min(6);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(attempt);
     let jitter = h.finish() % base;
-    std::thread::sleep(Duration::from_micros(base / 2 + jitter));
+    Duration::from_micros(base / 2 + jitter)
 }
 
 macro_rules! forward {
@@ -353,6 +367,7 @@ macro_rules! forward {
                 (**self).replace(key, value, ttl)
             }
             fn cleanup(&self, batch: usize) -> Result<usize> { (**self).cleanup(batch) }
+            fn as_any(&self) -> Option<&dyn std::any::Any> { (**self).as_any() }
         }
     )*};
 }

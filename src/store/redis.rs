@@ -45,6 +45,12 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisStore {
     pool: Pool<redis::Connection>,
     cas: redis::Script,
+    /// For the axum layer's async calls: the client, and the multiplexed
+    /// connection made from it on first use (inside the app's runtime).
+    #[cfg(feature = "axum")]
+    client: redis::Client,
+    #[cfg(feature = "axum")]
+    multiplexed: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -74,6 +80,8 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(|e| Error::Config {
             message: format!("invalid Redis URL {url:?}: {e}"),
         })?;
+        #[cfg(feature = "axum")]
+        let for_async = client.clone();
         let pool = Pool::new(64, move || {
             let conn = client
                 .get_connection_with_timeout(TIMEOUT)
@@ -86,6 +94,10 @@ impl RedisStore {
         let store = RedisStore {
             pool,
             cas: redis::Script::new(CAS),
+            #[cfg(feature = "axum")]
+            client: for_async,
+            #[cfg(feature = "axum")]
+            multiplexed: tokio::sync::OnceCell::new(),
         };
         store.pool.with(|c| {
             redis::cmd("PING")
@@ -185,5 +197,123 @@ impl Store for RedisStore {
                 .map_err(|e| engine_error("touch", e))?;
             Ok(n)
         })
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+/// The axum layer's path to Redis: the redis crate's [`ConnectionManager`], one
+/// multiplexed connection shared by all requests (commands of concurrent requests
+/// are pipelined on it, and it reconnects after the connection drops), awaited on
+/// the request's own task. The commands and the compare-and-set script are the
+/// sync store's, so the two paths work on the same records.
+///
+/// [`ConnectionManager`]: redis::aio::ConnectionManager
+#[cfg(feature = "axum")]
+pub(crate) struct AsyncRedis<'a>(pub(crate) &'a RedisStore);
+
+#[cfg(feature = "axum")]
+impl AsyncRedis<'_> {
+    async fn conn(&self) -> Result<redis::aio::ConnectionManager> {
+        let manager = self
+            .0
+            .multiplexed
+            .get_or_try_init(|| async {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(TIMEOUT))
+                    .set_response_timeout(Some(TIMEOUT))
+                    .set_number_of_retries(2);
+                redis::aio::ConnectionManager::new_with_config(self.0.client.clone(), config)
+                    .await
+                    .map_err(|e| engine_error("connect", e))
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+
+    async fn set(&self, op: &'static str, cmd: &redis::Cmd) -> Result<bool> {
+        let set: Option<String> = cmd
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| engine_error(op, e))?;
+        Ok(set.is_some())
+    }
+}
+
+#[cfg(feature = "axum")]
+impl crate::session::calls::Calls for AsyncRedis<'_> {
+    fn engine(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<Versioned>> {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| engine_error("load", e))?;
+        Ok(value.map(|value| Versioned {
+            version: Version::from_bytes(&value),
+            value,
+        }))
+    }
+
+    async fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
+        self.set("insert", &cmd).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Version,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let Some(expected) = expected.as_bytes() else {
+            return Err(foreign_version(key));
+        };
+        let mut call = self.0.cas.key(key);
+        call.arg(expected);
+        match new {
+            Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
+            None => call.arg("0").arg("").arg(0),
+        };
+        let won: i64 = call
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| engine_error("compare-and-set", e))?;
+        Ok(won == 1)
+    }
+
+    async fn remove(&self, key: &str) -> Result<bool> {
+        let n: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| engine_error("remove", e))?;
+        Ok(n > 0)
+    }
+
+    async fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
+        let n: bool = redis::cmd("PEXPIRE")
+            .arg(key)
+            .arg(millis(ttl))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| engine_error("touch", e))?;
+        Ok(n)
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        ttl: Duration,
+        merge: &mut crate::session::calls::SendMergeFn<'_>,
+    ) -> Result<Option<Vec<u8>>> {
+        crate::session::calls::optimistic_update(self, key, ttl, merge).await
     }
 }

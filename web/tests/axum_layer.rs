@@ -219,8 +219,8 @@ fn dump_of(app: &App, cookie: &str) -> serde_json::Value {
 /// Two requests change different keys, the second while the first holds its
 /// loaded copy: both changes are kept. Then two counter bumps the same way: both
 /// count.
-fn concurrent_changes_are_merged(name: &str, store: Arc<dyn Store>) {
-    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Auto);
+fn concurrent_changes_are_merged(name: &str, store: Arc<dyn Store>, calls: StoreCalls) {
+    let app = serve(Sessions::new(store, config()).unwrap(), calls);
     let cookie = log_in(&app);
     let slow = start_slow(&app, "/slow/set/a", &cookie);
     let r = call(
@@ -251,8 +251,8 @@ fn concurrent_changes_are_merged(name: &str, store: Arc<dyn Store>) {
 
 /// A request that loaded the session before a logout, and saves after it, does
 /// not bring the session back: not under its id, not under a new one.
-fn a_logout_stays_a_logout(name: &str, store: Arc<dyn Store>) {
-    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Auto);
+fn a_logout_stays_a_logout(name: &str, store: Arc<dyn Store>, calls: StoreCalls) {
+    let app = serve(Sessions::new(store, config()).unwrap(), calls);
     let cookie = log_in(&app);
     let slow = start_slow(&app, "/slow/set/cart", &cookie);
     let r = call(&agent(), "POST", &format!("{}/logout", app.base), &cookie);
@@ -272,8 +272,8 @@ fn a_logout_stays_a_logout(name: &str, store: Arc<dyn Store>) {
 }
 
 /// Login gives a new id; the pre-login id no longer loads anything.
-fn login_regenerates_the_id(name: &str, store: Arc<dyn Store>) {
-    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Auto);
+fn login_regenerates_the_id(name: &str, store: Arc<dyn Store>, calls: StoreCalls) {
+    let app = serve(Sessions::new(store, config()).unwrap(), calls);
     let r = call(
         &agent(),
         "POST",
@@ -302,10 +302,78 @@ fn the_layer_keeps_its_guarantees_on_every_store() {
     let url = format!("file://{}", tmp.path().join("sessions").display());
     for (name, url) in common::store_urls(&url) {
         let store: Arc<dyn Store> = Arc::from(fscache::store::open(&url).unwrap());
-        concurrent_changes_are_merged(&name, Arc::clone(&store));
-        a_logout_stays_a_logout(&name, Arc::clone(&store));
-        login_regenerates_the_id(&name, store);
+        let auto = StoreCalls::Auto;
+        concurrent_changes_are_merged(&name, Arc::clone(&store), auto);
+        a_logout_stays_a_logout(&name, Arc::clone(&store), auto);
+        login_regenerates_the_id(&name, store, auto);
     }
+}
+
+/// On Redis, `Auto` awaits the redis crate's async client; the sync store on the
+/// blocking pool is the other path. Both keep the guarantees (the same session
+/// code runs over each).
+#[test]
+fn redis_keeps_the_guarantees_on_the_async_and_the_blocking_path() {
+    let Some(url) = redis_url() else { return };
+    for calls in [StoreCalls::Async, StoreCalls::Blocking] {
+        let store: Arc<dyn Store> = Arc::from(fscache::store::open(&url).unwrap());
+        let name = format!("redis {calls:?}");
+        concurrent_changes_are_merged(&name, Arc::clone(&store), calls);
+        a_logout_stays_a_logout(&name, Arc::clone(&store), calls);
+        login_regenerates_the_id(&name, store, calls);
+    }
+}
+
+/// The async path loses its connection while a request holds the session: Redis
+/// drops every client connection (`CLIENT KILL TYPE normal`) between the
+/// request's load and its save. The save fails on the dead connection with a
+/// retryable error, the layer retries once on the reconnected client, and the
+/// client gets its 200 with the change stored.
+#[test]
+fn redis_connection_killed_between_load_and_save_is_retried() {
+    let Some(url) = redis_url() else { return };
+    let store = fscache::store::open(&url).unwrap();
+    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Async);
+    let cookie = log_in(&app);
+    let slow = start_slow(&app, "/slow/set/a", &cookie);
+    let killed = redis_command(&url, &["CLIENT", "KILL", "TYPE", "normal"]);
+    assert!(
+        killed.starts_with(':') && killed != ":0",
+        "no connection killed: {killed}"
+    );
+    app.gate.release.notify_one();
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let all = dump_of(&app, &cookie);
+    assert_eq!(all["a"], "slow", "{all}");
+    assert_eq!(all["user"], "ann", "{all}");
+}
+
+fn redis_url() -> Option<String> {
+    match std::env::var("FSCACHE_TEST_REDIS") {
+        Ok(url) if !url.is_empty() && cfg!(feature = "redis") => Some(url),
+        _ => {
+            common::cannot_run("FSCACHE_TEST_REDIS is not set or built without `redis`");
+            None
+        }
+    }
+}
+
+/// One command to the Redis server of `url` (`redis://HOST:PORT[/DB]`, no AUTH)
+/// over a raw socket; the first line of its reply.
+fn redis_command(url: &str, args: &[&str]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let host = url.trim_start_matches("redis://");
+    let host = host.split('/').next().unwrap();
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
 }
 
 /// Both ways of running store calls keep the merge (the file store picks inline
