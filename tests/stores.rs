@@ -669,3 +669,41 @@ fn cleanup_removes_expired_files_and_rows() -> TestResult {
     }
     Ok(())
 }
+
+/// Opening a connection to PostgreSQL never waits for other clients' open writes:
+/// the schema's DDL runs only when the table is missing (its `CREATE INDEX IF NOT
+/// EXISTS` takes a SHARE lock on the table, which waits for every open write and
+/// makes later writes queue behind it). When every new connection ran it, a burst
+/// of requests that opened connections stalled writes by PostgreSQL's
+/// `deadlock_timeout` (1 s) each. Forced here: a write is left open in another
+/// client while a fresh store connects and loads.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_new_postgres_connection_does_not_wait_for_open_writes() -> TestResult {
+    let Some(url) = common::stores::engine_url("FSCACHE_TEST_POSTGRES") else {
+        return Ok(());
+    };
+    drop(store::open(&url)?); // the table exists from here on
+    let key = format!("{}open-write", prefix("pg-connect"));
+    let mut writer = postgres::Client::connect(&url, postgres::NoTls)?;
+    let mut open_write = writer.transaction()?;
+    open_write.execute(
+        "INSERT INTO fscache_store (key, value, version, expires_at)
+         VALUES ($1, '\\x00', 0, now() + interval '1 minute')",
+        &[&key],
+    )?;
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (url2, key2) = (url.clone(), key.clone());
+    std::thread::spawn(move || {
+        let result = store::open(&url2).and_then(|s| s.load(&key2));
+        let _ = done_tx.send(result.map(|v| v.is_none()).map_err(|e| e.to_string()));
+    });
+    let finished = done.recv_timeout(Duration::from_secs(10));
+    open_write.rollback()?;
+    assert_eq!(
+        finished,
+        Ok(Ok(true)),
+        "a new connection waited for another client's open write"
+    );
+    Ok(())
+}

@@ -146,9 +146,24 @@ fn connect(config: &postgres::Config) -> Result<Conn> {
         .connect(NoTls)
         .map_err(|e| engine_error("connect", e))?;
     // The table may not exist yet on the very first connection: create it first.
-    client
-        .batch_execute(&format!("BEGIN; {SCHEMA} COMMIT;"))
-        .map_err(|e| engine_error("create table", e))?;
+    // Only then: even with IF NOT EXISTS, CREATE INDEX takes a SHARE lock on the
+    // table, which waits for every open write and makes later writes queue behind
+    // it; new connections opened under load (a burst of requests) then stalled
+    // writes for PostgreSQL's deadlock_timeout (1 s) each.
+    let exists = client
+        .query_one(
+            "SELECT to_regclass('fscache_store') IS NOT NULL
+                AND to_regclass('fscache_store_expires_at') IS NOT NULL
+                AND to_regclass('fscache_store_version') IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| engine_error("look up the table", e))?
+        .get::<_, bool>(0);
+    if !exists {
+        client
+            .batch_execute(&format!("BEGIN; {SCHEMA} COMMIT;"))
+            .map_err(|e| engine_error("create table", e))?;
+    }
     let mut prepare = |sql: &str| {
         client
             .prepare(sql)

@@ -279,7 +279,9 @@ fn fifty_concurrent_page_views_all_count_on_every_store() {
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("file://{}", tmp.path().join("sessions").display());
     for (name, url) in common::store_urls(&url) {
+        let t = std::time::Instant::now();
         fifty_concurrent_increments(&name, &url);
+        eprintln!("{name}: {:?}", t.elapsed());
     }
 }
 
