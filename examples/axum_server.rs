@@ -247,20 +247,21 @@ fn parse_args() -> Result<Args, String> {
                     "auto" => StoreCalls::Auto,
                     "inline" => StoreCalls::Inline,
                     "blocking" => StoreCalls::Blocking,
+                    "async" => StoreCalls::Async,
                     other => {
                         return Err(format!(
-                            "--store-calls: {other:?} is not auto, inline or blocking"
+                            "--store-calls: {other:?} is not auto, async, inline or blocking"
                         ));
                     }
                 }
             }
             "-h" | "--help" => {
                 println!(
-                    "axum-server [--bind ADDR] [--store URL] [--secure] [--store-calls auto|inline|blocking]\n\
+                    "axum-server [--bind ADDR] [--store URL] [--secure] [--store-calls auto|async|inline|blocking]\n\
                      The fscache session demo on axum with fscache's session layer. --store (or \
                      FSCACHE_STORE) is any fscache store URL; default file://./axum-sessions. \
-                     --store-calls: where store calls run (default auto: inline for file://, \
-                     the blocking pool for the engines)."
+                     --store-calls: where store calls run (default auto: the async client for \
+                     redis://, inline for file://, the blocking pool for the other engines)."
                 );
                 std::process::exit(0);
             }

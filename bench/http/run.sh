@@ -11,7 +11,8 @@
 #
 # Needs wrk and redis-server (Debian's packages; installed if missing), python3.
 # Redis: $FSCACHE_TEST_REDIS if set, else one started by .ci/engines.sh.
-# Set OLD_AXUM=/path/to/axum-server to add a build of another commit as a row.
+# Set OLD_AXUM=/path/to/axum-server to add a build of another commit as a row,
+# ROWS="min-redis tower-redis …" to run only the rows of those names (see run below).
 # Prints a markdown table on stdout; progress on stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -96,21 +97,27 @@ axum="$root/target/release/axum-server"
 tiny="$root/target/release/examples/server"
 peers="$here/peers/target/release"
 
-start min-file-tmpfs "$peers/fscache-axum" 127.0.0.1:$port "file://$shm/min" auto; row "fscache axum layer, the peers' page, file store (tmpfs)"; stop
-start min-redis "$peers/fscache-axum" 127.0.0.1:$port "${redis%/*}/6" auto; row "fscache axum layer, the peers' page, Redis (blocking pool)"; stop
-start min-redis-inline "$peers/fscache-axum" 127.0.0.1:$port "${redis%/*}/7" inline; row "fscache axum layer, the peers' page, Redis (inline)"; stop
-start axum-file-disk "$axum" --bind 127.0.0.1:$port --store "file://$work/axum"; row "fscache axum layer, file store (disk)"; stop
-start axum-file-tmpfs "$axum" --bind 127.0.0.1:$port --store "file://$shm/axum"; row "fscache axum layer, file store (tmpfs)"; stop
-start axum-file-tmpfs-blocking "$axum" --bind 127.0.0.1:$port --store "file://$shm/axum-b" --store-calls blocking; row "fscache axum layer, file store (tmpfs), store calls on the blocking pool"; stop
-start axum-redis "$axum" --bind 127.0.0.1:$port --store "${redis%/*}/1"; row "fscache axum layer, Redis"; stop
+# run NAME TITLE COMMAND...: one row (skipped unless NAME is in $ROWS, when set).
+run() {
+  local name=$1 title=$2; shift 2
+  if [ -n "${ROWS:-}" ] && [[ " $ROWS " != *" $name "* ]]; then return 0; fi
+  start "$name" "$@"; row "$title"; stop
+}
+
+run min-file-tmpfs "fscache axum layer, the peers' page, file store (tmpfs)" "$peers/fscache-axum" 127.0.0.1:$port "file://$shm/min" auto
+run min-redis "fscache axum layer, the peers' page, Redis (async client)" "$peers/fscache-axum" 127.0.0.1:$port "${redis%/*}/6" auto
+run min-redis-blocking "fscache axum layer, the peers' page, Redis (sync client on the blocking pool)" "$peers/fscache-axum" 127.0.0.1:$port "${redis%/*}/7" blocking
+run axum-file-disk "fscache axum layer, file store (disk)" "$axum" --bind 127.0.0.1:$port --store "file://$work/axum"
+run axum-file-tmpfs "fscache axum layer, file store (tmpfs)" "$axum" --bind 127.0.0.1:$port --store "file://$shm/axum"
+run axum-file-tmpfs-blocking "fscache axum layer, file store (tmpfs), store calls on the blocking pool" "$axum" --bind 127.0.0.1:$port --store "file://$shm/axum-b" --store-calls blocking
+run axum-redis "fscache axum layer, Redis (async client)" "$axum" --bind 127.0.0.1:$port --store "${redis%/*}/1"
 if [ -n "${OLD_AXUM:-}" ]; then
-  start old-axum-file-tmpfs "$OLD_AXUM" --bind 127.0.0.1:$port --store "file://$shm/old"; row "before: axum example on TowerStore, file store (tmpfs)"; stop
-  start old-axum-redis "$OLD_AXUM" --bind 127.0.0.1:$port --store "${redis%/*}/2"; row "before: axum example on TowerStore, Redis"; stop
+  run old-axum-file-tmpfs "before: axum example on TowerStore, file store (tmpfs)" "$OLD_AXUM" --bind 127.0.0.1:$port --store "file://$shm/old"
+  run old-axum-redis "before: axum example on TowerStore, Redis" "$OLD_AXUM" --bind 127.0.0.1:$port --store "${redis%/*}/2"
 fi
-start tiny-file-disk "$tiny" --bind 127.0.0.1:$port --threads 2 --dir "$work/tiny"; row "fscache tiny_http example (2 threads), file store (disk)"; stop
-start tiny-file-tmpfs "$tiny" --bind 127.0.0.1:$port --threads 2 --dir "$shm/tiny"; row "fscache tiny_http example (2 threads), file store (tmpfs)"; stop
-start tower-redis "$peers/tower-redis" 127.0.0.1:$port "${redis%/*}/3"; row "axum + tower-sessions 0.14 + tower-sessions-redis-store 0.16 (fred)"; stop
-start actix-redis "$peers/actix-redis" 127.0.0.1:$port "${redis%/*}/4"; row "actix-web 4 + actix-session 0.11 RedisSessionStore"; stop
+run tiny-file-disk "fscache tiny_http example (2 threads), file store (disk)" "$tiny" --bind 127.0.0.1:$port --threads 2 --dir "$work/tiny"
+run tiny-file-tmpfs "fscache tiny_http example (2 threads), file store (tmpfs)" "$tiny" --bind 127.0.0.1:$port --threads 2 --dir "$shm/tiny"
+run tower-redis "axum + tower-sessions 0.14 + tower-sessions-redis-store 0.16 (fred)" "$peers/tower-redis" 127.0.0.1:$port "${redis%/*}/3"
+run actix-redis "actix-web 4 + actix-session 0.11 RedisSessionStore" "$peers/actix-redis" 127.0.0.1:$port "${redis%/*}/4"
 export REDIS_URL="${redis%/*}/5"
-start flask "$here/.venv/bin/gunicorn" --chdir "$here" -w 2 -b 127.0.0.1:$port --log-level warning flask_app:app
-row "Flask 3.1 + Flask-Session 0.8 on Redis, gunicorn -w 2 (sync)"; stop
+run flask "Flask 3.1 + Flask-Session 0.8 on Redis, gunicorn -w 2 (sync)" "$here/.venv/bin/gunicorn" --chdir "$here" -w 2 -b 127.0.0.1:$port --log-level warning flask_app:app

@@ -104,9 +104,14 @@ enum Mode {
     AsyncRedis,
 }
 
+/// How many save turns [`Shared`] keeps (see [`Shared::turn`]).
+const TURNS: usize = 256;
+
 struct Shared<S: Store> {
     sessions: Sessions<S>,
     mode: Mode,
+    /// Saves on an optimistic engine take turns per session in this process.
+    turns: Box<[tokio::sync::Mutex<()>]>,
 }
 
 impl<S: Store + 'static> Shared<S> {
@@ -118,7 +123,7 @@ impl<S: Store + 'static> Shared<S> {
         }
         let any = self.sessions.store().as_any()?;
         any.downcast_ref::<crate::store::RedisStore>()
-            .map(crate::store::redis::AsyncRedis)
+            .map(crate::store::redis::AsyncRedis::new)
     }
 
     /// Loads the request's session.
@@ -131,6 +136,20 @@ impl<S: Store + 'static> Shared<S> {
             .await
     }
 
+    /// The turn of the session with id `id`: one of [`TURNS`] fair (FIFO) locks,
+    /// picked by the id. On Redis, concurrent saves of one session in this process
+    /// take turns instead of racing: each compare-and-set of a racing save would
+    /// otherwise mostly lose to the next request's, and under a burst of requests
+    /// on one session (a page firing parallel calls) a save could lose many times
+    /// in a row. Saves of other processes still race, and the compare-and-set
+    /// settles those.
+    fn turn(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        let h = id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        &self.turns[(h % TURNS as u64) as usize]
+    }
+
     /// One attempt to save `session`: the outer error is the blocking task's.
     async fn save_once(
         self: &Arc<Self>,
@@ -138,6 +157,7 @@ impl<S: Store + 'static> Shared<S> {
     ) -> Result<(session::Session, Result<SaveOutcome>)> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis() {
+            let _turn = self.turn(session.id()).lock().await;
             let result = self.sessions.save_with(&redis, &mut session).await;
             return Ok((session, result));
         }
@@ -234,7 +254,11 @@ impl<S: Store + 'static> SessionLayer<S> {
         };
         let _ = is_redis;
         SessionLayer {
-            shared: Arc::new(Shared { sessions, mode }),
+            shared: Arc::new(Shared {
+                sessions,
+                mode,
+                turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            }),
         }
     }
 

@@ -107,44 +107,15 @@ pub(crate) fn ready<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
     }
 }
 
-/// [`crate::store::optimistic_update`] for async stores: load, merge, then
-/// compare-and-set (or insert), retried after a short randomized sleep while other
-/// writers win, up to [`MAX_ATTEMPTS`](crate::store::MAX_ATTEMPTS) times.
+/// Waits before optimistic attempt `attempt` (1, 2, …) of an async store: the
+/// first retries only yield to the runtime (each attempt costs a round trip,
+/// which already spaces them, and tokio's timer cannot sleep less than a
+/// millisecond), later ones sleep [`backoff_delay`](crate::store::backoff_delay).
 #[cfg(all(feature = "axum", feature = "redis"))]
-pub(crate) async fn optimistic_update<C: Calls + ?Sized>(
-    calls: &C,
-    key: &str,
-    ttl: Duration,
-    merge: &mut SendMergeFn<'_>,
-) -> Result<Option<Vec<u8>>> {
-    use crate::store::MAX_ATTEMPTS;
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(crate::store::backoff_delay(attempt)).await;
-        }
-        let current = calls.load(key).await?;
-        let decision = merge(current.as_ref().map(|v| &v.value[..]))?;
-        let won = match (decision, current) {
-            (Merge::Keep, current) => return Ok(current.map(|v| v.value)),
-            (Merge::Delete, None) => return Ok(None),
-            (Merge::Delete, Some(cur)) => {
-                if calls.compare_and_set(key, &cur.version, None, ttl).await? {
-                    return Ok(None);
-                }
-                None
-            }
-            (Merge::Put(new), None) => calls.insert(key, &new, ttl).await?.then_some(Some(new)),
-            (Merge::Put(new), Some(cur)) => calls
-                .compare_and_set(key, &cur.version, Some(&new), ttl)
-                .await?
-                .then_some(Some(new)),
-        };
-        if let Some(stored) = won {
-            return Ok(stored);
-        }
+pub(crate) async fn backoff(attempt: u32) {
+    if attempt <= 4 {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(crate::store::backoff_delay(attempt)).await;
     }
-    Err(Error::Conflict {
-        key: key.to_owned(),
-        attempts: MAX_ATTEMPTS,
-    })
 }

@@ -22,6 +22,21 @@ end
 return 1
 ";
 
+/// [`CAS`] that also returns what it found when it loses: `{1, nil}` when it wrote,
+/// `{0, current}` when not (current is nil for an absent key), so a retry of an
+/// optimistic merge needs no separate load (one round trip per attempt).
+#[cfg(feature = "axum")]
+const CAS_OR_GET: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return {0, cur} end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('DEL', KEYS[1])
+end
+return {1, false}
+";
+
 /// How long a connect, a read or a write may take before the call fails (with a
 /// retryable error).
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,6 +66,8 @@ pub struct RedisStore {
     client: redis::Client,
     #[cfg(feature = "axum")]
     multiplexed: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    #[cfg(feature = "axum")]
+    cas_or_get: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -98,6 +115,8 @@ impl RedisStore {
             client: for_async,
             #[cfg(feature = "axum")]
             multiplexed: tokio::sync::OnceCell::new(),
+            #[cfg(feature = "axum")]
+            cas_or_get: redis::Script::new(CAS_OR_GET),
         };
         store.pool.with(|c| {
             redis::cmd("PING")
@@ -210,22 +229,66 @@ impl Store for RedisStore {
 /// the request's own task. The commands and the compare-and-set script are the
 /// sync store's, so the two paths work on the same records.
 ///
+/// Made per request. A compare-and-set that loses keeps what it found (its
+/// script returns the current value), and the merge that follows starts from it
+/// instead of loading again: a save that races another costs two round trips,
+/// not three.
+///
 /// [`ConnectionManager`]: redis::aio::ConnectionManager
 #[cfg(feature = "axum")]
-pub(crate) struct AsyncRedis<'a>(pub(crate) &'a RedisStore);
+pub(crate) struct AsyncRedis<'a> {
+    store: &'a RedisStore,
+    /// The key and value a lost compare-and-set found.
+    found: std::sync::Mutex<Option<(String, Option<Vec<u8>>)>>,
+}
 
 #[cfg(feature = "axum")]
-impl AsyncRedis<'_> {
+impl<'a> AsyncRedis<'a> {
+    pub(crate) fn new(store: &'a RedisStore) -> Self {
+        AsyncRedis {
+            store,
+            found: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn found(&self) -> std::sync::MutexGuard<'_, Option<(String, Option<Vec<u8>>)>> {
+        self.found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The compare-and-set script that returns the current value when it loses:
+    /// `Ok(None)` when it wrote, `Ok(Some(current))` when not.
+    async fn cas_or_get(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<Option<Option<Vec<u8>>>> {
+        let mut call = self.store.cas_or_get.key(key);
+        call.arg(expected);
+        match new {
+            Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
+            None => call.arg("0").arg("").arg(0),
+        };
+        let (won, found): (i64, Option<Vec<u8>>) = call
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| engine_error("compare-and-set", e))?;
+        Ok((won != 1).then_some(found))
+    }
+
     async fn conn(&self) -> Result<redis::aio::ConnectionManager> {
         let manager = self
-            .0
+            .store
             .multiplexed
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(TIMEOUT))
                     .set_response_timeout(Some(TIMEOUT))
                     .set_number_of_retries(2);
-                redis::aio::ConnectionManager::new_with_config(self.0.client.clone(), config)
+                redis::aio::ConnectionManager::new_with_config(self.store.client.clone(), config)
                     .await
                     .map_err(|e| engine_error("connect", e))
             })
@@ -276,17 +339,13 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
         let Some(expected) = expected.as_bytes() else {
             return Err(foreign_version(key));
         };
-        let mut call = self.0.cas.key(key);
-        call.arg(expected);
-        match new {
-            Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
-            None => call.arg("0").arg("").arg(0),
-        };
-        let won: i64 = call
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(|e| engine_error("compare-and-set", e))?;
-        Ok(won == 1)
+        match self.cas_or_get(key, expected, new, ttl).await? {
+            None => Ok(true),
+            Some(found) => {
+                *self.found() = Some((key.to_owned(), found));
+                Ok(false)
+            }
+        }
     }
 
     async fn remove(&self, key: &str) -> Result<bool> {
@@ -314,6 +373,38 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
         ttl: Duration,
         merge: &mut crate::session::calls::SendMergeFn<'_>,
     ) -> Result<Option<Vec<u8>>> {
-        crate::session::calls::optimistic_update(self, key, ttl, merge).await
+        use crate::store::{MAX_ATTEMPTS, Merge};
+        let hint = self.found().take().filter(|(k, _)| k == key);
+        let mut current = match hint {
+            Some((_, found)) => found,
+            None => self.load(key).await?.map(|v| v.value),
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                crate::session::calls::backoff(attempt).await;
+            }
+            let decision = merge(current.as_deref())?;
+            let (expected, new) = match (decision, current) {
+                (Merge::Keep, current) => return Ok(current),
+                (Merge::Delete, None) => return Ok(None),
+                (Merge::Delete, Some(cur)) => (cur, None),
+                (Merge::Put(new), None) => {
+                    if self.insert(key, &new, ttl).await? {
+                        return Ok(Some(new));
+                    }
+                    current = self.load(key).await?.map(|v| v.value);
+                    continue;
+                }
+                (Merge::Put(new), Some(cur)) => (cur, Some(new)),
+            };
+            match self.cas_or_get(key, &expected, new.as_deref(), ttl).await? {
+                None => return Ok(new),
+                Some(found) => current = found,
+            }
+        }
+        Err(Error::Conflict {
+            key: key.to_owned(),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 }

@@ -1,5 +1,5 @@
 //! axum + fscache's session layer: the peers' page of bench/http/run.sh, nothing
-//! else (no HTML, no middleware). `fscache-axum BIND STORE_URL auto|inline|blocking`;
+//! else (no HTML, no middleware). `fscache-axum BIND STORE_URL auto|async|inline|blocking`;
 //! 2 runtime workers.
 use axum::{Router, routing::get};
 use fscache::axum::{Session, SessionLayer, StoreCalls};
@@ -19,6 +19,7 @@ fn main() {
     let calls = match args.get(3).map(String::as_str) {
         Some("inline") => StoreCalls::Inline,
         Some("blocking") => StoreCalls::Blocking,
+        Some("async") => StoreCalls::Async,
         _ => StoreCalls::Auto,
     };
     let sessions = Sessions::new(fscache::store::open(&url).unwrap(), SessionConfig::default()).unwrap();
