@@ -104,32 +104,39 @@ enum Mode {
     AsyncRedis,
 }
 
-/// How many save turns [`Shared`] keeps (see [`Shared::turn`]).
+/// How many save turns [`Shared`] keeps (see `Shared::turn`).
+#[cfg(feature = "redis")]
 const TURNS: usize = 256;
+
+/// What a turn knows: a store key and what the last save wrote there.
+#[cfg(feature = "redis")]
+type Turn = crate::store::redis::Known;
 
 struct Shared<S: Store> {
     sessions: Sessions<S>,
     mode: Mode,
-    /// Saves on an optimistic engine take turns per session in this process.
-    turns: Box<[tokio::sync::Mutex<()>]>,
+    /// Saves on Redis take turns per session in this process; each turn keeps
+    /// what the last save in it wrote (see `AsyncRedis`).
+    #[cfg(feature = "redis")]
+    turns: Box<[tokio::sync::Mutex<Option<Turn>>]>,
 }
 
 impl<S: Store + 'static> Shared<S> {
     /// The store as a `RedisStore`, in [`Mode::AsyncRedis`].
     #[cfg(feature = "redis")]
-    fn redis(&self) -> Option<crate::store::redis::AsyncRedis<'_>> {
+    fn redis(&self) -> Option<&crate::store::RedisStore> {
         if self.mode != Mode::AsyncRedis {
             return None;
         }
         let any = self.sessions.store().as_any()?;
         any.downcast_ref::<crate::store::RedisStore>()
-            .map(crate::store::redis::AsyncRedis::new)
     }
 
     /// Loads the request's session.
     async fn load(self: &Arc<Self>, cookie: Option<String>) -> Result<session::Session> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis() {
+            let redis = crate::store::redis::AsyncRedis::new(redis, None);
             return self.sessions.load_with(&redis, cookie.as_deref()).await;
         }
         self.run(move |sessions| sessions.load(cookie.as_deref()))
@@ -141,9 +148,11 @@ impl<S: Store + 'static> Shared<S> {
     /// take turns instead of racing: each compare-and-set of a racing save would
     /// otherwise mostly lose to the next request's, and under a burst of requests
     /// on one session (a page firing parallel calls) a save could lose many times
-    /// in a row. Saves of other processes still race, and the compare-and-set
-    /// settles those.
-    fn turn(&self, id: &str) -> &tokio::sync::Mutex<()> {
+    /// in a row. A turn also keeps what its last save wrote, so the next save
+    /// merges onto it without a load. Saves of other processes still race, and
+    /// the compare-and-set settles those.
+    #[cfg(feature = "redis")]
+    fn turn(&self, id: &str) -> &tokio::sync::Mutex<Option<Turn>> {
         let h = id
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
@@ -157,8 +166,10 @@ impl<S: Store + 'static> Shared<S> {
     ) -> Result<(session::Session, Result<SaveOutcome>)> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis() {
-            let _turn = self.turn(session.id()).lock().await;
+            let mut turn = self.turn(session.id()).lock().await;
+            let redis = crate::store::redis::AsyncRedis::new(redis, turn.take());
             let result = self.sessions.save_with(&redis, &mut session).await;
+            *turn = result.is_ok().then(|| redis.into_known()).flatten();
             return Ok((session, result));
         }
         self.run(move |sessions| {
@@ -257,7 +268,8 @@ impl<S: Store + 'static> SessionLayer<S> {
             shared: Arc::new(Shared {
                 sessions,
                 mode,
-                turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+                #[cfg(feature = "redis")]
+                turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(None)).collect(),
             }),
         }
     }

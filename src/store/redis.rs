@@ -229,32 +229,63 @@ impl Store for RedisStore {
 /// the request's own task. The commands and the compare-and-set script are the
 /// sync store's, so the two paths work on the same records.
 ///
-/// Made per request. A compare-and-set that loses keeps what it found (its
-/// script returns the current value), and the merge that follows starts from it
-/// instead of loading again: a save that races another costs two round trips,
-/// not three.
+/// Made per save, with what the caller knows a key holds (the layer passes what
+/// the previous save of the session in this process wrote, under the session's
+/// turn). Knowledge only saves round trips, never decides an outcome: every
+/// write is a compare-and-set against the value it replaces.
+/// - A compare-and-set whose expected value is not what is known to be stored
+///   reports a loss without asking Redis (the session logic then merges).
+/// - The merge starts from the known value instead of loading it.
+/// - A compare-and-set that loses learns the current value (the script returns
+///   it) for the next attempt.
+///
+/// So a save that raced another save of this process costs one round trip, and
+/// one that raced another process two or three.
 ///
 /// [`ConnectionManager`]: redis::aio::ConnectionManager
 #[cfg(feature = "axum")]
 pub(crate) struct AsyncRedis<'a> {
     store: &'a RedisStore,
-    /// The key and value a lost compare-and-set found.
-    found: std::sync::Mutex<Option<(String, Option<Vec<u8>>)>>,
+    /// A key and what it is known to hold (`None`: absent).
+    known: std::sync::Mutex<Option<Known>>,
 }
+
+/// A key and what it was last seen or written to hold (`None`: absent).
+#[cfg(feature = "axum")]
+pub(crate) type Known = (String, Option<Vec<u8>>);
 
 #[cfg(feature = "axum")]
 impl<'a> AsyncRedis<'a> {
-    pub(crate) fn new(store: &'a RedisStore) -> Self {
+    pub(crate) fn new(store: &'a RedisStore, known: Option<Known>) -> Self {
         AsyncRedis {
             store,
-            found: std::sync::Mutex::new(None),
+            known: std::sync::Mutex::new(known),
         }
     }
 
-    fn found(&self) -> std::sync::MutexGuard<'_, Option<(String, Option<Vec<u8>>)>> {
-        self.found
+    /// What is known after the calls made through this value.
+    pub(crate) fn into_known(self) -> Option<Known> {
+        self.known
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<Known>> {
+        self.known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What `key` is known to hold, if anything is known.
+    fn known_value(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        self.known()
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn learn(&self, key: &str, value: Option<Vec<u8>>) {
+        *self.known() = Some((key.to_owned(), value));
     }
 
     /// The compare-and-set script that returns the current value when it loses:
@@ -339,10 +370,19 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
         let Some(expected) = expected.as_bytes() else {
             return Err(foreign_version(key));
         };
+        if let Some(known) = self.known_value(key)
+            && known.as_deref() != Some(expected)
+        {
+            // Written since `expected` was read (by this process): this would lose.
+            return Ok(false);
+        }
         match self.cas_or_get(key, expected, new, ttl).await? {
-            None => Ok(true),
+            None => {
+                self.learn(key, new.map(<[u8]>::to_vec));
+                Ok(true)
+            }
             Some(found) => {
-                *self.found() = Some((key.to_owned(), found));
+                self.learn(key, found);
                 Ok(false)
             }
         }
@@ -354,6 +394,7 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
             .query_async(&mut self.conn().await?)
             .await
             .map_err(|e| engine_error("remove", e))?;
+        self.learn(key, None);
         Ok(n > 0)
     }
 
@@ -374,9 +415,8 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
         merge: &mut crate::session::calls::SendMergeFn<'_>,
     ) -> Result<Option<Vec<u8>>> {
         use crate::store::{MAX_ATTEMPTS, Merge};
-        let hint = self.found().take().filter(|(k, _)| k == key);
-        let mut current = match hint {
-            Some((_, found)) => found,
+        let mut current = match self.known_value(key) {
+            Some(known) => known,
             None => self.load(key).await?.map(|v| v.value),
         };
         for attempt in 0..MAX_ATTEMPTS {
@@ -390,6 +430,7 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
                 (Merge::Delete, Some(cur)) => (cur, None),
                 (Merge::Put(new), None) => {
                     if self.insert(key, &new, ttl).await? {
+                        self.learn(key, Some(new.clone()));
                         return Ok(Some(new));
                     }
                     current = self.load(key).await?.map(|v| v.value);
@@ -398,7 +439,10 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
                 (Merge::Put(new), Some(cur)) => (cur, Some(new)),
             };
             match self.cas_or_get(key, &expected, new.as_deref(), ttl).await? {
-                None => return Ok(new),
+                None => {
+                    self.learn(key, new.clone());
+                    return Ok(new);
+                }
                 Some(found) => current = found,
             }
         }

@@ -518,3 +518,51 @@ fn the_extractor_without_the_layer_is_a_500() {
     assert_eq!(r.status, 500);
     assert_eq!(r.body, "session layer missing\n");
 }
+
+/// On Redis each save remembers what it wrote (the next save of the session in
+/// this process merges onto it without a load). Another process's writes in
+/// between make that stale: the next save must still merge onto what is really
+/// stored, and a logout by another process must stay a logout. The other process
+/// is a second store with the sync `Sessions`, on the same Redis.
+#[test]
+fn redis_saves_merge_over_other_processes_writes() {
+    let Some(url) = redis_url() else { return };
+    let config = config();
+    let app = serve(
+        Sessions::new(fscache::store::open(&url).unwrap(), config.clone()).unwrap(),
+        StoreCalls::Async,
+    );
+    let other = Sessions::new(fscache::store::open(&url).unwrap(), config).unwrap();
+    let cookie = log_in(&app);
+    let bump = || call(&agent(), "POST", &format!("{}/bump/n", app.base), &cookie);
+    assert_eq!(bump().body, "1");
+    // The other process bumps and sets a key after this process's last write.
+    let mut s = other.load(Some(&cookie)).unwrap();
+    s.update("n", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+        .unwrap();
+    s.insert("other", "yes").unwrap();
+    other.save(&mut s).unwrap();
+    // This process's next save: loaded after the other write, merged onto it.
+    assert_eq!(bump().body, "3");
+    // A slow request that loaded before the other process's write: its save
+    // merges onto the real record, not the one this process wrote last.
+    let slow = start_slow(&app, "/slow/bump/n", &cookie);
+    let mut s = other.load(Some(&cookie)).unwrap();
+    s.update("n", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+        .unwrap();
+    other.save(&mut s).unwrap();
+    app.gate.release.notify_one();
+    assert_eq!(slow.join().unwrap().status, 200);
+    let all = dump_of(&app, &cookie);
+    assert_eq!(all["n"], 5, "{all}");
+    assert_eq!(all["other"], "yes", "{all}");
+    // The other process logs out while a request of this one holds the session.
+    let slow = start_slow(&app, "/slow/set/cart", &cookie);
+    let mut s = other.load(Some(&cookie)).unwrap();
+    s.destroy();
+    other.save(&mut s).unwrap();
+    app.gate.release.notify_one();
+    slow.join().unwrap();
+    let r = call(&agent(), "GET", &format!("{}/me", app.base), &cookie);
+    assert_eq!(r.body, "nobody", "the other process's logout was undone");
+}
