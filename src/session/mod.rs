@@ -50,7 +50,6 @@
 //! # }
 //! ```
 
-pub(crate) mod calls;
 mod config;
 mod id;
 
@@ -65,6 +64,7 @@ use serde_json::Value;
 
 use crate::cache::FileSystemCache;
 use crate::error::{Error, Result};
+use crate::store::calls::{self, Calls, SyncCalls};
 use crate::store::{Merge, Store, Version};
 
 pub use config::{DEFAULT_REFRESH_GRANULARITY, SameSite, SessionConfig};
@@ -506,11 +506,11 @@ impl<S: Store> Sessions<S> {
     /// # Errors
     /// Store failures ([`Error::Io`]); the OS randomness source failing.
     pub fn load(&self, cookie_header: Option<&str>) -> Result<Session> {
-        calls::ready(self.load_with(&calls::SyncCalls(&self.store), cookie_header))
+        calls::ready(self.load_with(&SyncCalls(&self.store), cookie_header))
     }
 
     /// [`load`](Self::load) with the store calls made through `calls`.
-    pub(crate) async fn load_with<C: calls::Calls>(
+    pub(crate) async fn load_with<C: Calls>(
         &self,
         calls: &C,
         cookie_header: Option<&str>,
@@ -543,7 +543,7 @@ impl<S: Store> Sessions<S> {
         Ok(session)
     }
 
-    async fn load_id<C: calls::Calls>(&self, calls: &C, id: &str) -> Result<Lookup> {
+    async fn load_id<C: Calls>(&self, calls: &C, id: &str) -> Result<Lookup> {
         let key = self.store_key(id);
         let Some(stored) = calls.load(&key).await? else {
             return Ok(Lookup::Absent);
@@ -680,11 +680,11 @@ impl<S: Store> Sessions<S> {
     /// [`Session::update`] closures replayed on the stored value (nothing is written
     /// then).
     pub fn save(&self, session: &mut Session) -> Result<SaveOutcome> {
-        calls::ready(self.save_with(&calls::SyncCalls(&self.store), session))
+        calls::ready(self.save_with(&SyncCalls(&self.store), session))
     }
 
     /// [`save`](Self::save) with the store calls made through `calls`.
-    pub(crate) async fn save_with<C: calls::Calls>(
+    pub(crate) async fn save_with<C: Calls>(
         &self,
         calls: &C,
         session: &mut Session,
@@ -834,7 +834,7 @@ impl<S: Store> Sessions<S> {
     /// merge (run again by optimistic stores when another writer wins). Returns the
     /// record stored afterwards (`None`: removed or gone) and whether there was one
     /// to merge into.
-    async fn merge<C: calls::Calls>(
+    async fn merge<C: Calls>(
         &self,
         calls: &C,
         key: &str,

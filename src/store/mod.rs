@@ -43,6 +43,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "sessions")]
+pub(crate) mod calls;
 #[cfg(feature = "flask")]
 mod cachelib;
 mod file;

@@ -337,7 +337,7 @@ impl<'a> AsyncRedis<'a> {
 }
 
 #[cfg(feature = "axum")]
-impl crate::session::calls::Calls for AsyncRedis<'_> {
+impl crate::store::calls::Calls for AsyncRedis<'_> {
     fn engine(&self) -> &'static str {
         "redis"
     }
@@ -412,7 +412,7 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
         &self,
         key: &str,
         ttl: Duration,
-        merge: &mut crate::session::calls::SendMergeFn<'_>,
+        merge: &mut crate::store::calls::SendMergeFn<'_>,
     ) -> Result<Option<Vec<u8>>> {
         use crate::store::{MAX_ATTEMPTS, Merge};
         let mut current = match self.known_value(key) {
@@ -421,7 +421,7 @@ impl crate::session::calls::Calls for AsyncRedis<'_> {
         };
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
-                crate::session::calls::backoff(attempt).await;
+                crate::store::calls::backoff(attempt).await;
             }
             let decision = merge(current.as_deref())?;
             let (expected, new) = match (decision, current) {

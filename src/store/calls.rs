@@ -1,6 +1,6 @@
 //! The store calls of the session logic, sync or async: one implementation of
-//! [`Sessions::load`](super::Sessions::load) and [`Sessions::save`](super::Sessions::save)
-//! serves both.
+//! [`Sessions::load`](crate::session::Sessions::load) and
+//! [`Sessions::save`](crate::session::Sessions::save) serves both.
 //!
 //! The logic is written once as `async fn`s over [`Calls`]. The sync API runs it
 //! over [`SyncCalls`], whose futures do the (blocking) store call and are ready at
@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::store::{Merge, Store, Version, Versioned};
+use super::{Merge, Store, Version, Versioned};
 
 /// A merge the session logic hands to [`Calls::update`]; `Send` so the futures of
 /// async stores are.
@@ -110,12 +110,12 @@ pub(crate) fn ready<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
 /// Waits before optimistic attempt `attempt` (1, 2, …) of an async store: the
 /// first retries only yield to the runtime (each attempt costs a round trip,
 /// which already spaces them, and tokio's timer cannot sleep less than a
-/// millisecond), later ones sleep [`backoff_delay`](crate::store::backoff_delay).
+/// millisecond), later ones sleep [`backoff_delay`](super::backoff_delay).
 #[cfg(all(feature = "axum", feature = "redis"))]
 pub(crate) async fn backoff(attempt: u32) {
     if attempt <= 4 {
         tokio::task::yield_now().await;
     } else {
-        tokio::time::sleep(crate::store::backoff_delay(attempt)).await;
+        tokio::time::sleep(super::backoff_delay(attempt)).await;
     }
 }
