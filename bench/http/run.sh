@@ -12,7 +12,9 @@
 # Needs wrk and redis-server (Debian's packages; installed if missing), python3.
 # Redis: $FSCACHE_TEST_REDIS if set, else one started by .ci/engines.sh.
 # Set OLD_AXUM=/path/to/axum-server to add a build of another commit as a row,
-# ROWS="min-redis tower-redis …" to run only the rows of those names (see run below).
+# ROWS="min-redis tower-redis …" to run only the rows of those names (see run below),
+# SESSIONS=many for 64 sessions used in turn by all connections (concurrent
+# requests are of different sessions) instead of one session per wrk thread.
 # Prints a markdown table on stdout; progress on stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +71,10 @@ row() { # NAME: measures the running server, prints one table row
   for c in 1 4 16; do
     t=$(( c < 2 ? 1 : 2 ))
     local rps=() p50=() p99=()
+    if [ "${SESSIONS:-thread}" = many ]; then
+      python3 "$here/sessions.py" "127.0.0.1:$port" 64 >"$work/cookies"
+      export BENCH_COOKIES="$work/cookies"
+    fi
     wrk -t"$t" -c"$c" -d1s -s "$here/session.lua" "http://127.0.0.1:$port/" >/dev/null  # warm-up
     for _ in $(seq "$rounds"); do
       out=$(wrk -t"$t" -c"$c" -d"${secs}s" --latency -s "$here/session.lua" "http://127.0.0.1:$port/")
@@ -91,6 +97,7 @@ row() { # NAME: measures the running server, prints one table row
   log "done: $name"
 }
 
+[ "${SESSIONS:-thread}" = many ] && echo "64 sessions, requests rotate through them (SESSIONS=many)" && echo
 echo "| stack | 1 conn: req/s / p50 ms / p99 ms | 4 conns | 16 conns | server threads | increments kept of 50 concurrent (3 runs) |"
 echo "|---|---:|---:|---:|---:|---:|"
 axum="$root/target/release/axum-server"

@@ -179,15 +179,21 @@ impl SharedState {
     /// Adds `delta`, returning the new value.
     pub(crate) fn add(&self, delta: i64) -> i64 {
         self.cell(CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
-        self.count_cell().fetch_add(delta, Ordering::SeqCst) + delta
+        // Wrapping like the atomic itself: a damaged figure near i64::MAX must not
+        // panic (it is recounted once seen).
+        self.count_cell()
+            .fetch_add(delta, Ordering::SeqCst)
+            .wrapping_add(delta)
     }
 
     /// Sets the count to `value` unconditionally (a recount of a damaged figure).
     pub(crate) fn reset(&self, value: i64) {
         self.cell(CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
         let current = self.count_cell().load(Ordering::SeqCst);
+        // Relative and wrapping (fetch_add wraps): the result is `value` whatever
+        // the damaged figure was, i64::MIN included.
         self.count_cell()
-            .fetch_add(value - current, Ordering::SeqCst);
+            .fetch_add(value.wrapping_sub(current), Ordering::SeqCst);
     }
 
     /// Sets the count to `value` if the change number is still `expected_changes`,
@@ -200,7 +206,7 @@ impl SharedState {
             .cell(CHANGES_OFFSET)
             .compare_exchange(
                 expected_changes,
-                expected_changes + 1,
+                expected_changes.wrapping_add(1),
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             )
@@ -210,7 +216,7 @@ impl SharedState {
         }
         // Relative, so an `add` that starts after the exchange is kept.
         self.count_cell()
-            .fetch_add(value - current, Ordering::SeqCst);
+            .fetch_add(value.wrapping_sub(current), Ordering::SeqCst);
         true
     }
 }
