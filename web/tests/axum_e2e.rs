@@ -234,7 +234,7 @@ fn run_flow(name: &str, url: &str) {
 
 /// Ten keep-alive clients of one session, released together by a barrier, each
 /// load the page five times: every one of the 50 visits is counted, on every
-/// store (tower-sessions and actix-session kept 15 to 31 of 50 in bench/http/run.sh).
+/// store (tower-sessions and actix-session kept 15 to 33 of 50 in the bench/http/run.sh runs).
 fn fifty_concurrent_increments(name: &str, url: &str) {
     const CLIENTS: usize = 10;
     const EACH: usize = 5;
