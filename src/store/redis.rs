@@ -10,23 +10,11 @@ use crate::error::{Error, Result};
 
 /// Compares the stored bytes with the expected ones and, if equal, stores the new
 /// value (ARGV[2] = "1") or deletes the key; atomic because Redis runs a script
-/// without interleaving other commands.
+/// without interleaving other commands. Returns `{1, nil}` when it wrote and
+/// `{0, current}` when not (current is nil for an absent key): the async path's
+/// merge retries from that value without a separate load; the sync path reads
+/// only the flag.
 const CAS: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur ~= ARGV[1] then return 0 end
-if ARGV[2] == '1' then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-else
-  redis.call('DEL', KEYS[1])
-end
-return 1
-";
-
-/// [`CAS`] that also returns what it found when it loses: `{1, nil}` when it wrote,
-/// `{0, current}` when not (current is nil for an absent key), so a retry of an
-/// optimistic merge needs no separate load (one round trip per attempt).
-#[cfg(feature = "axum")]
-const CAS_OR_GET: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then return {0, cur} end
 if ARGV[2] == '1' then
@@ -66,8 +54,6 @@ pub struct RedisStore {
     client: redis::Client,
     #[cfg(feature = "axum")]
     multiplexed: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
-    #[cfg(feature = "axum")]
-    cas_or_get: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -86,6 +72,24 @@ fn millis(ttl: Duration) -> u64 {
 }
 
 impl RedisStore {
+    /// The [`CAS`] script's call: replace `expected` under `key` with `new` (or
+    /// delete the key when `new` is `None`), for `ttl`.
+    fn cas_call(
+        &self,
+        key: &str,
+        expected: &[u8],
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> redis::ScriptInvocation<'_> {
+        let mut call = self.cas.key(key);
+        call.arg(expected);
+        match new {
+            Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
+            None => call.arg("0").arg("").arg(0),
+        };
+        call
+    }
+
     /// Connects to the Redis server a `redis://HOST:PORT/DB` URL names (with
     /// `redis://:PASSWORD@…` or `redis://USER:PASSWORD@…` for AUTH) and checks it
     /// answers.
@@ -115,8 +119,6 @@ impl RedisStore {
             client: for_async,
             #[cfg(feature = "axum")]
             multiplexed: tokio::sync::OnceCell::new(),
-            #[cfg(feature = "axum")]
-            cas_or_get: redis::Script::new(CAS_OR_GET),
         };
         store.pool.with(|c| {
             redis::cmd("PING")
@@ -189,13 +191,8 @@ impl Store for RedisStore {
             return Err(foreign_version(key));
         };
         self.pool.with(|c| {
-            let mut call = self.cas.key(key);
-            call.arg(expected);
-            match new {
-                Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
-                None => call.arg("0").arg("").arg(0),
-            };
-            let won: i64 = call
+            let (won, _): (i64, Option<Vec<u8>>) = self
+                .cas_call(key, expected, new, ttl)
                 .invoke(c)
                 .map_err(|e| engine_error("compare-and-set", e))?;
             Ok(won == 1)
@@ -297,13 +294,9 @@ impl<'a> AsyncRedis<'a> {
         new: Option<&[u8]>,
         ttl: Duration,
     ) -> Result<Option<Option<Vec<u8>>>> {
-        let mut call = self.store.cas_or_get.key(key);
-        call.arg(expected);
-        match new {
-            Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
-            None => call.arg("0").arg("").arg(0),
-        };
-        let (won, found): (i64, Option<Vec<u8>>) = call
+        let (won, found): (i64, Option<Vec<u8>>) = self
+            .store
+            .cas_call(key, expected, new, ttl)
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| engine_error("compare-and-set", e))?;

@@ -566,3 +566,24 @@ fn redis_saves_merge_over_other_processes_writes() {
     let r = call(&agent(), "GET", &format!("{}/me", app.base), &cookie);
     assert_eq!(r.body, "nobody", "the other process's logout was undone");
 }
+
+/// `StoreCalls::Auto` takes the async client for a `RedisStore`, also behind
+/// `Box<dyn Store>` and `Arc` (what `store::open` gives), and the sync store on
+/// the blocking pool for a store that wraps one (its calls stay the wrapper's).
+#[test]
+fn auto_takes_the_async_client_for_redis_but_not_through_a_wrapper() {
+    let Some(url) = redis_url() else { return };
+    let mode = |layer: &dyn std::fmt::Debug| format!("{layer:?}");
+    let opened: Arc<dyn Store> = Arc::from(fscache::store::open(&url).unwrap());
+    let layer = SessionLayer::new(Sessions::new(opened, config()).unwrap());
+    assert!(mode(&layer).contains("AsyncRedis"), "{layer:?}");
+    let wrapped = Faulty::new(fscache::store::open(&url).unwrap());
+    let layer = SessionLayer::new(Sessions::new(wrapped, config()).unwrap());
+    assert!(mode(&layer).contains("Blocking"), "{layer:?}");
+    let forced = fscache::store::open(&url).unwrap();
+    let layer = SessionLayer::with_store_calls(
+        Sessions::new(forced, config()).unwrap(),
+        StoreCalls::Blocking,
+    );
+    assert!(mode(&layer).contains("Blocking"), "{layer:?}");
+}
