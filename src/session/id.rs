@@ -29,6 +29,20 @@ pub(crate) fn generate() -> Result<String> {
     Ok(encode(&bytes))
 }
 
+/// A random save id (see `Record::saves`): 64 bits, so that two saves of one
+/// session never share one in practice.
+pub(crate) fn save_id() -> Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::io(
+            "read OS randomness for a save id",
+            "getrandom",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 fn encode(bytes: &[u8; ID_BYTES]) -> String {
     let mut out = String::with_capacity(ID_LEN);
     let mut chunks = bytes.chunks_exact(3);

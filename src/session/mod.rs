@@ -94,6 +94,33 @@ struct Record {
     /// an idle timeout can slide on reads with a bounded number of rewrites.
     #[serde(default)]
     touched: u64,
+    /// The ids of the last [`RECENT_SAVES`] saves that replayed
+    /// [`Session::update`] closures into this record, so that a save retried after
+    /// a lost reply finds its own id and does not replay them twice. Absent from
+    /// records no such save wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    saves: Vec<u64>,
+}
+
+/// What a merge sets besides the replayed changes.
+struct Replay {
+    /// The permanent flag, if this request changed it.
+    permanent: Option<bool>,
+    /// The write time (`Record::touched`).
+    now: u64,
+    /// This save's id, if it replays update closures (see `Record::saves`).
+    save_id: Option<u64>,
+}
+
+/// How many save ids a record remembers (see `Record::saves`): a retried save is
+/// recognized as long as fewer than this many other saves that replay updates
+/// landed on the same session in between.
+const RECENT_SAVES: usize = 8;
+
+/// `saves` with `id` appended, the oldest dropped past [`RECENT_SAVES`].
+fn remember_save(saves: &[u64], id: u64) -> Vec<u64> {
+    let skip = (saves.len() + 1).saturating_sub(RECENT_SAVES);
+    saves.iter().copied().skip(skip).chain([id]).collect()
 }
 
 type Modify = Box<dyn Fn(Option<Value>) -> Result<Option<Value>> + Send>;
@@ -132,6 +159,12 @@ pub struct Session {
     created: u64,
     /// When the stored record was last written (see `Record::touched`).
     touched: u64,
+    /// The loaded record's save ids (see `Record::saves`).
+    saves: Vec<u64>,
+    /// This view's save id, drawn at its first save attempt that replays
+    /// [`Session::update`] closures and kept until a save succeeds, so that every
+    /// retry of that save carries the same id.
+    save_id: Option<u64>,
     modified: bool,
     accessed: Cell<bool>,
     destroyed: bool,
@@ -376,7 +409,7 @@ impl Record {
 
 /// What a session id's store key holds.
 enum Lookup {
-    Found(Session),
+    Found(Box<Session>),
     Absent,
     /// A live record this process cannot read (see [`Session::is_foreign`]); only
     /// Flask mode has such records.
@@ -478,6 +511,7 @@ impl<S: Store> Sessions<S> {
                 permanent,
                 created: 0,
                 touched: 0,
+                saves: Vec::new(),
             });
         }
         Record::decode(bytes)
@@ -531,7 +565,7 @@ impl<S: Store> Sessions<S> {
                     continue;
                 };
                 match self.load_id(calls, id).await? {
-                    Lookup::Found(session) => return Ok(session),
+                    Lookup::Found(session) => return Ok(*session),
                     Lookup::Absent => {}
                     Lookup::Foreign => foreign = true,
                 }
@@ -568,7 +602,7 @@ impl<S: Store> Sessions<S> {
             calls.remove(&key).await?;
             return Ok(Lookup::Absent);
         }
-        Ok(Lookup::Found(Session {
+        Ok(Lookup::Found(Box::new(Session {
             id: id.to_owned(),
             stored_id: Some(id.to_owned()),
             version: Some(stored.version),
@@ -580,11 +614,13 @@ impl<S: Store> Sessions<S> {
             permanent_changed: false,
             created: record.created,
             touched: record.touched,
+            saves: record.saves,
+            save_id: None,
             modified: false,
             accessed: Cell::new(false),
             destroyed: false,
             foreign: false,
-        }))
+        })))
     }
 
     fn new_session(&self) -> Result<Session> {
@@ -600,6 +636,8 @@ impl<S: Store> Sessions<S> {
             permanent_changed: false,
             created: self.now(),
             touched: 0,
+            saves: Vec::new(),
+            save_id: None,
             modified: false,
             accessed: Cell::new(false),
             destroyed: false,
@@ -671,8 +709,12 @@ impl<S: Store> Sessions<S> {
     /// requests is touched. If the failed call did reach the store and only its
     /// reply was lost (a connection dropped after the engine applied it), the retry
     /// finds the record changed and merges: inserts, removes and `clear` land once
-    /// more with the same result, while [`Session::update`] closures run on the
-    /// already-updated value (a counter bumped twice).
+    /// more with the same result, and [`Session::update`] closures are not run
+    /// again: a save that replays them carries a random save id, the same on every
+    /// retry of that save, which the record keeps (the last 8), so the retry finds
+    /// its own write and leaves it (a counter is bumped once). Flask mode is the
+    /// exception: its records are Flask-Session's format, which has no room for the
+    /// ids, so there a retried save can run an update closure twice.
     ///
     /// # Errors
     /// Store failures ([`Error::Engine`] says whether a retry can help;
@@ -739,6 +781,7 @@ impl<S: Store> Sessions<S> {
                 permanent: session.permanent,
                 created: session.created,
                 touched: self.now(),
+                saves: Vec::new(),
             })?;
             // Insert only if absent: a new session never overwrites a stored one.
             let mut attempts = 0;
@@ -780,6 +823,21 @@ impl<S: Store> Sessions<S> {
         }
         let now = self.now();
         let permanent = session.permanent_changed.then_some(session.permanent);
+        // A save that replays update closures carries an id, the same on every retry,
+        // which the record remembers: a retry after a lost reply finds it and does
+        // not replay them a second time.
+        let save_id = if session
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::Update(..)))
+        {
+            match session.save_id {
+                Some(id) => Some(id),
+                None => Some(*session.save_id.insert(id::save_id()?)),
+            }
+        } else {
+            None
+        };
         // Fast path: the stored record is still the one this view was loaded from,
         // so the view (loaded record + this request's changes) is the merge.
         let merged = match session.version.clone() {
@@ -789,6 +847,10 @@ impl<S: Store> Sessions<S> {
                     permanent: session.permanent,
                     created: session.created,
                     touched: now,
+                    saves: match save_id {
+                        Some(id) => remember_save(&session.saves, id),
+                        None => session.saves.clone(),
+                    },
                 };
                 let new = (!record.data.is_empty())
                     .then(|| self.encode_record(&record))
@@ -810,8 +872,12 @@ impl<S: Store> Sessions<S> {
         let (merged, found) = match merged {
             Some(record) => (record, true),
             None => {
-                self.merge(calls, &key, ttl, &session.changes, permanent, now)
-                    .await?
+                let how = Replay {
+                    permanent,
+                    now,
+                    save_id,
+                };
+                self.merge(calls, &key, ttl, &session.changes, how).await?
             }
         };
         session.version = None;
@@ -823,6 +889,7 @@ impl<S: Store> Sessions<S> {
                 session.data = record.data;
                 session.permanent = record.permanent;
                 session.touched = record.touched;
+                session.saves = record.saves;
                 reset(session);
                 outcome(resend.then(|| self.cookie(session, ttl)))
             }
@@ -840,9 +907,13 @@ impl<S: Store> Sessions<S> {
         key: &str,
         ttl: Duration,
         changes: &[Change],
-        permanent: Option<bool>,
-        now: u64,
+        how: Replay,
     ) -> Result<(Option<Record>, bool)> {
+        let Replay {
+            permanent,
+            now,
+            save_id,
+        } = how;
         let mut found = false;
         let mut result = None;
         let mut replay = |current: Option<&[u8]>| {
@@ -853,6 +924,14 @@ impl<S: Store> Sessions<S> {
                 return Ok(Merge::Keep);
             };
             found = true;
+            if let Some(id) = save_id
+                && record.saves.contains(&id)
+            {
+                // This save already landed (an earlier attempt whose reply was
+                // lost): replaying it would apply its updates twice.
+                result = Some(record);
+                return Ok(Merge::Keep);
+            }
             for change in changes {
                 match change {
                     Change::Insert(k, v) => {
@@ -874,6 +953,9 @@ impl<S: Store> Sessions<S> {
                 record.permanent = p;
             }
             record.touched = now;
+            if let Some(id) = save_id {
+                record.saves = remember_save(&record.saves, id);
+            }
             if record.data.is_empty() {
                 return Ok(Merge::Delete);
             }
@@ -956,6 +1038,7 @@ impl<S: Store> Sessions<S> {
 }
 
 fn reset(session: &mut Session) {
+    session.save_id = None;
     session.changes.clear();
     session.modified = false;
     session.permanent_changed = false;
