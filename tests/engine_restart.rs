@@ -7,7 +7,9 @@
 #![cfg(any(feature = "redis", feature = "postgres"))]
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "postgres")]
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

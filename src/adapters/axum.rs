@@ -82,9 +82,11 @@ pub enum StoreCalls {
     Auto,
     /// Through the engine's async client, awaited on the request's task: one
     /// multiplexed connection that pipelines the commands of concurrent requests.
-    /// fscache has one for a `RedisStore` (with the `redis` feature; the runtime
-    /// needs its time driver, which `#[tokio::main]` enables); for other stores
-    /// this is [`Auto`](Self::Auto).
+    /// fscache has one for a `RedisStore` on a single-server URL (`redis://`;
+    /// with the `redis` feature; the runtime needs its time driver, which
+    /// `#[tokio::main]` enables); for other stores, and for `redis-sentinel://`
+    /// and `redis-cluster://`, whose calls go through the sync client on the
+    /// blocking pool, this is [`Auto`](Self::Auto).
     Async,
     /// On the async worker thread itself: no thread hop, but the worker waits
     /// for the call. Right for calls of a few microseconds (the file store).
@@ -250,7 +252,8 @@ impl<S: Store + 'static> SessionLayer<S> {
         let is_redis = sessions
             .store()
             .as_any()
-            .is_some_and(|any| any.is::<crate::store::RedisStore>());
+            .and_then(|any| any.downcast_ref::<crate::store::RedisStore>())
+            .is_some_and(crate::store::RedisStore::has_async_client);
         #[cfg(not(feature = "redis"))]
         let is_redis = false;
         let mode = match calls {

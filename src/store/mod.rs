@@ -18,6 +18,8 @@
 //! |---|---|---|
 //! | `file://./sessions`, `file:///var/lib/app/sessions` | [`FileSystemCache`](crate::FileSystemCache) (unbounded) | default |
 //! | `redis://127.0.0.1:6379/0` | `RedisStore` | `redis` |
+//! | `redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster` | `RedisStore` (the master Sentinel names) | `redis` |
+//! | `redis-cluster://10.0.0.1:6379,10.0.0.2:6379` | `RedisStore` (a Redis Cluster) | `redis` |
 //! | `postgres://user:pw@127.0.0.1:5432/db` (or `postgresql://`) | `PostgresStore` | `postgres` |
 //! | `sqlite:///var/lib/app/sessions.db`, `sqlite://./sessions.db` | `SqliteStore` | `sqlite` |
 //! | `memcache://127.0.0.1:11211` | `MemcachedStore` | `memcached` |

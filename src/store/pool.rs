@@ -7,6 +7,7 @@
 //! extra round trip.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
 
@@ -15,6 +16,9 @@ pub(crate) struct Pool<C> {
     idle: Mutex<Vec<C>>,
     max_idle: usize,
     connect: Box<dyn Fn() -> Result<C> + Send + Sync>,
+    /// Bumped by [`invalidate`](Pool::invalidate): a connection checked out
+    /// before is dropped instead of returning to the pool.
+    generation: AtomicU64,
 }
 
 impl<C> Pool<C> {
@@ -24,6 +28,7 @@ impl<C> Pool<C> {
             idle: Mutex::new(Vec::new()),
             max_idle,
             connect: Box::new(connect),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -31,6 +36,7 @@ impl<C> Pool<C> {
     /// error (I/O, a dropped connection) is dropped, and so is every idle one: after
     /// an engine restart they are all stale, and the next call connects afresh.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut C) -> Result<R>) -> Result<R> {
+        let generation = self.generation.load(Ordering::Acquire);
         let pooled = self.lock().pop();
         let mut conn = match pooled {
             Some(c) => c,
@@ -41,12 +47,23 @@ impl<C> Pool<C> {
             Err(e) if e.is_retryable() => self.lock().clear(),
             _ => {
                 let mut idle = self.lock();
-                if idle.len() < self.max_idle {
+                if idle.len() < self.max_idle
+                    && self.generation.load(Ordering::Acquire) == generation
+                {
                     idle.push(conn);
                 }
             }
         }
         result
+    }
+
+    /// Drops every idle connection, and every busy one when its call returns (the
+    /// server they go to is no longer the one to use: a new master).
+    #[allow(dead_code)] // used by the Redis store only
+    pub(crate) fn invalidate(&self) {
+        let mut idle = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        idle.clear();
     }
 
     /// Takes every idle connection out of the pool (for a store that must drop them

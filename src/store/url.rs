@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 pub const DEFAULT_URL: &str = "file://./sessions";
 
 /// Opens the store a URL names (see the [module docs](crate::store) for the table):
-/// `file://DIR` (an unbounded [`FileSystemCache`], as sessions want), `redis://`,
+/// `file://DIR` (an unbounded [`FileSystemCache`], as sessions want), `redis://`
+/// (and `redis-sentinel://`, `redis-cluster://`),
 /// `postgres://` (or `postgresql://`), `sqlite://PATH`, `memcache://` and
 /// `cachelib://DIR[?hash=md5]` (a Flask-Session directory, [`CachelibStore`](super::CachelibStore)).
 /// The engine stores need their cargo feature (`redis`, `postgres`, `sqlite`,
@@ -35,7 +36,7 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
             let cache = FileSystemCache::builder(rest).threshold(0).open()?;
             Ok(Box::new(cache))
         }
-        "redis" | "rediss" | "redis+unix" => redis(url),
+        "redis" | "rediss" | "redis+unix" | "redis-sentinel" | "redis-cluster" => redis(url),
         "postgres" | "postgresql" => postgres(url),
         "sqlite" => {
             if rest.is_empty() {
@@ -48,8 +49,9 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
         other => Err(config(
             url,
             &format!(
-                "has the unknown scheme {other:?}; fscache stores are file://, redis://, \
-                 postgres://, sqlite://, memcache:// and cachelib://"
+                "has the unknown scheme {other:?}; fscache stores are file://, redis:// \
+                 (redis-sentinel://, redis-cluster://), postgres://, sqlite://, memcache:// \
+                 and cachelib://"
             ),
         )),
     }
