@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 #[cfg(feature = "postgres")]
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fscache::Error;
@@ -119,7 +119,7 @@ fn back(sessions: &Sessions<Box<dyn Store>>, stored: &[(String, String)]) -> fsc
 
 /// A server process, SIGKILLed and reaped when dropped (also when a test fails).
 #[cfg(feature = "redis")]
-struct Server(Child);
+struct Server(std::process::Child);
 
 #[cfg(feature = "redis")]
 impl Drop for Server {
