@@ -34,8 +34,67 @@ const MAX_KEY: usize = 250;
 ///   store cannot hold one; session records are never empty).
 /// - Keys memcached cannot take (over 250 bytes, or with spaces or control
 ///   characters) are stored under `fscache:` and the blake3 hash of the key.
+///
+/// **A pool of servers** (`memcache://HOST:PORT,HOST:PORT,…`): each key lives on
+/// one server, chosen by rendezvous (highest random weight) hashing exactly as
+/// pymemcache's `HashClient` chooses (what Flask-Session's memcached sessions
+/// use): the server named `HOST:PORT` whose MurmurHash3 (32-bit, seed 0) of
+/// `"HOST:PORT-KEY"` is highest, the greater name on a tie. So a Rust service and
+/// a Flask app given the same server list (same spelling, e.g. `127.0.0.1:11211`)
+/// find each key on the same server, and adding or removing a server moves only
+/// the keys that go to or came from it (about 1/n). A server that is down makes
+/// its keys fail with a retryable error; they are not moved elsewhere (that would
+/// make a second, divergent copy when it comes back).
 pub struct MemcachedStore {
-    pool: Pool<Client>,
+    /// `HOST:PORT` (the name hashed) and a connection pool, per server.
+    servers: Vec<(String, Pool<Client>)>,
+}
+
+/// MurmurHash3's x86 32-bit variant, as pymemcache computes it (on the key's
+/// characters, which are bytes for the ASCII keys memcached takes).
+pub(crate) fn murmur3_32(data: &[u8], seed: u32) -> u32 {
+    const C1: u32 = 0xcc9e_2d51;
+    const C2: u32 = 0x1b87_3593;
+    let mut h1 = seed;
+    let mut blocks = data.chunks_exact(4);
+    for block in &mut blocks {
+        let mut k1 = u32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+        k1 = k1.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+        h1 ^= k1;
+        h1 = h1.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    let tail = blocks.remainder();
+    if !tail.is_empty() {
+        let mut k1 = 0u32;
+        for (i, b) in tail.iter().enumerate() {
+            k1 |= u32::from(*b) << (8 * i);
+        }
+        h1 ^= k1.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    }
+    h1 ^= data.len() as u32;
+    h1 ^= h1 >> 16;
+    h1 = h1.wrapping_mul(0x85eb_ca6b);
+    h1 ^= h1 >> 13;
+    h1 = h1.wrapping_mul(0xc2b2_ae35);
+    h1 ^= h1 >> 16;
+    h1
+}
+
+/// The index of the server `key` lives on among `names` (rendezvous hashing, as
+/// pymemcache's `RendezvousHash`).
+pub(crate) fn pick_server<S: AsRef<str>>(names: &[S], key: &str) -> usize {
+    let mut best: Option<(u32, usize)> = None;
+    for (i, name) in names.iter().enumerate() {
+        let name = name.as_ref();
+        let score = murmur3_32(format!("{name}-{key}").as_bytes(), 0);
+        best = match best {
+            Some((top, j)) if score < top || (score == top && names[j].as_ref() >= name) => {
+                Some((top, j))
+            }
+            _ => Some((score, i)),
+        };
+    }
+    best.map_or(0, |(_, i)| i)
 }
 
 impl std::fmt::Debug for MemcachedStore {
@@ -62,6 +121,24 @@ fn expiration(ttl: Duration) -> u32 {
     now.saturating_add(secs).min(u64::from(u32::MAX)) as u32
 }
 
+/// The one scheduler thread every memcached connection's r2d2 pool shares (r2d2
+/// starts 3 threads per pool otherwise, and this store keeps a pool per
+/// connection).
+fn scheduler() -> std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static SCHEDULER: std::sync::OnceLock<std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool>> =
+        std::sync::OnceLock::new();
+    SCHEDULER
+        .get_or_init(|| {
+            std::sync::Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(1)
+                    .thread_name_pattern("fscache-memcache-{}")
+                    .build(),
+            )
+        })
+        .clone()
+}
+
 /// The key as memcached gets it.
 fn wire_key(key: &str) -> std::borrow::Cow<'_, str> {
     if key.len() <= MAX_KEY && key.bytes().all(|b| b > b' ' && b != 0x7f) {
@@ -72,45 +149,75 @@ fn wire_key(key: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl MemcachedStore {
-    /// Connects to the server a `memcache://HOST:PORT` URL names and checks it
-    /// answers.
+    /// Connects to the server or servers a `memcache://HOST:PORT[,HOST:PORT…]` URL
+    /// names (`memcached://` too) and checks each answers.
     ///
     /// # Errors
     /// [`Error::Config`] for a malformed URL; a retryable [`Error::Engine`] when the
     /// server does not answer.
     pub fn open(url: &str) -> Result<MemcachedStore> {
-        let mut parsed = Url::parse(url).map_err(|e| Error::Config {
-            message: format!("invalid Memcached URL {url:?}: {e}"),
-        })?;
-        if parsed.scheme() == "memcached" {
-            parsed = Url::parse(&url.replacen("memcached://", "memcache://", 1)).map_err(|e| {
-                Error::Config {
-                    message: format!("invalid Memcached URL {url:?}: {e}"),
-                }
-            })?;
+        let config = |what: String| Error::Config {
+            message: format!("invalid Memcached URL {:?}: {what}", super::redact(url)),
+        };
+        let rest = url
+            .strip_prefix("memcache://")
+            .or_else(|| url.strip_prefix("memcached://"))
+            .ok_or_else(|| config("expected memcache://HOST:PORT[,HOST:PORT…]".into()))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.contains('@') {
+            return Err(config(
+                "memcached takes no user or password (the URL is HOST:PORT[,HOST:PORT…])".into(),
+            ));
         }
-        if !parsed.query_pairs().any(|(k, _)| k == "timeout") {
-            parsed
-                .query_pairs_mut()
-                .append_pair("timeout", &TIMEOUT.as_secs_f64().to_string());
+        let mut query = query.to_owned();
+        if !query.split('&').any(|p| p.starts_with("timeout=")) {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(&format!("timeout={}", TIMEOUT.as_secs_f64()));
         }
-        // One connection per client: this pool (not r2d2's) decides when a
-        // connection is dropped, and r2d2 does not ping on every checkout.
-        let pool = Pool::new(32, move || {
-            let manager = ConnectionManager::new(parsed.clone());
-            let single = r2d2::Pool::builder()
-                .max_size(1)
-                .min_idle(Some(0))
-                .test_on_check_out(false)
-                .connection_timeout(TIMEOUT)
-                .build_unchecked(manager);
-            Client::with_pool(single).map_err(|e| engine_error("connect", e))
-        });
-        let store = MemcachedStore { pool };
-        store
-            .pool
-            .with(|c| c.version().map(drop).map_err(|e| engine_error("version", e)))?;
+        let mut servers = Vec::new();
+        for host in hosts.split(',') {
+            if host.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p)).is_none_or(|p| p.parse::<u16>().is_err()) {
+                return Err(config(format!("{host:?} is not HOST:PORT")));
+            }
+            if servers.iter().any(|(name, _)| name == host) {
+                return Err(config(format!("{host:?} is named twice")));
+            }
+            let parsed = Url::parse(&format!("memcache://{host}?{query}"))
+                .map_err(|e| config(e.to_string()))?;
+            // One connection per client: this pool (not r2d2's) decides when a
+            // connection is dropped, and r2d2 does not ping on every checkout.
+            let pool = Pool::new(32, move || {
+                let manager = ConnectionManager::new(parsed.clone());
+                let single = r2d2::Pool::builder()
+                    .thread_pool(scheduler())
+                    .max_size(1)
+                    .min_idle(Some(0))
+                    .test_on_check_out(false)
+                    .connection_timeout(TIMEOUT)
+                    .build_unchecked(manager);
+                Client::with_pool(single).map_err(|e| engine_error("connect", e))
+            });
+            servers.push((host.to_owned(), pool));
+        }
+        let store = MemcachedStore { servers };
+        for (_, pool) in &store.servers {
+            pool.with(|c| c.version().map(drop).map_err(|e| engine_error("version", e)))?;
+        }
         Ok(store)
+    }
+
+    /// The pool of the server that holds `wire` (a key as memcached gets it).
+    fn pool(&self, wire: &str) -> &Pool<Client> {
+        let i = if self.servers.len() == 1 {
+            0
+        } else {
+            let names: Vec<&str> = self.servers.iter().map(|(n, _)| n.as_str()).collect();
+            pick_server(&names, wire)
+        };
+        &self.servers[i].1
     }
 }
 
@@ -122,7 +229,7 @@ impl Store for MemcachedStore {
     fn load(&self, key: &str) -> Result<Option<Versioned>> {
         let key = wire_key(key);
         let got: Option<(Vec<u8>, u32, Option<u64>)> = self
-            .pool
+            .pool(&key)
             .with(|c| c.get(&key).map_err(|e| engine_error("load", e)))?;
         Ok(got.and_then(|(value, _flags, cas)| {
             // An empty value is a deletion's tombstone.
@@ -135,7 +242,7 @@ impl Store for MemcachedStore {
 
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let key = wire_key(key);
-        self.pool.with(|c| {
+        self.pool(&key).with(|c| {
             c.set(&key, value, expiration(ttl))
                 .map_err(|e| engine_error("save", e))
         })
@@ -143,7 +250,7 @@ impl Store for MemcachedStore {
 
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
         let wire = wire_key(key);
-        let added = self.pool.with(|c| match c.add(&wire, value, expiration(ttl)) {
+        let added = self.pool(&wire).with(|c| match c.add(&wire, value, expiration(ttl)) {
             Ok(()) => Ok(true),
             Err(MemcacheError::CommandError(CommandError::KeyExists)) => Ok(false),
             Err(e) => Err(engine_error("insert", e)),
@@ -153,7 +260,7 @@ impl Store for MemcachedStore {
         }
         // Taken, unless by a tombstone: replace that, if nothing else wrote meanwhile.
         let got: Option<(Vec<u8>, u32, Option<u64>)> = self
-            .pool
+            .pool(&wire)
             .with(|c| c.get(&wire).map_err(|e| engine_error("insert", e)))?;
         match got {
             Some((v, _, Some(cas))) if v.is_empty() => {
@@ -179,7 +286,7 @@ impl Store for MemcachedStore {
             Some(v) => (v, expiration(ttl)),
             None => (&[][..], 1),
         };
-        self.pool.with(|c| match c.cas(&key, value, exp, cas) {
+        self.pool(&key).with(|c| match c.cas(&key, value, exp, cas) {
             Ok(won) => Ok(won),
             Err(MemcacheError::CommandError(
                 CommandError::KeyExists | CommandError::KeyNotFound,
@@ -192,7 +299,7 @@ impl Store for MemcachedStore {
         let live = self.load(key)?.is_some();
         let key = wire_key(key);
         let deleted = self
-            .pool
+            .pool(&key)
             .with(|c| c.delete(&key).map_err(|e| engine_error("remove", e)))?;
         Ok(live && deleted)
     }
@@ -206,7 +313,7 @@ impl Store for MemcachedStore {
             return Ok(false);
         }
         let key = wire_key(key);
-        self.pool.with(|c| match c.touch(&key, expiration(ttl)) {
+        self.pool(&key).with(|c| match c.touch(&key, expiration(ttl)) {
             Ok(found) => Ok(found),
             Err(MemcacheError::CommandError(CommandError::KeyNotFound)) => Ok(false),
             Err(e) => Err(engine_error("touch", e)),
@@ -217,7 +324,7 @@ impl Store for MemcachedStore {
 impl MemcachedStore {
     /// The key vanished between a failed `add` and the read after it: one more `add`.
     fn insert_again(&self, wire: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        self.pool.with(|c| match c.add(wire, value, expiration(ttl)) {
+        self.pool(wire).with(|c| match c.add(wire, value, expiration(ttl)) {
             Ok(()) => Ok(true),
             Err(MemcacheError::CommandError(CommandError::KeyExists)) => Ok(false),
             Err(e) => Err(engine_error("insert", e)),

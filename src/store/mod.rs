@@ -22,7 +22,7 @@
 //! | `redis-cluster://10.0.0.1:6379,10.0.0.2:6379` | `RedisStore` (a Redis Cluster) | `redis` |
 //! | `postgres://user:pw@127.0.0.1:5432/db` (or `postgresql://`) | `PostgresStore` | `postgres` |
 //! | `sqlite:///var/lib/app/sessions.db`, `sqlite://./sessions.db` | `SqliteStore` | `sqlite` |
-//! | `memcache://127.0.0.1:11211` | `MemcachedStore` | `memcached` |
+//! | `memcache://127.0.0.1:11211`, `memcache://10.0.0.1:11211,10.0.0.2:11211` | `MemcachedStore` (one server, or a pool) | `memcached` |
 //! | `cachelib:///srv/app/flask_session`, `cachelib://./flask_session?hash=md5` | `CachelibStore` (a live Flask-Session directory) | `flask` |
 //!
 //! ```
@@ -69,6 +69,23 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 pub use crate::cache::Merge;
+
+/// A URL with its password replaced by `***`, for error messages.
+#[allow(dead_code)] // used by the Redis and Memcached stores
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 pub use url::{DEFAULT_URL, open};
 
 #[cfg(feature = "flask")]

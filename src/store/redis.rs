@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::{Commands, ConnectionLike, RetryMethod};
 
 use super::pool::Pool;
-use super::{foreign_version, Store, Version, Versioned};
+use super::{foreign_version, redact, Store, Version, Versioned};
 use crate::error::{Error, Result};
 
 /// Compares the stored bytes with the expected ones and, if equal, stores the new
@@ -430,20 +430,6 @@ struct Options {
     sentinel_password: Option<String>,
 }
 
-/// A URL with its password replaced by `***`, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
-    }
-}
 
 fn config_error(url: &str, what: impl std::fmt::Display) -> Error {
     Error::Config {
