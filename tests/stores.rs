@@ -86,6 +86,53 @@ fn load_save_insert_compare_and_set_remove() -> TestResult {
     Ok(())
 }
 
+/// One rule on every store: a TTL past `store::MAX_TTL` (up to `Duration::MAX`)
+/// is clamped to it; the key lives, nothing overflows or is refused.
+#[test]
+fn a_huge_ttl_is_clamped_the_same_way_on_every_store() -> TestResult {
+    for subject in subjects() {
+        let n = subject.name;
+        let s = &*subject.store;
+        let key = format!("{}huge-ttl", prefix("huge"));
+        for ttl in [
+            Duration::MAX,
+            store::MAX_TTL + Duration::from_secs(1),
+            store::MAX_TTL,
+        ] {
+            assert!(s.insert(&key, b"v", ttl)?, "{n}: insert with {ttl:?}");
+            assert!(s.touch(&key, ttl)?, "{n}: touch with {ttl:?}");
+            s.save(&key, b"w", ttl)?;
+            let loaded = s
+                .load(&key)?
+                .unwrap_or_else(|| panic!("{n}: the key lives"));
+            assert_eq!(loaded.value, b"w", "{n}");
+            assert!(
+                s.compare_and_set(&key, &loaded.version, Some(b"x"), ttl)?,
+                "{n}: compare-and-set with {ttl:?}"
+            );
+            let stored = s.update(&key, ttl, &mut |_| Ok(Merge::Put(b"y".to_vec())))?;
+            assert_eq!(stored.as_deref(), Some(&b"y"[..]), "{n}");
+            assert_eq!(s.load(&key)?.map(|v| v.value), Some(b"y".to_vec()), "{n}");
+            assert!(s.remove(&key)?, "{n}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn an_in_memory_sqlite_url_is_refused() {
+    for url in ["sqlite://:memory:", "sqlite://file::memory:?cache=shared"] {
+        let Err(e) = store::open(url) else {
+            panic!("{url} was opened");
+        };
+        assert!(
+            matches!(&e, Error::Config { message, .. } if message.contains("in-memory")),
+            "{url}: {e:?}"
+        );
+    }
+}
+
 #[test]
 fn ttl_expiry_touch_and_cleanup() -> TestResult {
     let subjects = subjects();

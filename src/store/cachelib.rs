@@ -284,7 +284,7 @@ impl CachelibStore {
 
     /// The expiry written for a TTL from now, rounded up to whole seconds.
     fn expiry(&self, ttl: Duration) -> u32 {
-        let ms = self.now_ms().saturating_add(ttl.as_millis().min(u128::from(u64::MAX)) as u64);
+        let ms = self.now_ms().saturating_add(super::clamp_ttl(ttl).as_millis() as u64);
         u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)
     }
 

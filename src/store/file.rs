@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{foreign_version, MergeFn, Store, Version, Versioned};
+use super::{clamp_ttl, foreign_version, MergeFn, Store, Version, Versioned};
 use crate::cache::FileSystemCache;
 use crate::error::Result;
 use crate::options::Ttl;
@@ -25,11 +25,11 @@ impl Store for FileSystemCache {
     }
 
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.set_bytes_with_ttl(key, value, Ttl::After(ttl))
+        self.set_bytes_with_ttl(key, value, Ttl::After(clamp_ttl(ttl)))
     }
 
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        self.insert_bytes(key, value, Ttl::After(ttl))
+        self.insert_bytes(key, value, Ttl::After(clamp_ttl(ttl)))
     }
 
     fn compare_and_set(
@@ -42,7 +42,7 @@ impl Store for FileSystemCache {
         let Some(expected) = expected.as_number() else {
             return Err(foreign_version(key));
         };
-        self.compare_and_set_bytes(key, expected, new, Ttl::After(ttl))
+        self.compare_and_set_bytes(key, expected, new, Ttl::After(clamp_ttl(ttl)))
     }
 
     /// `true` only for a live value: an expired entry is removed too, but reads as
@@ -52,11 +52,11 @@ impl Store for FileSystemCache {
     }
 
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
-        FileSystemCache::touch(self, key, Ttl::After(ttl))
+        FileSystemCache::touch(self, key, Ttl::After(clamp_ttl(ttl)))
     }
 
     fn update(&self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>) -> Result<Option<Vec<u8>>> {
-        self.update_bytes(key, Ttl::After(ttl), merge)
+        self.update_bytes(key, Ttl::After(clamp_ttl(ttl)), merge)
     }
 
     /// Runs the cache's bounded expiry steps ([`FileSystemCache::prune_step`]) until

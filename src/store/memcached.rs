@@ -110,6 +110,7 @@ fn engine_error(op: &'static str, e: MemcacheError) -> Error {
 
 /// Memcached's expiration argument for `ttl`.
 fn expiration(ttl: Duration) -> u32 {
+    let ttl = super::clamp_ttl(ttl);
     let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
     let secs = secs.max(1);
     if secs <= RELATIVE_LIMIT {

@@ -99,6 +99,17 @@ pub use redis::RedisStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
+/// The longest TTL a store keeps: every [`Store`] clamps a longer one (up to
+/// `Duration::MAX`) to this, 100 years, the same way on every engine, instead of
+/// overflowing or refusing it. Memcached's own limit is lower: it takes an
+/// absolute Unix time in 32 bits, so its keys live at most until 2106.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `ttl`, at most [`MAX_TTL`].
+pub(crate) fn clamp_ttl(ttl: Duration) -> Duration {
+    ttl.min(MAX_TTL)
+}
+
 /// How many compare-and-set attempts the provided [`Store::update`] makes before it
 /// fails with [`Error::Conflict`].
 pub const MAX_ATTEMPTS: u32 = 64;

@@ -89,7 +89,7 @@ fn engine_error(op: &'static str, e: postgres::Error) -> Error {
 }
 
 fn millis(ttl: Duration) -> f64 {
-    ttl.as_millis() as f64
+    super::clamp_ttl(ttl).as_millis() as f64
 }
 
 impl PostgresStore {

@@ -48,11 +48,6 @@ return {1, false}
 /// retryable error).
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The longest TTL the store passes to Redis; longer ones are clamped to it (so a
-/// `Duration::MAX` is "for a century", not an overflowed, negative expiry that
-/// deletes the key).
-const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 /// A [`Store`] on Redis (feature `redis`), through the `redis` crate's sync client
 /// and a pool of connections: one server, a master found through Redis Sentinel,
 /// or a Redis Cluster, by URL.
@@ -83,7 +78,7 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 ///   resharding. Every command and the compare-and-set script touch one key (and
 ///   the script's marker, in the same slot through a `{hash tag}`).
 /// - Expiry: Redis's own (`PX` on every write, `PEXPIRE` for [`touch`](Store::touch)),
-///   to the millisecond; TTLs are clamped to 100 years.
+///   to the millisecond; TTLs are clamped to [`MAX_TTL`](super::MAX_TTL).
 /// - [`insert`](Store::insert): `SET key value NX PX ttl`.
 /// - Atomic merge: [`update`](Store::update) is optimistic. The version of a load is
 ///   the value itself, and [`compare_and_set`](Store::compare_and_set) is a Lua
@@ -129,7 +124,7 @@ fn engine_error(op: &'static str, e: redis::RedisError) -> Error {
 }
 
 fn millis(ttl: Duration) -> u64 {
-    (ttl.min(MAX_TTL).as_millis() as u64).max(1)
+    (super::clamp_ttl(ttl).as_millis() as u64).max(1)
 }
 
 /// How often a Sentinel store's watcher asks every sentinel about the master.

@@ -60,15 +60,27 @@ fn now_ms() -> i64 {
 }
 
 fn expires(now: i64, ttl: Duration) -> i64 {
-    now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64)
+    now.saturating_add(super::clamp_ttl(ttl).as_millis() as i64)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and its table.
     ///
     /// # Errors
-    /// [`Error::Engine`] if the file cannot be opened or is not an SQLite database.
+    /// [`Error::Config`] for `:memory:` (each pooled connection would get its own
+    /// empty database); [`Error::Engine`] if the file cannot be opened or is not an
+    /// SQLite database.
     pub fn open(path: &str) -> Result<SqliteStore> {
+        // Each pooled connection would open its own, empty in-memory database.
+        if path == ":memory:" || path.is_empty() || path.starts_with("file::memory:") {
+            return Err(Error::Config {
+                message: format!(
+                    "sqlite store {path:?}: an in-memory database is private to one \
+                     connection and this store pools several; give a file path \
+                     (sqlite://./sessions.db)"
+                ),
+            });
+        }
         let path = path.to_owned();
         let pool = Pool::new(16, move || {
             let conn = Connection::open(&path).map_err(|e| engine_error("open", e))?;
