@@ -55,6 +55,16 @@ impl Drop for Proc {
     }
 }
 
+/// The topology tests run one at a time: each starts up to 7 servers and a writer
+/// at full speed, and a failover's timing should not depend on the others.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn have_redis() -> bool {
     let found = Command::new("redis-server")
         .arg("--version")
@@ -377,6 +387,7 @@ fn sentinel_a_killed_master_loses_no_acknowledged_write_with_wait() -> TestResul
     if !have_redis() {
         return Ok(());
     }
+    let _serial = serial();
     let (acked, lost) = failover("kill", true);
     assert!(acked > 100);
     assert_eq!(
@@ -394,6 +405,7 @@ fn sentinel_a_forced_failover_loses_no_write() -> TestResult {
     if !have_redis() {
         return Ok(());
     }
+    let _serial = serial();
     // The old master stays up and would take writes as a master (lost when it
     // resyncs); the store stops writing when a sentinel reports the failover and
     // resumes on the promoted replica.
@@ -494,6 +506,7 @@ fn cluster_survives_a_reshard_and_a_killed_master() -> TestResult {
     if !have_redis() {
         return Ok(());
     }
+    let _serial = serial();
     let mut setup = cluster_setup();
     let seeds = format!(
         "redis-cluster://127.0.0.1:{},127.0.0.1:{}?wait_replicas=1&wait_timeout_ms=500",
@@ -725,6 +738,7 @@ fn the_example_server_keeps_its_sessions_through_a_sentinel_failover() -> TestRe
     if !have_redis() {
         return Ok(());
     }
+    let _serial = serial();
     let mut setup = sentinel_setup();
     let mut server = Proc {
         child: Command::new(common::server_bin())
