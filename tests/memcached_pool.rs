@@ -139,6 +139,51 @@ fn keys_spread_over_the_servers_and_a_removed_server_moves_only_its_own() -> Tes
     Ok(())
 }
 
+/// A server that is down fails its own keys with a retryable error; they are not
+/// written to another server, and the other servers' keys keep working.
+#[test]
+fn a_down_server_fails_its_keys_instead_of_moving_them() -> TestResult {
+    let Some(mut servers) = three() else {
+        return Ok(());
+    };
+    let all: Vec<&Memcached> = servers.iter().collect();
+    let store = MemcachedStore::open(&url(&all))?;
+    let singles: Vec<MemcachedStore> = servers
+        .iter()
+        .map(|m| MemcachedStore::open(&url(&[m])))
+        .collect::<fscache::Result<_>>()?;
+    let keys: Vec<String> = (0..300).map(|i| format!("down:{i}")).collect();
+    for k in &keys {
+        store.save(k, b"v", TTL)?;
+    }
+    let on_last: Vec<&String> = keys.iter().filter(|k| holder(&singles, k) == [2]).collect();
+    assert!(!on_last.is_empty());
+    let victim = servers.pop().unwrap();
+    drop(victim); // SIGKILL
+    // Each call to the dead server waits out the client's connect timeout (2 s,
+    // r2d2's checkout): a few of its keys are enough here.
+    let victims_to_try: Vec<&String> = on_last.iter().copied().take(3).collect();
+    for k in keys
+        .iter()
+        .filter(|k| !on_last.contains(k) || victims_to_try.contains(k))
+    {
+        let on_victim = on_last.contains(&k);
+        match store.save(k, b"w", TTL) {
+            Ok(()) => assert!(!on_victim, "{k} was written to another server"),
+            Err(e) => {
+                assert!(on_victim, "{k}: {e}");
+                assert!(e.is_retryable(), "{k}: {e:?}");
+            }
+        }
+    }
+    for (i, single) in singles.iter().take(2).enumerate() {
+        for k in &victims_to_try {
+            assert!(single.load(k)?.is_none(), "{k} appeared on server {i}");
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn a_pool_url_is_checked_and_never_echoes_the_password() {
     for (u, what) in [

@@ -19,27 +19,21 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 /// A fresh session id from the OS CSPRNG.
 pub(crate) fn generate() -> Result<String> {
     let mut bytes = [0u8; ID_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        Error::io(
-            "read OS randomness for a session id",
-            "getrandom",
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
+    fill(&mut bytes, "read OS randomness for a session id")?;
     Ok(encode(&bytes))
+}
+
+/// `bytes` from the OS CSPRNG; `op` names the read in an error.
+fn fill(bytes: &mut [u8], op: &'static str) -> Result<()> {
+    getrandom::fill(bytes)
+        .map_err(|e| Error::io(op, "getrandom", std::io::Error::other(e.to_string())))
 }
 
 /// A random save id (see `Record::saves`): 64 bits, so that two saves of one
 /// session never share one in practice.
 pub(crate) fn save_id() -> Result<u64> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| {
-        Error::io(
-            "read OS randomness for a save id",
-            "getrandom",
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
+    fill(&mut bytes, "read OS randomness for a save id")?;
     Ok(u64::from_le_bytes(bytes))
 }
 

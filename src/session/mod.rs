@@ -831,10 +831,10 @@ impl<S: Store> Sessions<S> {
             .iter()
             .any(|c| matches!(c, Change::Update(..)))
         {
-            match session.save_id {
-                Some(id) => Some(id),
-                None => Some(*session.save_id.insert(id::save_id()?)),
+            if session.save_id.is_none() {
+                session.save_id = Some(id::save_id()?);
             }
+            session.save_id
         } else {
             None
         };

@@ -714,15 +714,9 @@ impl RedisStore {
         self.client.is_some()
     }
 
-    /// Runs `f` on a pooled connection (on a Sentinel URL, on the master the
-    /// sentinels name).
-    fn with<R>(&self, f: impl FnOnce(&mut Conn) -> Result<R>) -> Result<R> {
-        self.pool.with(f)
-    }
-
     /// Runs a write on a pooled connection, then `WAIT`s if the URL asked for it.
     fn write<R>(&self, key: &str, f: impl FnOnce(&mut Conn) -> Result<R>) -> Result<R> {
-        self.with(|c| {
+        self.pool.with(|c| {
             let r = f(c)?;
             if let Some(wait) = self.wait {
                 c.wait(key, wait)?;
@@ -738,7 +732,7 @@ impl Store for RedisStore {
     }
 
     fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        let value: Option<Vec<u8>> = self.with(|c| c.get(key).map_err(|e| engine_error("load", e)))?;
+        let value: Option<Vec<u8>> = self.pool.with(|c| c.get(key).map_err(|e| engine_error("load", e)))?;
         Ok(value.map(|value| Versioned {
             version: Version::from_bytes(&value),
             value,
