@@ -63,6 +63,8 @@ start() {
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v memcached >/dev/null || need+=(memcached)
   [ -n "$(pg_bin)" ] || need+=(postgresql)
+  # tests/postgres_ops.rs starts its own PgBouncer (transaction pooling).
+  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || need+=(pgbouncer)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -57,7 +57,7 @@ type Raw = Box<dyn FnMut(&str, &[u8])>;
 #[allow(unused_variables)]
 fn raw(name: &str, url: &str) -> Raw {
     let ttl = Duration::from_secs(3600);
-    match name {
+    match name.split('+').next().unwrap_or(name) {
         "file" => {
             let cache = fscache::FileSystemCache::builder(url.trim_start_matches("file://"))
                 .threshold(0)
@@ -101,7 +101,10 @@ fn raw(name: &str, url: &str) -> Raw {
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
-            let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            let url = url
+                .replace("?prepared_statements=true", "")
+                .replace("&prepared_statements=true", "");
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             c.batch_execute(
                 "CREATE TABLE IF NOT EXISTS bench_raw (key TEXT PRIMARY KEY, value BYTEA NOT NULL,
                  expires_at TIMESTAMPTZ NOT NULL);
@@ -195,7 +198,19 @@ fn main() {
             Err(_) => eprintln!("skip {name}: {var} is not set"),
         }
     }
-    stores.retain(|(n, _)| only.is_empty() || only.iter().any(|o| o == n));
+    // PostgreSQL twice: statements sent unnamed (the default, which works behind
+    // PgBouncer) and prepared once per connection (prepared_statements=true).
+    if let Some((_, url)) = stores.iter().find(|(n, _)| *n == "postgres") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let prepared = format!("{url}{sep}prepared_statements=true");
+        stores.push(("postgres+prepared", prepared));
+    }
+    stores.retain(|(n, _)| {
+        only.is_empty()
+            || only
+                .iter()
+                .any(|o| o == n || n.split('+').next() == Some(o.as_str()))
+    });
     println!("session round trip (load, change one key, save) vs the engine's own commands");
     println!("{rounds} round trips each, one client; µs");
     println!(

@@ -152,21 +152,87 @@ pub enum Error {
         /// The closure's error.
         source: BoxError,
     },
-    /// A store engine (Redis, PostgreSQL, SQLite, Memcached) failed. `retryable`
-    /// says whether the same call can succeed later: `true` when the engine was
-    /// unreachable, timed out or restarting; `false` for refused input or data the
-    /// engine holds in a shape fscache did not write.
+    /// A store engine (Redis, PostgreSQL, SQLite, Memcached) failed. `kind` says
+    /// how (match on it to react: back off on [`Unavailable`](EngineErrorKind::Unavailable),
+    /// alert on [`Auth`](EngineErrorKind::Auth)); `retryable` says whether the same
+    /// call can succeed later: `true` when the engine was unreachable, timed out,
+    /// restarting or lost a race; `false` for refused input, bad credentials or
+    /// data the engine holds in a shape fscache did not write.
     #[non_exhaustive]
     Engine {
         /// The engine ("redis", "postgres", "sqlite", "memcached").
         engine: &'static str,
         /// What fscache asked of it ("connect", "load", "compare-and-set", …).
         op: &'static str,
+        /// What kind of failure it was.
+        kind: EngineErrorKind,
         /// Whether retrying the call later can help.
         retryable: bool,
         /// The client crate's error.
         source: BoxError,
     },
+}
+
+/// What kind of failure an [`Error::Engine`] is, for a caller that handles each
+/// differently (see [`Error::engine_kind`]).
+///
+/// | kind | retryable | what happened |
+/// |---|---|---|
+/// | `Timeout` | yes | a connect, a call, a lock wait or a wait for a pooled connection took longer than its limit; a write may or may not have been applied |
+/// | `Unavailable` | yes | the engine could not be reached, dropped the connection, is starting, shutting down or failing over, is a replica, or has no room for another client |
+/// | `Conflict` | yes | the engine aborted the call for a concurrent one (a serialization failure, a deadlock) |
+/// | `Auth` | no | the engine did not accept the credentials (wrong password, unknown user) |
+/// | `Refused` | no | the engine took the request and refused it (no permission on the table, no such database, a command it does not allow) |
+/// | `Other` | as reported | anything else: data in a shape fscache did not write, a client-side error |
+///
+/// ```
+/// use fscache::{EngineErrorKind, Error};
+///
+/// let e = Error::engine_with_kind("mystore", "load", EngineErrorKind::Timeout, "no reply in 2 s");
+/// assert_eq!(e.engine_kind(), Some(EngineErrorKind::Timeout));
+/// assert!(e.is_retryable());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EngineErrorKind {
+    /// A limit was reached before the engine answered (retryable).
+    Timeout,
+    /// The engine is unreachable or not taking calls right now (retryable).
+    Unavailable,
+    /// The engine aborted the call for a concurrent one (retryable).
+    Conflict,
+    /// The credentials were not accepted (not retryable).
+    Auth,
+    /// The engine refused the request itself (not retryable).
+    Refused,
+    /// Anything else.
+    Other,
+}
+
+impl EngineErrorKind {
+    /// Whether an error of this kind is retryable when nothing more is known
+    /// (`Other` is not).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Timeout | Self::Unavailable | Self::Conflict)
+    }
+
+    /// Its name in lower case ("timeout", "unavailable", …), as error messages show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Unavailable => "unavailable",
+            Self::Conflict => "conflict",
+            Self::Auth => "auth",
+            Self::Refused => "refused",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for EngineErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `Result` with [`Error`].
@@ -193,17 +259,52 @@ impl Error {
     /// let e = fscache::Error::engine("mystore", "load", true, std::io::Error::other("reset"));
     /// assert!(e.is_retryable());
     /// ```
+    ///
+    /// Its [`kind`](Error::engine_kind) is [`Unavailable`](EngineErrorKind::Unavailable)
+    /// when retryable and [`Other`](EngineErrorKind::Other) when not; say which with
+    /// [`engine_with_kind`](Error::engine_with_kind).
     pub fn engine(
         engine: &'static str,
         op: &'static str,
         retryable: bool,
         source: impl Into<BoxError>,
     ) -> Self {
+        let kind = if retryable {
+            EngineErrorKind::Unavailable
+        } else {
+            EngineErrorKind::Other
+        };
         Error::Engine {
             engine,
             op,
+            kind,
             retryable,
             source: source.into(),
+        }
+    }
+
+    /// An engine failure of a known [kind](EngineErrorKind), retryable as the kind
+    /// is ([`EngineErrorKind::is_retryable`]).
+    pub fn engine_with_kind(
+        engine: &'static str,
+        op: &'static str,
+        kind: EngineErrorKind,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Engine {
+            engine,
+            op,
+            kind,
+            retryable: kind.is_retryable(),
+            source: source.into(),
+        }
+    }
+
+    /// The kind of an [`Error::Engine`]; `None` for every other error.
+    pub fn engine_kind(&self) -> Option<EngineErrorKind> {
+        match self {
+            Error::Engine { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 
@@ -351,14 +452,24 @@ impl fmt::Display for Error {
             Error::Engine {
                 engine,
                 op,
+                kind,
                 retryable,
                 ..
             } => {
-                write!(f, "{engine} {op} failed")?;
-                if *retryable {
-                    write!(f, " (the engine was unreachable or busy; retrying can help)")
-                } else {
-                    Ok(())
+                let what = match kind {
+                    EngineErrorKind::Timeout => " (timeout",
+                    EngineErrorKind::Unavailable => " (unavailable",
+                    EngineErrorKind::Conflict => " (conflict with a concurrent call",
+                    EngineErrorKind::Auth => " (authentication failed",
+                    EngineErrorKind::Refused => " (refused by the engine",
+                    EngineErrorKind::Other => "",
+                };
+                write!(f, "{engine} {op} failed{what}")?;
+                match (what.is_empty(), *retryable) {
+                    (true, true) => write!(f, " (retrying can help)"),
+                    (false, true) => write!(f, "; retrying can help)"),
+                    (false, false) => write!(f, ")"),
+                    (true, false) => Ok(()),
                 }
             }
         }

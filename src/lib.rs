@@ -242,7 +242,7 @@ unix! {
     pub use disk::entry::MAX_KEY_LEN;
     pub use clock::{Clock, ManualClock, SystemClock};
     pub use codec::Format;
-    pub use error::{BoxError, Error, Result};
+    pub use error::{BoxError, EngineErrorKind, Error, Result};
     pub use options::{
         Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
     };

@@ -7,9 +7,9 @@
 #![cfg(any(feature = "redis", feature = "postgres"))]
 
 use std::net::TcpStream;
+#[cfg(feature = "redis")]
 use std::path::Path;
-#[cfg(feature = "postgres")]
-use std::path::PathBuf;
+#[cfg(feature = "redis")]
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,9 @@ fn populate(sessions: &Sessions<Box<dyn Store>>) -> fscache::Result<Vec<(String,
             .map(|t| {
                 let barrier = &barrier;
                 scope.spawn(move || -> fscache::Result<Vec<(String, String)>> {
-                    (0..3)
+                    // Every thread waits at every round, also after a failure (a
+                    // thread that left early would leave the others waiting).
+                    let rounds: Vec<fscache::Result<(String, String)>> = (0..3)
                         .map(|i| {
                             barrier.wait();
                             let mut s = sessions.load(None)?;
@@ -64,7 +66,8 @@ fn populate(sessions: &Sessions<Box<dyn Store>>) -> fscache::Result<Vec<(String,
                             s.insert("user", &user)?;
                             Ok((cookie(sessions.save(&mut s)?.set_cookie), user))
                         })
-                        .collect()
+                        .collect();
+                    rounds.into_iter().collect()
                 })
             })
             .collect();
@@ -96,8 +99,8 @@ fn down(sessions: &Sessions<Box<dyn Store>>, cookie: &str, loaded: &mut fscache:
     );
 }
 
-/// Back up: the very next request succeeds (the pool dropped its dead connections
-/// at the first error), and every session stored before is intact.
+/// Back up: the very next request succeeds (a call that meets a dead pooled
+/// connection runs again on a new one), and every session stored before is intact.
 fn back(sessions: &Sessions<Box<dyn Store>>, stored: &[(String, String)]) -> fscache::Result<()> {
     for (cookie, user) in stored {
         let s = sessions.load(Some(cookie))?;
@@ -175,6 +178,15 @@ fn redis_restart() -> TestResult {
     drop(server); // SIGKILL
     down(&sessions, &stored[0].0, &mut loaded);
 
+    let server = redis_server(tmp.path(), port);
+    wait_port(port);
+    back(&sessions, &stored)?;
+
+    // A restart with no call while the server was down: the pool's idle
+    // connections are all stale (populate leaves 4), and still no request fails:
+    // each call that meets one runs again on a new connection.
+    populate(&sessions)?;
+    drop(server);
     let _server = redis_server(tmp.path(), port);
     wait_port(port);
     back(&sessions, &stored)?;
@@ -182,86 +194,35 @@ fn redis_restart() -> TestResult {
 }
 
 #[cfg(feature = "postgres")]
-fn pg_bin() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| Some(e.ok()?.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-/// Runs a PostgreSQL tool as the postgres user when we are root (initdb refuses
-/// root).
-#[cfg(feature = "postgres")]
-fn pg(tool: &Path, args: &[&str]) {
-    let root = rustix::process::getuid().is_root();
-    let status = if root {
-        let line = std::iter::once(tool.display().to_string())
-            .chain(args.iter().map(|a| format!("'{a}'")))
-            .collect::<Vec<_>>()
-            .join(" ");
-        Command::new("su")
-            .args(["postgres", "-s", "/bin/sh", "-c", &line])
-            .stdout(Stdio::null())
-            .status()
-    } else {
-        Command::new(tool).args(args).stdout(Stdio::null()).status()
-    }
-    .expect("run a PostgreSQL tool");
-    assert!(status.success(), "{} {args:?}: {status}", tool.display());
-}
+#[path = "common/pg.rs"]
+mod pg;
 
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_restart() -> TestResult {
-    let Some(bin) = pg_bin() else {
+    let Some(bin) = pg::pg_bin() else {
         missing("PostgreSQL (initdb)");
         return Ok(());
     };
     let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("pg");
-    std::fs::create_dir(&data)?;
-    if rustix::process::getuid().is_root() {
-        let chown = Command::new("chown")
-            .args(["-R", "postgres"])
-            .arg(tmp.path())
-            .status()?;
-        assert!(chown.success());
-    }
     let port = free_port();
-    let d = data.to_str().unwrap();
-    let socket_dir = tmp.path().to_str().unwrap();
-    pg(
-        &bin.join("initdb"),
-        &["-D", d, "-A", "trust", "-U", "postgres", "--no-sync"],
-    );
-    let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {socket_dir} -c fsync=off");
-    let log = tmp.path().join("pg.log");
-    let log = log.to_str().unwrap();
-    let start = || {
-        pg(
-            &bin.join("pg_ctl"),
-            &["-D", d, "-l", log, "-o", &opts, "-w", "start"],
-        )
-    };
-    let stop = || pg(&bin.join("pg_ctl"), &["-D", d, "-m", "immediate", "stop"]);
-    start();
-    let result = (|| -> TestResult {
-        let sessions = Sessions::new(
-            store::open(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))?,
-            SessionConfig::default(),
-        )?;
-        let stored = populate(&sessions)?;
-        let mut loaded = sessions.load(Some(&stored[1].0))?;
-        stop(); // a crash: no shutdown checkpoint
-        down(&sessions, &stored[0].0, &mut loaded);
-        start();
-        wait_port(port);
-        back(&sessions, &stored)?;
-        Ok(())
-    })();
-    let _ = std::panic::catch_unwind(stop);
-    result
+    let cluster = pg::Cluster::init(&bin, tmp.path(), "pg", port);
+    cluster.start("");
+    let sessions = Sessions::new(store::open(&cluster.url())?, SessionConfig::default())?;
+    let stored = populate(&sessions)?;
+    let mut loaded = sessions.load(Some(&stored[1].0))?;
+    cluster.stop(); // a crash: no shutdown checkpoint
+    down(&sessions, &stored[0].0, &mut loaded);
+    cluster.start("");
+    wait_port(port);
+    back(&sessions, &stored)?;
+
+    // A restart with no call while the server was down: the pool's idle
+    // connections are all stale, and still no request fails.
+    populate(&sessions)?;
+    cluster.stop();
+    cluster.start("");
+    wait_port(port);
+    back(&sessions, &stored)?;
+    Ok(())
 }

@@ -4,9 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::{Client, CommandError, ConnectionManager, MemcacheError, Url};
 
-use super::pool::Pool;
+use super::pool::{Pool, PoolLimits, pool_option};
 use super::{Store, Version, Versioned, foreign_version};
-use crate::error::{Error, Result};
+use crate::error::{EngineErrorKind, Error, Result};
 
 /// How long a connect may take, and a read or a write.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -104,8 +104,19 @@ impl std::fmt::Debug for MemcachedStore {
 }
 
 fn engine_error(op: &'static str, e: MemcacheError) -> Error {
-    let retryable = matches!(e, MemcacheError::IOError(_) | MemcacheError::PoolError(_));
-    Error::engine("memcached", op, retryable, e)
+    let kind = match &e {
+        MemcacheError::IOError(io)
+            if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) =>
+        {
+            EngineErrorKind::Timeout
+        }
+        MemcacheError::IOError(_) => EngineErrorKind::Unavailable,
+        // r2d2 found no connection within its timeout.
+        MemcacheError::PoolError(_) => EngineErrorKind::Timeout,
+        MemcacheError::ServerError(_) | MemcacheError::CommandError(_) => EngineErrorKind::Refused,
+        _ => return Error::engine("memcached", op, false, e),
+    };
+    Error::engine_with_kind("memcached", op, kind, e)
 }
 
 /// Memcached's expiration argument for `ttl`.
@@ -140,6 +151,30 @@ fn scheduler() -> std::sync::Arc<scheduled_thread_pool::ScheduledThreadPool> {
         .clone()
 }
 
+/// Connects to `addr` (`HOST:PORT`) and closes the connection: whether a server
+/// takes connections there now.
+fn probe(addr: &str) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let unavailable = |e: std::io::Error| {
+        let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+            EngineErrorKind::Timeout
+        } else {
+            EngineErrorKind::Unavailable
+        };
+        Error::engine_with_kind("memcached", "connect", kind, e)
+    };
+    let mut last = None;
+    for a in addr.to_socket_addrs().map_err(unavailable)? {
+        match std::net::TcpStream::connect_timeout(&a, TIMEOUT) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(unavailable(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr} resolves to no address"))
+    })))
+}
+
 /// The key as memcached gets it.
 fn wire_key(key: &str) -> std::borrow::Cow<'_, str> {
     if key.len() <= MAX_KEY && key.bytes().all(|b| b > b' ' && b != 0x7f) {
@@ -171,7 +206,15 @@ impl MemcachedStore {
                 "memcached takes no user or password (the URL is HOST:PORT[,HOST:PORT…])".into(),
             ));
         }
-        let mut query = query.to_owned();
+        let mut limits = PoolLimits::default();
+        let mut client_query = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !pool_option(&mut limits, name, value).map_err(config)? {
+                client_query.push(pair);
+            }
+        }
+        let mut query = client_query.join("&");
         if !query.split('&').any(|p| p.starts_with("timeout=")) {
             if !query.is_empty() {
                 query.push('&');
@@ -190,7 +233,12 @@ impl MemcachedStore {
                 .map_err(|e| config(e.to_string()))?;
             // One connection per client: this pool (not r2d2's) decides when a
             // connection is dropped, and r2d2 does not ping on every checkout.
-            let pool = Pool::new(32, move || {
+            let addr = host.to_owned();
+            let pool = Pool::new("memcached", limits, move || {
+                // r2d2 keeps retrying a refused connect until its timeout (2 s a
+                // call while a server is down): one plain connect first fails at
+                // once instead. The probe is closed; r2d2 then connects for real.
+                probe(&addr)?;
                 let manager = ConnectionManager::new(parsed.clone());
                 let single = r2d2::Pool::builder()
                     .thread_pool(scheduler())
@@ -231,7 +279,7 @@ impl Store for MemcachedStore {
         let key = wire_key(key);
         let got: Option<(Vec<u8>, u32, Option<u64>)> = self
             .pool(&key)
-            .with(|c| c.get(&key).map_err(|e| engine_error("load", e)))?;
+            .with_retry(|c| c.get(&key).map_err(|e| engine_error("load", e)))?;
         Ok(got.and_then(|(value, _flags, cas)| {
             // An empty value is a deletion's tombstone.
             (!value.is_empty()).then(|| Versioned {
@@ -243,7 +291,7 @@ impl Store for MemcachedStore {
 
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         let key = wire_key(key);
-        self.pool(&key).with(|c| {
+        self.pool(&key).with_retry(|c| {
             c.set(&key, value, expiration(ttl))
                 .map_err(|e| engine_error("save", e))
         })
@@ -314,7 +362,7 @@ impl Store for MemcachedStore {
             return Ok(false);
         }
         let key = wire_key(key);
-        self.pool(&key).with(|c| match c.touch(&key, expiration(ttl)) {
+        self.pool(&key).with_retry(|c| match c.touch(&key, expiration(ttl)) {
             Ok(found) => Ok(found),
             Err(MemcacheError::CommandError(CommandError::KeyNotFound)) => Ok(false),
             Err(e) => Err(engine_error("touch", e)),

@@ -1,17 +1,20 @@
 //! PostgreSQL: one table with an indexed expiry judged by the database's clock,
 //! `SELECT ... FOR UPDATE` for merges, a batched cleanup.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 
-use super::pool::Pool;
+use super::pool::{Pool, PoolLimits, pool_option};
 use super::{Merge, MergeFn, Store, Version, Versioned, foreign_version};
-use crate::error::{Error, Result};
+use crate::error::{EngineErrorKind, Error, Result};
 
-/// The table, its expiry index and the sequence that numbers writes (a version is
-/// never reused, even for a key deleted and written again). Created under an
-/// advisory lock so processes starting together do not race on `CREATE`.
+/// The table and its expiry index, created at [`open`](PostgresStore::open) when
+/// missing, under an advisory lock so processes starting together do not race on
+/// `CREATE`.
 const SCHEMA: &str = "
 SELECT pg_advisory_xact_lock(7472394850143);
 CREATE TABLE IF NOT EXISTS fscache_store (
@@ -21,7 +24,6 @@ CREATE TABLE IF NOT EXISTS fscache_store (
     expires_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fscache_store_expires_at ON fscache_store (expires_at);
-CREATE SEQUENCE IF NOT EXISTS fscache_store_version;
 ";
 
 /// `$n` milliseconds from the database's now.
@@ -34,19 +36,52 @@ macro_rules! after {
 /// How long a connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A pooled connection with its statements prepared once (each query is then one
-/// round trip).
-struct Conn {
-    client: Client,
-    load: Statement,
-    load_for_update: Statement,
-    put: Statement,
-    insert: Statement,
-    cas_set: Statement,
-    cas_delete: Statement,
-    delete: Statement,
-    touch: Statement,
-}
+/// The server settings every connection starts with, unless the URL's `options`
+/// set them: no statement, lock wait or abandoned transaction holds a request (or
+/// the rows it locked) for long.
+const SERVER_DEFAULTS: &str = "-c statement_timeout=5000 -c lock_timeout=2000 \
+     -c idle_in_transaction_session_timeout=10000";
+
+/// TCP keepalives and the unacknowledged-data timeout, unless the URL sets them: a
+/// server that vanished without closing the connection (a host that died, a
+/// network cut) fails the call in about 10 s instead of the OS's 15 minutes.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVES_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+const LOAD: &str =
+    "SELECT value, version FROM fscache_store WHERE key = $1 AND expires_at > now()";
+const LOAD_FOR_UPDATE: &str =
+    "SELECT value, version FROM fscache_store WHERE key = $1 AND expires_at > now() FOR UPDATE";
+const PUT: &str = concat!(
+    "INSERT INTO fscache_store (key, value, version, expires_at) VALUES ($1, $2, $4, ",
+    after!(3),
+    ") ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,
+         version = EXCLUDED.version, expires_at = EXCLUDED.expires_at"
+);
+const INSERT: &str = concat!(
+    "INSERT INTO fscache_store (key, value, version, expires_at) VALUES ($1, $2, $4, ",
+    after!(3),
+    ") ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,
+         version = EXCLUDED.version, expires_at = EXCLUDED.expires_at
+     WHERE fscache_store.expires_at <= now()"
+);
+const CAS_SET: &str = concat!(
+    "UPDATE fscache_store SET value = $2, version = $5, expires_at = ",
+    after!(3),
+    " WHERE key = $1 AND version = $4 AND expires_at > now()"
+);
+const CAS_DELETE: &str =
+    "DELETE FROM fscache_store WHERE key = $1 AND version = $2 AND expires_at > now()";
+const DELETE: &str = "DELETE FROM fscache_store WHERE key = $1 RETURNING expires_at > now()";
+const TOUCH: &str = concat!(
+    "UPDATE fscache_store SET expires_at = ",
+    after!(2),
+    " WHERE key = $1 AND expires_at > now()"
+);
+const CLEANUP: &str = "DELETE FROM fscache_store WHERE key IN
+     (SELECT key FROM fscache_store WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)";
 
 /// A [`Store`] on PostgreSQL (feature `postgres`), through the `postgres` crate's
 /// sync client and a pool of connections.
@@ -56,18 +91,85 @@ struct Conn {
 /// framework adapters do): on an executor thread the client panics. Opening and
 /// dropping the store work anywhere, `async fn main` included.
 ///
-/// - Table `fscache_store (key, value, version, expires_at)` with an index on
-///   `expires_at`; created on first open.
-/// - Expiry is judged by the database's clock (`now()`), so web servers with skewed
-///   clocks agree. Expired rows read as absent; [`cleanup`](Store::cleanup) deletes
-///   them in bounded batches (the counterpart of `flask session_cleanup`).
-/// - Atomic merge: [`update`](Store::update) locks the row with
+/// - **Table** `fscache_store (key, value, version, expires_at)` with an index on
+///   `expires_at`, created by [`open`](PostgresStore::open) when missing (never by a
+///   pooled connection later). A role with only `SELECT, INSERT, UPDATE, DELETE`
+///   on an existing table can use the store: it needs no sequence and no DDL.
+///   The owner can create the table beforehand with this SQL:
+///
+///   ```sql
+///   CREATE TABLE fscache_store (key TEXT PRIMARY KEY, value BYTEA NOT NULL,
+///       version BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
+///   CREATE INDEX fscache_store_expires_at ON fscache_store (expires_at);
+///   GRANT SELECT, INSERT, UPDATE, DELETE ON fscache_store TO app;
+///   ```
+/// - **Versions** are random 63-bit numbers drawn for each write (a version is
+///   never reused in practice: two writes of a key collide with probability
+///   2⁻⁶³).
+/// - **Expiry** is judged by the database's clock (`now()`), so web servers with
+///   skewed clocks agree. Expired rows read as absent; [`cleanup`](Store::cleanup)
+///   deletes them in bounded batches (the counterpart of `flask session_cleanup`).
+/// - **Atomic merge**: [`update`](Store::update) locks the row with
 ///   `SELECT ... FOR UPDATE` in a transaction and runs the merge once; for an absent
 ///   key it inserts with `ON CONFLICT DO NOTHING` semantics and re-runs the merge
 ///   only if a concurrent insert won.
+/// - **PgBouncer** in transaction pooling mode works: every statement is sent
+///   unnamed with its parameter types (one round trip, no prepared statement that
+///   outlives a transaction), and no session state is relied on. On a direct
+///   connection, `prepared_statements=true` prepares each statement once per
+///   connection instead, which saves the server parsing and planning it on every
+///   call (about 50 µs a statement here; see BENCHMARKS.md). Never use it behind
+///   a pooler in transaction mode: a prepared statement belongs to one server
+///   connection, and the pooler switches them between transactions.
+/// - **Failover**: a URL with several hosts (`postgres://u@a:5432,b:5432/db` or
+///   `host=a,b`) and `target_session_attrs=read-write` connects to whichever is the
+///   primary. After a failover, a call on a connection to the old primary fails
+///   with a retryable [`EngineErrorKind::Unavailable`] and the next connection goes
+///   to the new one.
+/// - **Nothing waits forever.** Unless the URL's `options` set them, every
+///   connection starts with `statement_timeout=5s`, `lock_timeout=2s` and
+///   `idle_in_transaction_session_timeout=10s` (a statement that hits one fails
+///   with a retryable [`EngineErrorKind::Timeout`]), TCP keepalives every 5 s
+///   after 10 s idle, and a 10 s `tcp_user_timeout`; a URL setting wins (e.g.
+///   `options=-c%20lock_timeout%3D500`, `keepalives_idle=60`). A pooler that
+///   refuses the `options` startup parameter (PgBouncer 1.18 unless it is in its
+///   `ignore_startup_parameters`) gets none: set the timeouts on the role there
+///   (`ALTER ROLE app SET statement_timeout = '5s'`).
+/// - **Pool**: at most `pool_size` connections (default 32); a call that finds none
+///   free waits up to `pool_timeout_ms` (default 2000) and then fails with a
+///   retryable [`EngineErrorKind::Timeout`]. Every call but `remove` that fails on a
+///   pooled connection found closed (the server restarted, the pooler dropped
+///   it) runs once more on a new connection: a merge's transaction was rolled
+///   back (a failed `COMMIT` is reported instead), and an insert or a
+///   compare-and-set resends the same random version and recognizes its own
+///   write. Idle connections not used since the dead one are then dropped.
 pub struct PostgresStore {
     pool: Pool<Conn>,
 }
+
+/// A pooled connection, and its prepared statements when the URL asks for them
+/// (`prepared_statements=true`), prepared on first use.
+struct Conn {
+    client: Client,
+    cache: Option<Vec<(&'static str, Statement)>>,
+}
+
+impl Conn {
+    /// The prepared statement for `sql`, or `None` when statements are sent
+    /// unnamed.
+    fn prepared(&mut self, sql: &'static str, op: &'static str) -> Result<Option<Statement>> {
+        let Some(cache) = &mut self.cache else {
+            return Ok(None);
+        };
+        if let Some((_, st)) = cache.iter().find(|(s, _)| std::ptr::eq(*s, sql)) {
+            return Ok(Some(st.clone()));
+        }
+        let st = self.client.prepare(sql).map_err(|e| engine_error(op, e))?;
+        cache.push((sql, st.clone()));
+        Ok(Some(st))
+    }
+}
+
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,42 +178,202 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 fn engine_error(op: &'static str, e: postgres::Error) -> Error {
-    // Not a database error (I/O, a closed connection), or one that says "try
-    // again": serialization failure, deadlock, shutdown, connection exceptions.
-    let retryable = match e.code() {
-        None => true,
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+    use EngineErrorKind as K;
+    let kind = match e.code().map(|c| c.code()) {
+        Some(code) => match code {
+            // statement_timeout (query_canceled), lock_timeout (lock_not_available),
+            // idle_in_transaction_session_timeout.
+            "57014" | "55P03" | "25P03" => K::Timeout,
+            "40001" | "40P01" => K::Conflict,
+            // Too many connections, out of memory or disk, a standby (after a
+            // failover), shutting down or starting, a connection exception.
+            "53300" | "53200" | "53100" | "25006" => K::Unavailable,
+            c if c.starts_with("08") || c.starts_with("57P") => K::Unavailable,
+            c if c.starts_with("28") => K::Auth,
+            // No permission, no such database, table or column.
+            "42501" | "3D000" => K::Refused,
+            c if c.starts_with("42") => K::Refused,
+            _ => return Error::engine("postgres", op, false, e),
+        },
+        None => {
+            let what = e.to_string();
+            let timed_out = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            if timed_out || what.starts_with("timeout waiting for server") {
+                K::Timeout
+            } else if what.starts_with("authentication error") {
+                K::Auth
+            } else if e.is_closed()
+                || what.starts_with("error communicating with the server")
+                || what.starts_with("error connecting to server")
+                || what.starts_with("unexpected message from server")
+                || what.starts_with("error parsing response from server")
+            {
+                K::Unavailable
+            } else {
+                // A row in a shape fscache did not write, a bad parameter.
+                return Error::engine("postgres", op, false, e);
+            }
         }
     };
-    Error::engine("postgres", op, retryable, e)
+    Error::engine_with_kind("postgres", op, kind, e)
 }
 
 fn millis(ttl: Duration) -> f64 {
     super::clamp_ttl(ttl).as_millis() as f64
 }
 
+/// A fresh version for a write: random, 63 bits (positive as a `BIGINT`).
+fn new_version() -> i64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: a hash of the time, the process and a counter still
+        // never repeats within this process.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut h = blake3::Hasher::new();
+        h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        h.update(format!("{:?}", std::time::SystemTime::now()).as_bytes());
+        bytes.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    }
+    (u64::from_le_bytes(bytes) >> 1) as i64
+}
+
+/// Takes the store's own options (`pool_size`, `pool_timeout_ms`) out of a
+/// `postgres://` URL's query or a key-value string.
+fn split_options(url: &str) -> Result<(String, PoolLimits, bool)> {
+    let mut limits = PoolLimits::default();
+    let mut prepared = false;
+    let bad = |m: String| Error::Config {
+        message: format!("invalid PostgreSQL URL {:?}: {m}", super::redact(url)),
+    };
+    if url.contains("://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_owned(), limits, prepared));
+        };
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name == "prepared_statements" {
+                prepared = flag(value).map_err(&bad)?;
+            } else if !pool_option(&mut limits, name, value).map_err(&bad)? {
+                rest.push(pair);
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        return Ok((url, limits, prepared));
+    }
+    let mut rest = Vec::new();
+    for word in url.split_whitespace() {
+        match word.split_once('=') {
+            Some(("prepared_statements", value)) => prepared = flag(value).map_err(&bad)?,
+            Some((name, value)) if pool_option(&mut limits, name, value).map_err(&bad)? => {}
+            _ => rest.push(word),
+        }
+    }
+    Ok((rest.join(" "), limits, prepared))
+}
+
+fn flag(value: &str) -> std::result::Result<bool, String> {
+    match value {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err(format!("prepared_statements takes true or false, not {value:?}")),
+    }
+}
+
+/// Whether the connection string sets `name` itself (a URL query parameter or a
+/// key-value pair).
+fn sets(url: &str, name: &str) -> bool {
+    let query = if url.contains("://") {
+        url.split_once('?').map_or("", |(_, q)| q)
+    } else {
+        url
+    };
+    query
+        .split(['&', ' '])
+        .any(|p| p.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+}
+
 impl PostgresStore {
     /// Connects to the database a `postgres://USER:PASSWORD@HOST:PORT/DB` URL names
-    /// (or the key-value form `host=… user=…`), creating the table if needed.
+    /// (or the key-value form `host=… user=…`; several hosts for failover), and
+    /// creates the table if it is missing.
+    ///
+    /// Besides the `postgres` crate's settings the URL takes `pool_size=N` and
+    /// `pool_timeout_ms=MS` (see the type's docs).
     ///
     /// # Errors
     /// [`Error::Config`] for a malformed URL; a retryable [`Error::Engine`] when the
-    /// server does not answer; a non-retryable one when it refuses (bad password, no
-    /// such database, no right to create the table).
+    /// server does not answer; a non-retryable one when it refuses (bad password:
+    /// [`EngineErrorKind::Auth`]; no such database, no right to create a missing
+    /// table: [`EngineErrorKind::Refused`]).
     pub fn open(url: &str) -> Result<PostgresStore> {
-        let mut config: postgres::Config = url.parse().map_err(|e| Error::Config {
-            message: format!("invalid PostgreSQL URL {url:?}: {e}"),
+        let (client_url, limits, prepared) = split_options(url)?;
+        let mut config: postgres::Config = client_url.parse().map_err(|e| Error::Config {
+            message: format!("invalid PostgreSQL URL {:?}: {e}", super::redact(url)),
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let pool = Pool::new(32, move || connect(&config));
-        // The first connection creates the table and checks the server answers.
-        off_runtime(|| pool.with(|_| Ok(())))?;
-        Ok(PostgresStore { pool })
+        if !sets(&client_url, "keepalives_idle") {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if !sets(&client_url, "keepalives_interval") {
+            config.keepalives_interval(KEEPALIVES_INTERVAL);
+        }
+        if !sets(&client_url, "keepalives_retries") {
+            config.keepalives_retries(KEEPALIVES_RETRIES);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        // The URL's own options come after the defaults: PostgreSQL applies `-c`
+        // settings in order, so the URL's win.
+        let plain = config.clone();
+        match config.get_options() {
+            Some(own) => config.options(&format!("{SERVER_DEFAULTS} {own}")),
+            None => config.options(SERVER_DEFAULTS),
+        };
+        let refused_options = Arc::new(AtomicBool::new(false));
+        let pool = Pool::new("postgres", limits, move || {
+            let client = connect(&config, &plain, &refused_options)?;
+            Ok(Conn {
+                client,
+                cache: prepared.then(Vec::new),
+            })
+        })
+        .with_check(|c| !c.client.is_closed());
+        let store = PostgresStore { pool };
+        off_runtime(|| store.pool.with(|c| create_schema(&mut c.client)))?;
+        Ok(store)
     }
+}
+
+/// Creates the table and its index unless both exist (a role with only DML
+/// rights then never needs more). Only here, once per [`PostgresStore::open`]:
+/// even with `IF NOT EXISTS`, `CREATE INDEX` takes a SHARE lock on the table that
+/// waits for every open write and queues later writes behind it.
+fn create_schema(client: &mut Client) -> Result<()> {
+    let exists = client
+        .query_one(
+            "SELECT to_regclass('fscache_store') IS NOT NULL
+                AND to_regclass('fscache_store_expires_at') IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| engine_error("look up the table", e))?
+        .get::<_, bool>(0);
+    if !exists {
+        client
+            .batch_execute(&format!("BEGIN; {SCHEMA} COMMIT;"))
+            .map_err(|e| engine_error("create table", e))?;
+    }
+    Ok(())
 }
 
 /// Runs `f` where the `postgres` client may block: on this thread, or on a helper
@@ -141,94 +403,69 @@ impl Drop for PostgresStore {
     }
 }
 
-fn connect(config: &postgres::Config) -> Result<Conn> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| engine_error("connect", e))?;
-    // The table may not exist yet on the very first connection: create it first.
-    // Only then: even with IF NOT EXISTS, CREATE INDEX takes a SHARE lock on the
-    // table, which waits for every open write and makes later writes queue behind
-    // it; new connections opened under load (a burst of requests) then stalled
-    // writes for PostgreSQL's deadlock_timeout (1 s) each.
-    let exists = client
-        .query_one(
-            "SELECT to_regclass('fscache_store') IS NOT NULL
-                AND to_regclass('fscache_store_expires_at') IS NOT NULL
-                AND to_regclass('fscache_store_version') IS NOT NULL",
-            &[],
-        )
-        .map_err(|e| engine_error("look up the table", e))?
-        .get::<_, bool>(0);
-    if !exists {
-        client
-            .batch_execute(&format!("BEGIN; {SCHEMA} COMMIT;"))
-            .map_err(|e| engine_error("create table", e))?;
+/// A new connection, with the server defaults in its startup `options` unless a
+/// pooler refused them once (then `plain`, without them).
+fn connect(config: &postgres::Config, plain: &postgres::Config, refused: &AtomicBool) -> Result<Client> {
+    if !refused.load(Ordering::Relaxed) {
+        match config.connect(NoTls) {
+            Ok(client) => return Ok(client),
+            Err(e) if e.as_db_error().is_some_and(|d| {
+                d.message().contains("unsupported startup parameter")
+            }) =>
+            {
+                refused.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(engine_error("connect", e)),
+        }
     }
-    let mut prepare = |sql: &str| {
-        client
-            .prepare(sql)
-            .map_err(|e| engine_error("prepare", e))
-    };
-    let load = prepare(
-        "SELECT value, version FROM fscache_store WHERE key = $1 AND expires_at > now()",
-    )?;
-    let load_for_update = prepare(
-        "SELECT value, version FROM fscache_store WHERE key = $1 AND expires_at > now()
-         FOR UPDATE",
-    )?;
-    let put = prepare(concat!(
-        "INSERT INTO fscache_store (key, value, version, expires_at)
-         VALUES ($1, $2, nextval('fscache_store_version'), ",
-        after!(3),
-        ")
-         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,
-             version = EXCLUDED.version, expires_at = EXCLUDED.expires_at"
-    ))?;
-    let insert = prepare(concat!(
-        "INSERT INTO fscache_store (key, value, version, expires_at)
-         VALUES ($1, $2, nextval('fscache_store_version'), ",
-        after!(3),
-        ")
-         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,
-             version = EXCLUDED.version, expires_at = EXCLUDED.expires_at
-         WHERE fscache_store.expires_at <= now()"
-    ))?;
-    let cas_set = prepare(concat!(
-        "UPDATE fscache_store SET value = $2, version = nextval('fscache_store_version'),
-             expires_at = ",
-        after!(3),
-        "
-         WHERE key = $1 AND version = $4 AND expires_at > now()"
-    ))?;
-    let cas_delete = prepare(
-        "DELETE FROM fscache_store WHERE key = $1 AND version = $2 AND expires_at > now()",
-    )?;
-    let delete = prepare(
-        "DELETE FROM fscache_store WHERE key = $1 RETURNING expires_at > now()",
-    )?;
-    let touch = prepare(concat!(
-        "UPDATE fscache_store SET expires_at = ",
-        after!(2),
-        " WHERE key = $1 AND expires_at > now()"
-    ))?;
-    Ok(Conn {
-        client,
-        load,
-        load_for_update,
-        put,
-        insert,
-        cas_set,
-        cas_delete,
-        delete,
-        touch,
+    plain.connect(NoTls).map_err(|e| engine_error("connect", e))
+}
+
+fn versioned(row: &postgres::Row) -> Result<Versioned> {
+    let value = row
+        .try_get(0)
+        .map_err(|e| engine_error("read a row", e))?;
+    let version: i64 = row
+        .try_get(1)
+        .map_err(|e| engine_error("read a row", e))?;
+    Ok(Versioned {
+        value,
+        version: Version::from_number(version as u64),
     })
 }
 
-fn versioned(row: &postgres::Row) -> Versioned {
-    Versioned {
-        value: row.get(0),
-        version: Version::from_number(row.get::<_, i64>(1) as u64),
+/// Parameters with their types, as `query_typed` takes them.
+type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+/// Whether `key` holds the write that carried `version`.
+fn holds(c: &mut Conn, key: &str, version: i64) -> Result<bool> {
+    let row = query_opt(c, LOAD, &[(&key, Type::TEXT)], "read back")?;
+    Ok(row.map(|r| versioned(&r)).transpose()?.is_some_and(|v| v.version.as_number() == Some(version as u64)))
+}
+
+fn untyped<'a>(params: &'a Params<'a>) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(v, _)| *v).collect()
+}
+
+fn query_opt(
+    c: &mut Conn,
+    sql: &'static str,
+    params: &Params<'_>,
+    op: &'static str,
+) -> Result<Option<postgres::Row>> {
+    let rows = match c.prepared(sql, op)? {
+        Some(st) => c.client.query(&st, &untyped(params)),
+        None => c.client.query_typed(sql, params),
+    };
+    Ok(rows.map_err(|e| engine_error(op, e))?.pop())
+}
+
+fn execute(c: &mut Conn, sql: &'static str, params: &Params<'_>, op: &'static str) -> Result<u64> {
+    match c.prepared(sql, op)? {
+        Some(st) => c.client.execute(&st, &untyped(params)),
+        None => c.client.execute_typed(sql, params),
     }
+    .map_err(|e| engine_error(op, e))
 }
 
 impl Store for PostgresStore {
@@ -237,30 +474,44 @@ impl Store for PostgresStore {
     }
 
     fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        self.pool.with(|c| {
-            let row = c
-                .client
-                .query_opt(&c.load, &[&key])
-                .map_err(|e| engine_error("load", e))?;
-            Ok(row.as_ref().map(versioned))
+        self.pool.with_retry(|c| {
+            query_opt(c, LOAD, &[(&key, Type::TEXT)], "load")?
+                .as_ref()
+                .map(versioned)
+                .transpose()
         })
     }
 
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.pool.with(|c| {
-            c.client
-                .execute(&c.put, &[&key, &value, &millis(ttl)])
-                .map(drop)
-                .map_err(|e| engine_error("save", e))
+        self.pool.with_retry(|c| {
+            let params: &Params<'_> = &[
+                (&key, Type::TEXT),
+                (&value, Type::BYTEA),
+                (&millis(ttl), Type::FLOAT8),
+                (&new_version(), Type::INT8),
+            ];
+            execute(c, PUT, params, "save").map(drop)
         })
     }
 
+    /// Run again on a new connection when its pooled one was found closed: both
+    /// sends carry the same version, so a resend that finds the key holding it
+    /// knows the first send wrote it.
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        self.pool.with(|c| {
-            c.client
-                .execute(&c.insert, &[&key, &value, &millis(ttl)])
-                .map(|n| n == 1)
-                .map_err(|e| engine_error("insert", e))
+        let version = new_version();
+        let mut sent = false;
+        self.pool.with_retry(|c| {
+            let params: &Params<'_> = &[
+                (&key, Type::TEXT),
+                (&value, Type::BYTEA),
+                (&millis(ttl), Type::FLOAT8),
+                (&version, Type::INT8),
+            ];
+            let resend = std::mem::replace(&mut sent, true);
+            if execute(c, INSERT, params, "insert")? == 1 {
+                return Ok(true);
+            }
+            Ok(resend && holds(c, key, version)?)
         })
     }
 
@@ -274,63 +525,102 @@ impl Store for PostgresStore {
         let Some(expected) = expected.as_number().map(|n| n as i64) else {
             return Err(foreign_version(key));
         };
-        self.pool.with(|c| {
+        // As insert: a resend (on a new connection, when the pooled one was found
+        // closed) carries the same new version and recognizes its own write.
+        let version = new_version();
+        let mut sent = false;
+        self.pool.with_retry(|c| {
+            let resend = std::mem::replace(&mut sent, true);
             let n = match new {
-                Some(v) => c
-                    .client
-                    .execute(&c.cas_set, &[&key, &v, &millis(ttl), &expected]),
-                None => c.client.execute(&c.cas_delete, &[&key, &expected]),
+                Some(v) => execute(
+                    c,
+                    CAS_SET,
+                    &[
+                        (&key, Type::TEXT),
+                        (&v, Type::BYTEA),
+                        (&millis(ttl), Type::FLOAT8),
+                        (&expected, Type::INT8),
+                        (&version, Type::INT8),
+                    ],
+                    "compare-and-set",
+                )?,
+                None => execute(
+                    c,
+                    CAS_DELETE,
+                    &[(&key, Type::TEXT), (&expected, Type::INT8)],
+                    "compare-and-set",
+                )?,
             };
-            n.map(|n| n == 1)
-                .map_err(|e| engine_error("compare-and-set", e))
+            if n == 1 || !resend {
+                return Ok(n == 1);
+            }
+            match new {
+                Some(_) => holds(c, key, version),
+                // Gone: deleted by the first send, or by a later writer after it.
+                None => Ok(query_opt(c, LOAD, &[(&key, Type::TEXT)], "compare-and-set")?.is_none()),
+            }
         })
     }
 
     fn remove(&self, key: &str) -> Result<bool> {
         self.pool.with(|c| {
-            let row = c
-                .client
-                .query_opt(&c.delete, &[&key])
-                .map_err(|e| engine_error("remove", e))?;
-            Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+            let row = query_opt(c, DELETE, &[(&key, Type::TEXT)], "remove")?;
+            match row {
+                None => Ok(false),
+                Some(r) => r.try_get::<_, bool>(0).map_err(|e| engine_error("remove", e)),
+            }
         })
     }
 
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
-        self.pool.with(|c| {
-            c.client
-                .execute(&c.touch, &[&key, &millis(ttl)])
-                .map(|n| n == 1)
-                .map_err(|e| engine_error("touch", e))
+        self.pool.with_retry(|c| {
+            execute(
+                c,
+                TOUCH,
+                &[(&key, Type::TEXT), (&millis(ttl), Type::FLOAT8)],
+                "touch",
+            )
+            .map(|n| n == 1)
         })
     }
 
+    /// One transaction: `SELECT ... FOR UPDATE`, the merge, the write, `COMMIT`. A
+    /// failure before the `COMMIT` rolls everything back, so the call runs again
+    /// on a new connection when its pooled one was found closed; a failed `COMMIT`
+    /// is reported (it may have been applied).
     fn update(&self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>) -> Result<Option<Vec<u8>>> {
         for _ in 0..super::MAX_ATTEMPTS {
-            let done = self.pool.with(|c| {
-                let Conn {
-                    client,
-                    load_for_update,
-                    put,
-                    insert,
-                    cas_delete,
-                    ..
-                } = c;
-                let mut tx = client
-                    .transaction()
-                    .map_err(|e| engine_error("begin", e))?;
-                let current = tx
-                    .query_opt(&*load_for_update, &[&key])
-                    .map_err(|e| engine_error("update", e))?
+            let attempt = |c: &mut Conn| {
+                let load = c.prepared(LOAD_FOR_UPDATE, "update")?;
+                let put = c.prepared(PUT, "update")?;
+                let insert = c.prepared(INSERT, "update")?;
+                let delete = c.prepared(CAS_DELETE, "update")?;
+                let mut tx = c.client.transaction().map_err(|e| engine_error("begin", e))?;
+                let key_param: &Params<'_> = &[(&key, Type::TEXT)];
+                let current = match &load {
+                    Some(st) => tx.query(st, &untyped(key_param)),
+                    None => tx.query_typed(LOAD_FOR_UPDATE, key_param),
+                }
+                .map_err(|e| engine_error("update", e))?
+                .pop()
                     .as_ref()
-                    .map(versioned);
+                    .map(versioned)
+                    .transpose()?;
                 let stored = match merge(current.as_ref().map(|v| &v.value[..]))? {
                     Merge::Keep => return Ok(Some(current.map(|v| v.value))),
                     Merge::Put(new) => {
-                        let statement = if current.is_some() { &*put } else { &*insert };
-                        let n = tx
-                            .execute(statement, &[&key, &new, &millis(ttl)])
-                            .map_err(|e| engine_error("update", e))?;
+                        let (sql, st) = if current.is_some() { (PUT, &put) } else { (INSERT, &insert) };
+                        let params: &Params<'_> = &[
+                            (&key, Type::TEXT),
+                            (&new, Type::BYTEA),
+                            (&millis(ttl), Type::FLOAT8),
+                            (&new_version(), Type::INT8),
+                        ];
+                        let n = match st {
+                            Some(st) => tx.execute(st, &untyped(params)),
+                            None => tx.execute_typed(sql, params),
+                        }
+                        .map_err(|e| engine_error("update", e))?;
                         if n == 0 {
                             // A concurrent insert of the absent key won: merge again.
                             return Ok(None);
@@ -340,14 +630,22 @@ impl Store for PostgresStore {
                     Merge::Delete => {
                         if let Some(cur) = &current {
                             let version = cur.version.as_number().unwrap_or(0) as i64;
-                            tx.execute(&*cas_delete, &[&key, &version])
-                                .map_err(|e| engine_error("update", e))?;
+                            let params: &Params<'_> = &[(&key, Type::TEXT), (&version, Type::INT8)];
+                            match &delete {
+                                Some(st) => tx.execute(st, &untyped(params)),
+                                None => tx.execute_typed(CAS_DELETE, params),
+                            }
+                            .map_err(|e| engine_error("update", e))?;
                         }
                         None
                     }
                 };
                 tx.commit().map_err(|e| engine_error("commit", e))?;
                 Ok(Some(stored))
+            };
+            // A failed COMMIT may have been applied: not run again.
+            let done = self.pool.with_retry_unless(attempt, |e| {
+                matches!(e, Error::Engine { op: "commit", .. })
             })?;
             if let Some(stored) = done {
                 return Ok(stored);
@@ -361,16 +659,8 @@ impl Store for PostgresStore {
 
     fn cleanup(&self, batch: usize) -> Result<usize> {
         let batch = batch.min(i64::MAX as usize) as i64;
-        self.pool.with(|c| {
-            c.client
-                .execute(
-                    "DELETE FROM fscache_store WHERE key IN
-                         (SELECT key FROM fscache_store WHERE expires_at <= now()
-                          LIMIT $1 FOR UPDATE SKIP LOCKED)",
-                    &[&batch],
-                )
-                .map(|n| n as usize)
-                .map_err(|e| engine_error("cleanup", e))
+        self.pool.with_retry(|c| {
+            execute(c, CLEANUP, &[(&batch, Type::INT8)], "cleanup").map(|n| n as usize)
         })
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use redis::{Commands, ConnectionLike, RetryMethod};
 
-use super::pool::Pool;
+use super::pool::{Pool, PoolLimits, pool_option};
 use super::{foreign_version, redact, Store, Version, Versioned};
-use crate::error::{Error, Result};
+use crate::error::{EngineErrorKind, Error, Result};
 
 /// Compares the stored bytes with the expected ones and, if equal, stores the new
 /// value (ARGV[2] = "1") or deletes the key; atomic because Redis runs a script
@@ -65,6 +65,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// | `wait_replicas=N` | 0 (off) | after each write, `WAIT N`: the call succeeds only once N replicas have the write (otherwise a retryable [`Error::Engine`]; the write may or may not survive a failover, and a retry is safe) |
 /// | `wait_timeout_ms=MS` | 1000 | how long that `WAIT` waits |
 /// | `sentinel_password=PW` | none | the sentinels' own password (`redis-sentinel://` only) |
+/// | `pool_size=N` | 32 | connections the store keeps open at most |
+/// | `pool_timeout_ms=MS` | 2000 | how long a call waits for a free connection before a retryable `Timeout` error |
 ///
 /// - **Failover (Sentinel).** Each new connection asks the sentinels for the
 ///   master, and the master is asked its `ROLE`. A connection error, a timeout or a
@@ -119,8 +121,39 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn engine_error(op: &'static str, e: redis::RedisError) -> Error {
-    let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
-    Error::engine("redis", op, retryable, e)
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    let code = e.code();
+    let kind = if e.is_timeout() {
+        EngineErrorKind::Timeout
+    } else if matches!(e.kind(), K::AuthenticationFailed)
+        || matches!(code, Some("WRONGPASS" | "NOAUTH"))
+    {
+        EngineErrorKind::Auth
+    } else if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+        EngineErrorKind::Unavailable
+    } else {
+        match e.kind() {
+            K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly)
+            | K::MasterNameNotFoundBySentinel
+            | K::NoValidReplicasFoundBySentinel
+            | K::ClusterConnectionNotFound => EngineErrorKind::Unavailable,
+            // Out of memory, a failing snapshot, a busy script: the server is up
+            // but takes no writes for now.
+            K::Server(S::ResponseError) if matches!(code, Some("OOM" | "MISCONF" | "BUSY")) => {
+                EngineErrorKind::Unavailable
+            }
+            K::Server(S::NoPerm) => EngineErrorKind::Refused,
+            K::Server(S::ResponseError) if matches!(code, Some("ERR")) => EngineErrorKind::Refused,
+            _ => EngineErrorKind::Other,
+        }
+    };
+    match kind {
+        EngineErrorKind::Other => {
+            let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
+            Error::engine("redis", op, retryable, e)
+        }
+        kind => Error::engine_with_kind("redis", op, kind, e),
+    }
 }
 
 fn millis(ttl: Duration) -> u64 {
@@ -371,10 +404,10 @@ impl Conn {
         }
         .map_err(|e| engine_error("wait", e))?;
         if acked < i64::from(replicas) {
-            return Err(Error::engine(
+            return Err(Error::engine_with_kind(
                 "redis",
                 "wait",
-                true,
+                EngineErrorKind::Timeout,
                 format!(
                     "the write reached {acked} of the {replicas} replicas wait_replicas asks \
                      for within {timeout_ms} ms; it may be lost in a failover"
@@ -423,6 +456,7 @@ struct Options {
     wait_replicas: u32,
     wait_timeout_ms: Option<u64>,
     sentinel_password: Option<String>,
+    pool: PoolLimits,
 }
 
 
@@ -452,7 +486,11 @@ fn split_options(url: &str) -> Result<(String, Options)> {
             }
             "wait_timeout_ms" => options.wait_timeout_ms = Some(number(name)?),
             "sentinel_password" => options.sentinel_password = Some(value.to_owned()),
-            _ => rest.push(pair),
+            _ => {
+                if !pool_option(&mut options.pool, name, value).map_err(|m| config_error(url, m))? {
+                    rest.push(pair);
+                }
+            }
         }
     }
     let url = if rest.is_empty() {
@@ -565,7 +603,7 @@ impl RedisStore {
                 watch = Some(w);
                 ("sentinel", pool)
             }
-            "redis-cluster" => ("cluster", Self::cluster_pool(url, rest)?),
+            "redis-cluster" => ("cluster", Self::cluster_pool(url, rest, options.pool)?),
             _ => {
                 let client = redis::Client::open(client_url.as_str())
                     .map_err(|e| config_error(url, e))?;
@@ -573,7 +611,7 @@ impl RedisStore {
                 {
                     async_client = Some(client.clone());
                 }
-                let pool = Pool::new(64, move || connect_node(&client).map(Conn::Node));
+                let pool = Pool::new("redis", options.pool, move || connect_node(&client).map(Conn::Node));
                 ("node", pool)
             }
         };
@@ -631,7 +669,7 @@ impl RedisStore {
             settings = settings.set_password(pw);
         }
         let asker = watch.clone();
-        let pool = Pool::new(64, move || {
+        let pool = Pool::new("redis", options.pool, move || {
             // Asked for every new connection: after a failover the pool has dropped
             // its connections, and the next one goes to the promoted master.
             if asker.failover.load(Ordering::SeqCst) {
@@ -676,7 +714,7 @@ impl RedisStore {
         Ok((pool, watch))
     }
 
-    fn cluster_pool(url: &str, rest: &str) -> Result<Pool<Conn>> {
+    fn cluster_pool(url: &str, rest: &str, limits: PoolLimits) -> Result<Pool<Conn>> {
         let hosts = parse_hosts(url, rest)?;
         if !hosts.path.is_empty() {
             return Err(config_error(
@@ -700,7 +738,7 @@ impl RedisStore {
             builder = builder.password(pw);
         }
         let client = builder.build().map_err(|e| config_error(url, e))?;
-        Ok(Pool::new(16, move || {
+        Ok(Pool::new("redis", limits, move || {
             let conn = client
                 .get_connection()
                 .map_err(|e| engine_error("connect", e))?;
@@ -724,6 +762,19 @@ impl RedisStore {
             Ok(r)
         })
     }
+
+    /// [`write`](RedisStore::write) for a write that is safe to send twice (a `SET`
+    /// of the same value, a `PEXPIRE`): retried once on a new connection when its
+    /// pooled connection turns out to be gone.
+    fn write_again<R>(&self, key: &str, mut f: impl FnMut(&mut Conn) -> Result<R>) -> Result<R> {
+        self.pool.with_retry(|c| {
+            let r = f(c)?;
+            if let Some(wait) = self.wait {
+                c.wait(key, wait)?;
+            }
+            Ok(r)
+        })
+    }
 }
 
 impl Store for RedisStore {
@@ -732,7 +783,9 @@ impl Store for RedisStore {
     }
 
     fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        let value: Option<Vec<u8>> = self.pool.with(|c| c.get(key).map_err(|e| engine_error("load", e)))?;
+        let value: Option<Vec<u8>> = self
+            .pool
+            .with_retry(|c| c.get(key).map_err(|e| engine_error("load", e)))?;
         Ok(value.map(|value| Versioned {
             version: Version::from_bytes(&value),
             value,
@@ -740,7 +793,7 @@ impl Store for RedisStore {
     }
 
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.write(key, |c| {
+        self.write_again(key, |c| {
             c.pset_ex(key, value, millis(ttl))
                 .map_err(|e| engine_error("save", e))
         })
@@ -813,7 +866,7 @@ impl Store for RedisStore {
     }
 
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
-        self.write(key, |c| {
+        self.write_again(key, |c| {
             let n: bool = c
                 .pexpire(key, millis(ttl) as i64)
                 .map_err(|e| engine_error("touch", e))?;

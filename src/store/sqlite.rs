@@ -4,9 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
-use super::pool::Pool;
+use super::pool::{Pool, PoolLimits};
 use super::{Merge, MergeFn, Store, Version, Versioned, foreign_version};
-use crate::error::{Error, Result};
+use crate::error::{EngineErrorKind, Error, Result};
 
 /// The table; `version` is a random 64-bit id per write (so a key deleted and
 /// written again never repeats a version a stale compare-and-set could match).
@@ -46,11 +46,16 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn engine_error(op: &'static str, e: rusqlite::Error) -> Error {
-    let retryable = matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure)
-    );
-    Error::engine("sqlite", op, retryable, e)
+    let kind = match e.sqlite_error_code() {
+        // Still locked by another writer after the busy timeout.
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => EngineErrorKind::Timeout,
+        Some(ErrorCode::SystemIoFailure) => EngineErrorKind::Unavailable,
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            EngineErrorKind::Refused
+        }
+        _ => return Error::engine("sqlite", op, false, e),
+    };
+    Error::engine_with_kind("sqlite", op, kind, e)
 }
 
 fn now_ms() -> i64 {
@@ -82,7 +87,11 @@ impl SqliteStore {
             });
         }
         let path = path.to_owned();
-        let pool = Pool::new(16, move || {
+        let limits = PoolLimits {
+            max_size: 16,
+            ..PoolLimits::default()
+        };
+        let pool = Pool::new("sqlite", limits, move || {
             let conn = Connection::open(&path).map_err(|e| engine_error("open", e))?;
             conn.busy_timeout(BUSY_TIMEOUT)
                 .map_err(|e| engine_error("open", e))?;
