@@ -457,19 +457,19 @@ impl fmt::Display for Error {
                 ..
             } => {
                 let what = match kind {
-                    EngineErrorKind::Timeout => " (timeout",
-                    EngineErrorKind::Unavailable => " (unavailable",
-                    EngineErrorKind::Conflict => " (conflict with a concurrent call",
-                    EngineErrorKind::Auth => " (authentication failed",
-                    EngineErrorKind::Refused => " (refused by the engine",
-                    EngineErrorKind::Other => "",
+                    EngineErrorKind::Timeout => Some("timeout"),
+                    EngineErrorKind::Unavailable => Some("unavailable"),
+                    EngineErrorKind::Conflict => Some("conflict with a concurrent call"),
+                    EngineErrorKind::Auth => Some("authentication failed"),
+                    EngineErrorKind::Refused => Some("refused by the engine"),
+                    EngineErrorKind::Other => None,
                 };
-                write!(f, "{engine} {op} failed{what}")?;
-                match (what.is_empty(), *retryable) {
-                    (true, true) => write!(f, " (retrying can help)"),
-                    (false, true) => write!(f, "; retrying can help)"),
-                    (false, false) => write!(f, ")"),
-                    (true, false) => Ok(()),
+                let retry = retryable.then_some("retrying can help");
+                write!(f, "{engine} {op} failed")?;
+                match (what, retry) {
+                    (Some(a), Some(b)) => write!(f, " ({a}; {b})"),
+                    (Some(a), None) | (None, Some(a)) => write!(f, " ({a})"),
+                    (None, None) => Ok(()),
                 }
             }
         }

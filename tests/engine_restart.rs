@@ -6,42 +6,22 @@
 //! `CI=true` a missing one is a failure, locally a printed skip.
 #![cfg(any(feature = "redis", feature = "postgres"))]
 
-use std::net::TcpStream;
+#[path = "common/servers.rs"]
+mod servers;
+
 #[cfg(feature = "redis")]
 use std::path::Path;
 #[cfg(feature = "redis")]
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use servers::{free_port, missing, wait_port};
+
 use fscache::Error;
 use fscache::session::{SessionConfig, Sessions};
 use fscache::store::{self, Store};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn missing(what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is missing under CI=true (.ci/engines.sh installs it)"
-    );
-    eprintln!("skip: {what} is missing");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn cookie(set_cookie: Option<String>) -> String {
     set_cookie.unwrap().split(';').next().unwrap().to_owned()

@@ -8,6 +8,9 @@
 //! failure, locally a printed skip.
 #![cfg(feature = "postgres")]
 
+#[path = "common/servers.rs"]
+mod servers;
+
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -15,19 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use servers::{free_port, missing, wait_port};
+
 use fscache::session::{SessionConfig, Sessions};
 use fscache::store::{self, Merge, Store};
 use fscache::{EngineErrorKind, Error};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn missing(what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is missing under CI=true (.ci/engines.sh installs it)"
-    );
-    eprintln!("skip: {what} is missing");
-}
 
 fn shared_url() -> Option<String> {
     match std::env::var("FSCACHE_TEST_POSTGRES") {
@@ -39,19 +36,21 @@ fn shared_url() -> Option<String> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn admin(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).expect("connect as the admin")
 }
 
 /// `url` with its user replaced by `user`.
+/// A login role (made if missing, with `options` such as a connection limit)
+/// with only SELECT, INSERT, UPDATE and DELETE on the store's table.
+fn dml_role(db: &mut postgres::Client, name: &str, options: &str) -> Result<(), postgres::Error> {
+    db.batch_execute(&format!(
+        "DO $$ BEGIN CREATE ROLE {name} LOGIN {options};
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON fscache_store TO {name};"
+    ))
+}
+
 fn as_user(url: &str, user: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap();
     let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
@@ -88,11 +87,7 @@ fn a_role_with_only_dml_rights_can_use_the_store() -> TestResult {
     // The owner opens it once: the table exists from then on.
     drop(store::open(&url)?);
     let mut db = admin(&url);
-    db.batch_execute(
-        "DO $$ BEGIN CREATE ROLE fscache_dml_only LOGIN;
-         EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-         GRANT SELECT, INSERT, UPDATE, DELETE ON fscache_store TO fscache_dml_only;",
-    )?;
+    dml_role(&mut db, "fscache_dml_only", "")?;
     let dml = store::open(&as_user(&url, "fscache_dml_only"))?;
     let ttl = Duration::from_secs(60);
     let key = format!("dml:{}", std::process::id());
@@ -226,11 +221,7 @@ fn engine_errors_say_what_kind_they_are() -> TestResult {
     assert_eq!(e.engine_kind(), Some(EngineErrorKind::Auth), "{e}");
     assert!(!e.is_retryable());
 
-    admin(&url).batch_execute(
-        "DO $$ BEGIN CREATE ROLE fscache_one_conn LOGIN CONNECTION LIMIT 1;
-         EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-         GRANT SELECT, INSERT, UPDATE, DELETE ON fscache_store TO fscache_one_conn;",
-    )?;
+    dml_role(&mut admin(&url), "fscache_one_conn", "CONNECTION LIMIT 1")?;
     let one = as_user(&url, "fscache_one_conn");
     let first = store::open(&one)?; // holds its one connection, idle in its pool
     let Err(e) = store::open(&one) else {
@@ -443,14 +434,6 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
         .iter()
         .map(|d| std::path::Path::new(d).join(tool))
         .find(|p| p.exists())
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Kills the process whose pid file this names when dropped.

@@ -193,30 +193,38 @@ impl<C> Pool<C> {
     /// A connection: an idle one (unless `fresh`), or a new one if fewer than
     /// `max_size` are open, or the first one freed within `wait`.
     fn checkout(&self, fresh: bool) -> Result<Lease<C>> {
-        let deadline = Instant::now() + self.limits.wait;
+        // Dead idle connections are dropped after the lock is released (closing
+        // a client can block: PostgreSQL's sends a Terminate message).
+        let mut dead = Vec::new();
+        let mut deadline = None;
         let mut state = self.lock();
         loop {
             if !fresh {
                 while let Some((mut conn, since)) = state.idle.pop() {
                     let stale = state.stale_before.is_some_and(|t| since <= t);
                     if !stale && (self.usable)(&mut conn) {
+                        drop(state);
+                        drop(dead);
                         return Ok(Lease {
                             conn,
                             idle_since: Some(since),
                         });
                     }
                     state.open -= 1;
+                    dead.push(conn);
                 }
             }
             if fresh && state.open >= self.limits.max_size {
                 // Make room by closing an idle connection rather than wait.
-                if state.idle.pop().is_some() {
+                if let Some((conn, _)) = state.idle.pop() {
                     state.open -= 1;
+                    dead.push(conn);
                 }
             }
             if state.open < self.limits.max_size {
                 state.open += 1;
                 drop(state);
+                drop(dead);
                 return match (self.connect)() {
                     Ok(conn) => Ok(Lease {
                         conn,
@@ -230,7 +238,10 @@ impl<C> Pool<C> {
                 };
             }
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + self.limits.wait);
             if now >= deadline {
+                drop(state);
+                drop(dead);
                 return Err(Error::engine_with_kind(
                     self.engine,
                     "wait for a pooled connection",
@@ -281,10 +292,10 @@ impl<C> Pool<C> {
     pub(crate) fn invalidate(&self) {
         let mut state = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let n = state.idle.len();
-        state.idle.clear();
-        state.open -= n;
+        let idle = std::mem::take(&mut state.idle);
+        state.open -= idle.len();
         drop(state);
+        drop(idle);
         self.freed.notify_all();
     }
 
@@ -328,6 +339,22 @@ mod tests {
             Ok(counter.fetch_add(1, Ordering::SeqCst))
         });
         (pool, made)
+    }
+
+    /// Three connections made by three calls at once, all returned idle.
+    fn three_idle(pool: &Pool<usize>) {
+        let barrier = std::sync::Barrier::new(3);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    pool.with(|_| {
+                        barrier.wait();
+                        Ok(())
+                    })
+                });
+            }
+        });
+        assert_eq!(pool.open(), 3);
     }
 
     #[test]
@@ -387,19 +414,7 @@ mod tests {
     #[test]
     fn one_broken_connection_leaves_the_others_idle() {
         let (pool, _) = counting_pool(4, DEFAULT_WAIT);
-        let barrier = std::sync::Barrier::new(3);
-        // Three connections open at once, all returned idle.
-        std::thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(|| {
-                    pool.with(|_| {
-                        barrier.wait();
-                        Ok(())
-                    })
-                });
-            }
-        });
-        assert_eq!(pool.open(), 3);
+        three_idle(&pool);
         // A call that timed out: its connection may hold a late reply, so it goes;
         // nothing says the others are dead.
         let r: Result<()> = pool.with(|_| {
@@ -446,17 +461,7 @@ mod tests {
     #[test]
     fn connections_idle_since_before_a_dead_one_are_not_handed_out() {
         let (pool, made) = counting_pool(4, DEFAULT_WAIT);
-        let barrier = std::sync::Barrier::new(3);
-        std::thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(|| {
-                    pool.with(|_| {
-                        barrier.wait();
-                        Ok(())
-                    })
-                });
-            }
-        });
+        three_idle(&pool);
         // Connections 0, 1 and 2 idle; the one on top turns out dead.
         let r: Result<()> = pool.with(|_| Err(unavailable()));
         assert!(r.is_err());

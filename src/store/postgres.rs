@@ -225,19 +225,17 @@ fn millis(ttl: Duration) -> f64 {
 }
 
 /// A fresh version for a write: random, 63 bits (positive as a `BIGINT`).
-fn new_version() -> i64 {
+fn new_version() -> Result<i64> {
     let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: a hash of the time, the process and a counter still
-        // never repeats within this process.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mut h = blake3::Hasher::new();
-        h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-        h.update(&std::process::id().to_le_bytes());
-        h.update(format!("{:?}", std::time::SystemTime::now()).as_bytes());
-        bytes.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    }
-    (u64::from_le_bytes(bytes) >> 1) as i64
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::engine_with_kind(
+            "postgres",
+            "draw a version",
+            EngineErrorKind::Other,
+            format!("the OS random number generator failed: {e}"),
+        )
+    })?;
+    Ok((u64::from_le_bytes(bytes) >> 1) as i64)
 }
 
 /// Takes the store's own options (`pool_size`, `pool_timeout_ms`) out of a
@@ -488,7 +486,7 @@ impl Store for PostgresStore {
                 (&key, Type::TEXT),
                 (&value, Type::BYTEA),
                 (&millis(ttl), Type::FLOAT8),
-                (&new_version(), Type::INT8),
+                (&new_version()?, Type::INT8),
             ];
             execute(c, PUT, params, "save").map(drop)
         })
@@ -498,7 +496,7 @@ impl Store for PostgresStore {
     /// sends carry the same version, so a resend that finds the key holding it
     /// knows the first send wrote it.
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        let version = new_version();
+        let version = new_version()?;
         let mut sent = false;
         self.pool.with_retry(|c| {
             let params: &Params<'_> = &[
@@ -527,7 +525,7 @@ impl Store for PostgresStore {
         };
         // As insert: a resend (on a new connection, when the pooled one was found
         // closed) carries the same new version and recognizes its own write.
-        let version = new_version();
+        let version = new_version()?;
         let mut sent = false;
         self.pool.with_retry(|c| {
             let resend = std::mem::replace(&mut sent, true);
@@ -614,7 +612,7 @@ impl Store for PostgresStore {
                             (&key, Type::TEXT),
                             (&new, Type::BYTEA),
                             (&millis(ttl), Type::FLOAT8),
-                            (&new_version(), Type::INT8),
+                            (&new_version()?, Type::INT8),
                         ];
                         let n = match st {
                             Some(st) => tx.execute(st, &untyped(params)),

@@ -139,7 +139,10 @@ fn engine_error(op: &'static str, e: redis::RedisError) -> Error {
             | K::ClusterConnectionNotFound => EngineErrorKind::Unavailable,
             // Out of memory, a failing snapshot, a busy script: the server is up
             // but takes no writes for now.
-            K::Server(S::ResponseError) if matches!(code, Some("OOM" | "MISCONF" | "BUSY")) => {
+            K::Server(S::ResponseError)
+                if matches!(code, Some("OOM" | "MISCONF" | "BUSY"))
+                    || e.detail().is_some_and(|d| d.starts_with("max number of clients")) =>
+            {
                 EngineErrorKind::Unavailable
             }
             K::Server(S::NoPerm) => EngineErrorKind::Refused,
