@@ -27,6 +27,10 @@ pub enum Point {
     /// When `open` probes whether hard links work (the portable mode's primitive); an
     /// `Err` stands for the filesystem refusing them.
     ProbeLink,
+    /// In the Memcached store's `insert`, after it read a deletion's tombstone under
+    /// the key and before it writes over it with `cas`. The path is the store key
+    /// (as given to `insert`), not a directory.
+    InsertOverTombstone,
 }
 
 type Hook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;

@@ -86,6 +86,61 @@ fn load_save_insert_compare_and_set_remove() -> TestResult {
     Ok(())
 }
 
+/// A key deleted by compare-and-set can always be inserted again, round after
+/// round (on Memcached each delete leaves a tombstone that `insert` writes over).
+#[test]
+fn insert_after_a_delete_always_wins() -> TestResult {
+    for s in subjects() {
+        let (n, st) = (s.name, &s.store);
+        let k = format!("{}a", prefix("reinsert"));
+        for round in 0..50 {
+            assert!(st.insert(&k, b"v", MINUTE)?, "{n}: insert, round {round}");
+            let v = st.load(&k)?.unwrap_or_else(|| panic!("{n}: inserted"));
+            assert!(
+                st.compare_and_set(&k, &v.version, None, MINUTE)?,
+                "{n}: delete, round {round}"
+            );
+        }
+        st.remove(&k)?;
+    }
+    Ok(())
+}
+
+/// The forced form of the race in `insert_after_a_delete_always_wins`, on
+/// Memcached: the tombstone `insert` found is gone (it expires within a second)
+/// when its `cas` runs. The insert still wins, through `add`.
+#[cfg(feature = "memcached")]
+#[test]
+fn memcached_insert_wins_when_the_tombstone_expires_under_it() -> TestResult {
+    use fscache::hooks::{self, Point};
+    let Some(url) = common::stores::engine_url("FSCACHE_TEST_MEMCACHED") else {
+        return Ok(());
+    };
+    let st = store::open(&url)?;
+    let expirer = store::open(&url)?;
+    let k = format!("{}a", prefix("tombstone"));
+    st.save(&k, b"v", MINUTE)?;
+    let v = st.load(&k)?.unwrap();
+    assert!(st.compare_and_set(&k, &v.version, None, MINUTE)?);
+    let fired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (key, count) = (k.clone(), fired.clone());
+    hooks::set_hook(Point::InsertOverTombstone, move |p| {
+        if p.to_str() == Some(key.as_str()) {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // What the tombstone's 1-second expiry does: the key is gone.
+            expirer.remove(&key).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    });
+    let won = st.insert(&k, b"new", MINUTE);
+    hooks::clear_hooks();
+    assert_eq!(fired.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(won?, "the insert lost to an expired tombstone");
+    assert_eq!(st.load(&k)?.unwrap().value, b"new");
+    st.remove(&k)?;
+    Ok(())
+}
+
 /// One rule on every store: a TTL past `store::MAX_TTL` (up to `Duration::MAX`)
 /// is clamped to it; the key lives, nothing overflows or is refused.
 #[test]

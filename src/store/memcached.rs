@@ -1,5 +1,6 @@
 //! Memcached: `add` for new keys, `gets`/`cas` for merges, `touch`.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::{Client, CommandError, ConnectionManager, MemcacheError, Url};
@@ -7,6 +8,7 @@ use memcache::{Client, CommandError, ConnectionManager, MemcacheError, Url};
 use super::pool::{Pool, PoolLimits, pool_option};
 use super::{Store, Version, Versioned, foreign_version};
 use crate::error::{EngineErrorKind, Error, Result};
+use crate::hooks::Point;
 
 /// How long a connect may take, and a read or a write.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,7 +28,8 @@ const MAX_KEY: usize = 250;
 ///
 /// - Expiry: memcached's own, in whole seconds (a TTL is rounded up; over 30 days
 ///   it is sent as an absolute time, as memcached requires).
-/// - [`insert`](Store::insert): `add`.
+/// - [`insert`](Store::insert): `add`; over a deletion's tombstone, `cas` (and `add`
+///   again if the tombstone expired in between).
 /// - Atomic merge: [`update`](Store::update) is optimistic: `gets` returns the CAS
 ///   id, and `cas` writes only if nothing wrote the key since. Memcached has no
 ///   conditional delete, so a merge that deletes writes an empty value with a
@@ -297,27 +300,39 @@ impl Store for MemcachedStore {
         })
     }
 
+    /// `add`; when that finds the key taken by a deletion's tombstone, `cas` over
+    /// the tombstone. A tombstone expires within a second, so it can vanish between
+    /// the read and the `cas`: then the next round's `add` takes the key. Each round
+    /// ends on a live value (`false`), a write of ours (`true`) or another change to
+    /// the key; after [`INSERT_ROUNDS`] changes the call fails with a retryable
+    /// conflict (nothing of ours was written).
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
         let wire = wire_key(key);
-        let added = self.pool(&wire).with(|c| match c.add(&wire, value, expiration(ttl)) {
-            Ok(()) => Ok(true),
-            Err(MemcacheError::CommandError(CommandError::KeyExists)) => Ok(false),
-            Err(e) => Err(engine_error("insert", e)),
-        })?;
-        if added {
-            return Ok(true);
-        }
-        // Taken, unless by a tombstone: replace that, if nothing else wrote meanwhile.
-        let got: Option<(Vec<u8>, u32, Option<u64>)> = self
-            .pool(&wire)
-            .with(|c| c.get(&wire).map_err(|e| engine_error("insert", e)))?;
-        match got {
-            Some((v, _, Some(cas))) if v.is_empty() => {
-                self.compare_and_set(key, &Version::from_number(cas), Some(value), ttl)
+        for _ in 0..INSERT_ROUNDS {
+            if self.add(&wire, value, ttl)? {
+                return Ok(true);
             }
-            None => self.insert_again(&wire, value, ttl),
-            _ => Ok(false),
+            let got: Option<(Vec<u8>, u32, Option<u64>)> = self
+                .pool(&wire)
+                .with(|c| c.get(&wire).map_err(|e| engine_error("insert", e)))?;
+            match got {
+                Some((v, _, Some(cas))) if v.is_empty() => {
+                    crate::hooks::run(Point::InsertOverTombstone, Path::new(key))
+                        .map_err(|e| Error::engine("memcached", "insert", true, e))?;
+                    if self.compare_and_set(key, &Version::from_number(cas), Some(value), ttl)? {
+                        return Ok(true);
+                    }
+                }
+                Some(_) => return Ok(false),
+                None => {}
+            }
         }
+        Err(Error::engine_with_kind(
+            "memcached",
+            "insert",
+            EngineErrorKind::Conflict,
+            "the key kept changing between add and cas",
+        ))
     }
 
     fn compare_and_set(
@@ -370,9 +385,13 @@ impl Store for MemcachedStore {
     }
 }
 
+/// How many `add`/`get`/`cas` rounds [`MemcachedStore::insert`] takes before it
+/// reports a conflict.
+const INSERT_ROUNDS: usize = 4;
+
 impl MemcachedStore {
-    /// The key vanished between a failed `add` and the read after it: one more `add`.
-    fn insert_again(&self, wire: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+    /// `add`: `true` if it stored the value, `false` if the key is taken.
+    fn add(&self, wire: &str, value: &[u8], ttl: Duration) -> Result<bool> {
         self.pool(wire).with(|c| match c.add(wire, value, expiration(ttl)) {
             Ok(()) => Ok(true),
             Err(MemcacheError::CommandError(CommandError::KeyExists)) => Ok(false),
