@@ -283,7 +283,10 @@ async fn main() {
     let store = match fscache::store::open(&args.store) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("axum-server: cannot open store {}: {e}", args.store);
+            eprintln!(
+                "axum-server: cannot open store {}: {e}",
+                fscache::store::redact(&args.store)
+            );
             std::process::exit(1);
         }
     };
@@ -299,7 +302,8 @@ async fn main() {
         }
     };
     let app = App {
-        url: args.store.clone(),
+        // Shown on the page: never with the URL's password.
+        url: fscache::store::redact(&args.store),
     };
     let router = Router::new()
         .route("/", get(index))

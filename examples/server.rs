@@ -378,20 +378,8 @@ pub fn cleanup(url: &str) -> Result<usize, Box<dyn std::error::Error + Send + Sy
     }
 }
 
-/// A URL with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// A store URL with its secrets replaced by `***` (for the log and the page).
+pub use fscache::store::redact;
 
 /// Largest request body read (a login form); a larger one is refused with 413.
 const MAX_BODY: usize = 16 * 1024;

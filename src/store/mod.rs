@@ -70,19 +70,157 @@ use crate::error::{Error, Result};
 
 pub use crate::cache::Merge;
 
-/// A URL with its password replaced by `***`, for error messages.
-#[allow(dead_code)] // used by the Redis and Memcached stores
-pub(crate) fn redact(url: &str) -> String {
+/// A store URL with every secret in it replaced by `***`, for logs, error messages
+/// and pages: the password of `USER:PASSWORD@` (in every host list form), any
+/// query option whose name contains `password` (`?password=`,
+/// `?sentinel_password=`, `?sslpassword=`), and the `password` of PostgreSQL's
+/// key-value form (`host=db password='a b'`). The store's own errors already go
+/// through it; use it wherever your code shows a store URL.
+///
+/// When it cannot tell where a password ends (an `@` but no `://`, an unclosed
+/// quote) it hides everything after the point where the secret starts, never less.
+///
+/// ```
+/// use fscache::store::redact;
+/// assert_eq!(
+///     redact("redis://:hunter2@127.0.0.1:6379/0"),
+///     "redis://:***@127.0.0.1:6379/0"
+/// );
+/// assert_eq!(
+///     redact("redis-sentinel://s1:26379,s2:26379/main?sentinel_password=pw2"),
+///     "redis-sentinel://s1:26379,s2:26379/main?sentinel_password=***"
+/// );
+/// assert_eq!(
+///     redact("host=db user=app password='s e c' dbname=app"),
+///     "host=db user=app password=*** dbname=app"
+/// );
+/// assert_eq!(redact("file:///var/lib/sessions"), "file:///var/lib/sessions");
+/// ```
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return redact_key_values(url);
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
+    // The userinfo ends at the last `@` before the query; a password may hold `/`.
+    let query_at = rest.find('?').unwrap_or(rest.len());
+    let (before, query) = rest.split_at(query_at);
+    let mut out = format!("{scheme}://");
+    match before.rfind('@') {
         Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+            match before[..at].split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str(&before[..at]),
+            }
+            out.push_str(&before[at..]);
         }
-        None => url.to_owned(),
+        None => out.push_str(before),
+    }
+    if let Some(query) = query.strip_prefix('?') {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret(name) => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+/// Whether an option of that name holds a secret.
+fn is_secret(name: &str) -> bool {
+    name.to_ascii_lowercase().contains("password")
+}
+
+/// PostgreSQL's `key=value key='quoted value'` form with secret values hidden; a
+/// string that is not of that form but holds an `@` (perhaps a URL without its
+/// scheme) is cut at the `@`'s userinfo.
+fn redact_key_values(s: &str) -> String {
+    if !s.contains('=') {
+        return match s.rfind('@') {
+            Some(at) => format!("***{}", &s[at..]),
+            None => s.to_owned(),
+        };
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        let trimmed = rest.trim_start();
+        out.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return out;
+        }
+        let Some(eq) = rest.find('=') else {
+            out.push_str(rest);
+            return out;
+        };
+        let name = rest[..eq].trim();
+        out.push_str(&rest[..=eq]);
+        let value = &rest[eq + 1..];
+        let after = value.trim_start();
+        out.push_str(&value[..value.len() - after.len()]);
+        // The value: quoted (with `\'` and `\\` escapes) or up to whitespace.
+        let len = if let Some(quoted) = after.strip_prefix('\'') {
+            let mut escaped = false;
+            match quoted.char_indices().find(|&(_, c)| {
+                let end = !escaped && c == '\'';
+                escaped = !escaped && c == '\\';
+                end
+            }) {
+                Some((i, _)) => i + 2,
+                // Unclosed: the rest is the value.
+                None => after.len(),
+            }
+        } else {
+            after.find(char::is_whitespace).unwrap_or(after.len())
+        };
+        if is_secret(name) {
+            out.push_str("***");
+        } else {
+            out.push_str(&after[..len]);
+        }
+        rest = &after[len..];
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn every_form_hides_the_password() {
+        for (url, shown) in [
+            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
+            ("redis://u:pw@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://u@h:1/0", "redis://u@h:1/0"),
+            ("rediss://u:p/w@h:1/0", "rediss://u:***@h:1/0"),
+            ("redis://u:p@w@h:1", "redis://u:***@h:1"),
+            ("redis-cluster://:pw@a:1,b:2", "redis-cluster://:***@a:1,b:2"),
+            (
+                "redis-sentinel://:pw@a:1,b:2/svc/1?sentinel_password=pw2&pool_size=4",
+                "redis-sentinel://:***@a:1,b:2/svc/1?sentinel_password=***&pool_size=4",
+            ),
+            (
+                "postgres://u:pw@a:5432,b:5432/db?target_session_attrs=read-write",
+                "postgres://u:***@a:5432,b:5432/db?target_session_attrs=read-write",
+            ),
+            ("postgres://u@h/db?password=pw", "postgres://u@h/db?password=***"),
+            ("postgres://h/db?sslPassword=pw", "postgres://h/db?sslPassword=***"),
+            ("host=h password=pw user=u", "host=h password=*** user=u"),
+            ("host=h password = pw", "host=h password = ***"),
+            ("password='p w\\' x' user=u", "password=*** user=u"),
+            ("password='unclosed pw", "password=***"),
+            ("u:pw@h:1/0", "***@h:1/0"),
+            ("memcache://a:1,b:2", "memcache://a:1,b:2"),
+            ("file:///tmp/x", "file:///tmp/x"),
+            ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+        ] {
+            let got = redact(url);
+            assert_eq!(got, shown, "{url}");
+            assert!(!got.contains("pw") || shown.contains("pw"), "{url}");
+        }
     }
 }
 

@@ -54,7 +54,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// | URL | what it names |
 /// |---|---|
-/// | `redis://[[USER]:PASSWORD@]HOST:PORT/DB` (`rediss://`, `redis+unix://`) | one server |
+/// | `redis://[[USER]:PASSWORD@]HOST:PORT/DB` (`redis+unix://PATH`) | one server (`rediss://` is refused with [`Error::Config`]: this build has no TLS) |
 /// | `redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]` | the master the sentinels at those addresses monitor as SERVICE (the password is the master's) |
 /// | `redis-cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]` | a Redis Cluster, through any of those seed nodes |
 ///

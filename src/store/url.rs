@@ -24,8 +24,9 @@ pub const DEFAULT_URL: &str = "file://./sessions";
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| Error::Config {
         message: format!(
-            "store URL {url:?} has no scheme; expected file://DIR, redis://HOST:PORT/DB, \
-             postgres://USER@HOST/DB, sqlite://PATH, memcache://HOST:PORT or cachelib://DIR"
+            "store URL {:?} has no scheme; expected file://DIR, redis://HOST:PORT/DB, \
+             postgres://USER@HOST/DB, sqlite://PATH, memcache://HOST:PORT or cachelib://DIR",
+            super::redact(url)
         ),
     })?;
     match scheme {
@@ -59,7 +60,7 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
 
 fn config(url: &str, what: &str) -> Error {
     Error::Config {
-        message: format!("store URL {url:?} {what}"),
+        message: format!("store URL {:?} {what}", super::redact(url)),
     }
 }
 

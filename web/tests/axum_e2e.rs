@@ -310,6 +310,42 @@ fn a_bad_store_url_is_a_clear_error() {
     assert!(err.contains("cannot open store nosuch://x"), "{err}");
 }
 
+/// The store URL's password never shows: not on the page (which names the store),
+/// not in the message of a server that cannot open its store.
+#[test]
+fn the_store_password_never_shows() {
+    const PW: &str = "hunter2-s3cret";
+    let out = Command::new(env!("CARGO_BIN_EXE_axum-server"))
+        .args(["--bind", "127.0.0.1:0", "--store"])
+        .arg(format!("redis://:{PW}@127.0.0.1:1/0?pool_size=x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open store redis://:***@127.0.0.1:1/0"),
+        "{err}"
+    );
+    assert!(!err.contains(PW), "{err}");
+    // A PostgreSQL URL with a password (the test server trusts 127.0.0.1, so any
+    // password opens it): the page shows the store with `***`.
+    let Some(url) = common::store_urls("file:///unused")
+        .into_iter()
+        .find(|(name, _)| name == "postgres")
+        .map(|(_, url)| url)
+    else {
+        return;
+    };
+    let Some((head, tail)) = url.split_once('@') else {
+        return;
+    };
+    let server = start(&format!("{head}:{PW}@{tail}"));
+    let (status, _, page) = get(&agent(), &format!("{}/", server.base), "");
+    assert_eq!(status, 200);
+    assert!(page.contains(":***@"), "the page names the store");
+    assert!(!page.contains(PW), "{page}");
+}
+
 /// Cross-site form posts are refused (login CSRF: another site logging the visitor
 /// into an attacker's account), same-site ones pass, and every answer carries
 /// nosniff, a frame-ancestors policy and `Cache-Control: private`.
