@@ -809,3 +809,28 @@ fn a_new_postgres_connection_does_not_wait_for_open_writes() -> TestResult {
     );
     Ok(())
 }
+
+/// Without the feature `tls`, a URL that asks for TLS is refused before any
+/// connection, never sent in the clear (CI runs this in its portable-mode pass,
+/// which builds without `tls`; `tests/tls.rs` covers the build with it).
+#[cfg(all(not(feature = "tls"), feature = "redis", feature = "postgres"))]
+#[test]
+fn tls_urls_need_the_tls_feature() {
+    for url in [
+        "rediss://127.0.0.1:1/0",
+        "postgres://app@127.0.0.1:1/db?sslmode=require",
+        "postgres://app@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/ca.pem",
+    ] {
+        let e = store::open(url).err().expect("refused");
+        assert!(
+            matches!(&e, Error::Config { message, .. } if message.contains("\"tls\"")),
+            "{url}: {e:?}"
+        );
+    }
+    // `prefer` asks for TLS only if the server offers it: without the feature, the
+    // clear (as libpq built without SSL does).
+    assert!(matches!(
+        store::open("postgres://app@127.0.0.1:1/db?sslmode=prefer"),
+        Err(Error::Engine { .. })
+    ));
+}

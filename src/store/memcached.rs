@@ -304,7 +304,7 @@ impl Store for MemcachedStore {
     /// the tombstone. A tombstone expires within a second, so it can vanish between
     /// the read and the `cas`: then the next round's `add` takes the key. Each round
     /// ends on a live value (`false`), a write of ours (`true`) or another change to
-    /// the key; after [`INSERT_ROUNDS`] changes the call fails with a retryable
+    /// the key; after 4 such changes the call fails with a retryable
     /// conflict (nothing of ours was written).
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
         let wire = wire_key(key);

@@ -60,6 +60,8 @@ mod postgres;
 pub(crate) mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "tls")]
+mod tls;
 mod url;
 
 use std::fmt;

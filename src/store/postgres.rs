@@ -135,6 +135,11 @@ const CLEANUP: &str = "DELETE FROM fscache_store WHERE key IN
 ///   refuses the `options` startup parameter (PgBouncer 1.18 unless it is in its
 ///   `ignore_startup_parameters`) gets none: set the timeouts on the role there
 ///   (`ALTER ROLE app SET statement_timeout = '5s'`).
+/// - **TLS** (feature `tls`): `sslmode` and `sslrootcert` as libpq reads them:
+///   `verify-full` checks the chain and the host name, `verify-ca` the chain,
+///   `require` nothing (or the chain, given `sslrootcert`), `prefer`/`allow` use
+///   TLS when the server offers it; `disable` is the default. Without the feature
+///   a mode that needs TLS is an [`Error::Config`].
 /// - **Pool**: at most `pool_size` connections (default 32); a call that finds none
 ///   free waits up to `pool_timeout_ms` (default 2000) and then fails with a
 ///   retryable [`EngineErrorKind::Timeout`]. Every call but `remove` that fails on a
@@ -238,24 +243,46 @@ fn new_version() -> Result<i64> {
     Ok((u64::from_le_bytes(bytes) >> 1) as i64)
 }
 
-/// Takes the store's own options (`pool_size`, `pool_timeout_ms`) out of a
-/// `postgres://` URL's query or a key-value string.
-fn split_options(url: &str) -> Result<(String, PoolLimits, bool)> {
-    let mut limits = PoolLimits::default();
-    let mut prepared = false;
+/// What a PostgreSQL URL holds for the store rather than for the client.
+struct Options {
+    limits: PoolLimits,
+    prepared: bool,
+    /// `sslmode`, as given (the client crate knows only disable/prefer/require).
+    sslmode: Option<String>,
+    /// `sslrootcert`: the CA file that TLS connections trust.
+    sslrootcert: Option<String>,
+}
+
+/// Takes the store's own options (`pool_size`, `pool_timeout_ms`,
+/// `prepared_statements`, `sslmode`, `sslrootcert`) out of a `postgres://` URL's
+/// query or a key-value string.
+fn split_options(url: &str) -> Result<(String, Options)> {
+    let mut o = Options {
+        limits: PoolLimits::default(),
+        prepared: false,
+        sslmode: None,
+        sslrootcert: None,
+    };
     let bad = |m: String| Error::Config {
         message: format!("invalid PostgreSQL URL {:?}: {m}", super::redact(url)),
     };
+    let mut own = |name: &str, value: &str| -> Result<bool> {
+        match name {
+            "prepared_statements" => o.prepared = flag(value).map_err(&bad)?,
+            "sslmode" => o.sslmode = Some(value.trim_matches('\'').to_owned()),
+            "sslrootcert" => o.sslrootcert = Some(value.trim_matches('\'').to_owned()),
+            _ => return pool_option(&mut o.limits, name, value).map_err(&bad),
+        }
+        Ok(true)
+    };
     if url.contains("://") {
         let Some((base, query)) = url.split_once('?') else {
-            return Ok((url.to_owned(), limits, prepared));
+            return Ok((url.to_owned(), o));
         };
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if name == "prepared_statements" {
-                prepared = flag(value).map_err(&bad)?;
-            } else if !pool_option(&mut limits, name, value).map_err(&bad)? {
+            if !own(name, &percent_decode(value))? {
                 rest.push(pair);
             }
         }
@@ -264,17 +291,104 @@ fn split_options(url: &str) -> Result<(String, PoolLimits, bool)> {
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        return Ok((url, limits, prepared));
+        return Ok((url, o));
     }
     let mut rest = Vec::new();
     for word in url.split_whitespace() {
         match word.split_once('=') {
-            Some(("prepared_statements", value)) => prepared = flag(value).map_err(&bad)?,
-            Some((name, value)) if pool_option(&mut limits, name, value).map_err(&bad)? => {}
+            Some((name, value)) if own(name, value)? => {}
             _ => rest.push(word),
         }
     }
-    Ok((rest.join(" "), limits, prepared))
+    Ok((rest.join(" "), o))
+}
+
+/// `%XX` escapes decoded (a CA file's path in a URL query); anything else as is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How connections are made: in the clear, or with TLS (feature `tls`).
+#[derive(Clone)]
+enum Connector {
+    Plain,
+    #[cfg(feature = "tls")]
+    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Connector {
+    /// The connector and the client crate's own mode for `sslmode`:
+    /// `disable` (the default) in the clear; `allow` and `prefer` with TLS when the
+    /// server offers it; `require` (any certificate, or the chain when
+    /// `sslrootcert` is set, as libpq does), `verify-ca` (the chain) and
+    /// `verify-full` (the chain and the host name) with TLS or not at all.
+    fn new(url: &str, o: &Options) -> Result<(Connector, postgres::config::SslMode)> {
+        use postgres::config::SslMode;
+        let bad = |m: String| Error::Config {
+            message: format!("invalid PostgreSQL URL {:?}: {m}", super::redact(url)),
+        };
+        let mode = o.sslmode.as_deref().unwrap_or("disable");
+        let (ssl, verify) = match mode {
+            "disable" => return Ok((Connector::Plain, SslMode::Disable)),
+            "allow" | "prefer" => (SslMode::Prefer, 0),
+            "require" => (SslMode::Require, if o.sslrootcert.is_some() { 1 } else { 0 }),
+            "verify-ca" => (SslMode::Require, 1),
+            "verify-full" => (SslMode::Require, 2),
+            other => {
+                return Err(bad(format!(
+                    "sslmode {other:?} is not disable, allow, prefer, require, verify-ca or verify-full"
+                )));
+            }
+        };
+        #[cfg(feature = "tls")]
+        {
+            use super::tls::{Verify, client_config};
+            let verify = [Verify::Nothing, Verify::Chain, Verify::Full][verify];
+            let ca = o.sslrootcert.as_deref().map(std::path::Path::new);
+            let config = client_config(verify, ca).map_err(bad)?;
+            Ok((
+                Connector::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
+                ssl,
+            ))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = verify;
+            if ssl == SslMode::Prefer {
+                return Ok((Connector::Plain, SslMode::Disable));
+            }
+            Err(bad(format!(
+                "sslmode={mode} needs TLS: build fscache with the cargo feature \"tls\""
+            )))
+        }
+    }
+
+    fn connect(&self, config: &postgres::Config) -> std::result::Result<Client, postgres::Error> {
+        match self {
+            Connector::Plain => config.connect(NoTls),
+            #[cfg(feature = "tls")]
+            Connector::Tls(tls) => config.connect(tls.clone()),
+        }
+    }
 }
 
 fn flag(value: &str) -> std::result::Result<bool, String> {
@@ -312,10 +426,13 @@ impl PostgresStore {
     /// [`EngineErrorKind::Auth`]; no such database, no right to create a missing
     /// table: [`EngineErrorKind::Refused`]).
     pub fn open(url: &str) -> Result<PostgresStore> {
-        let (client_url, limits, prepared) = split_options(url)?;
+        let (client_url, options) = split_options(url)?;
+        let (connector, ssl_mode) = Connector::new(url, &options)?;
+        let (limits, prepared) = (options.limits, options.prepared);
         let mut config: postgres::Config = client_url.parse().map_err(|e| Error::Config {
             message: format!("invalid PostgreSQL URL {:?}: {e}", super::redact(url)),
         })?;
+        config.ssl_mode(ssl_mode);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -340,7 +457,7 @@ impl PostgresStore {
         };
         let refused_options = Arc::new(AtomicBool::new(false));
         let pool = Pool::new("postgres", limits, move || {
-            let client = connect(&config, &plain, &refused_options)?;
+            let client = connect(&connector, &config, &plain, &refused_options)?;
             Ok(Conn {
                 client,
                 cache: prepared.then(Vec::new),
@@ -403,9 +520,14 @@ impl Drop for PostgresStore {
 
 /// A new connection, with the server defaults in its startup `options` unless a
 /// pooler refused them once (then `plain`, without them).
-fn connect(config: &postgres::Config, plain: &postgres::Config, refused: &AtomicBool) -> Result<Client> {
+fn connect(
+    connector: &Connector,
+    config: &postgres::Config,
+    plain: &postgres::Config,
+    refused: &AtomicBool,
+) -> Result<Client> {
     if !refused.load(Ordering::Relaxed) {
-        match config.connect(NoTls) {
+        match connector.connect(config) {
             Ok(client) => return Ok(client),
             Err(e) if e.as_db_error().is_some_and(|d| {
                 d.message().contains("unsupported startup parameter")
@@ -416,7 +538,7 @@ fn connect(config: &postgres::Config, plain: &postgres::Config, refused: &Atomic
             Err(e) => return Err(engine_error("connect", e)),
         }
     }
-    plain.connect(NoTls).map_err(|e| engine_error("connect", e))
+    connector.connect(plain).map_err(|e| engine_error("connect", e))
 }
 
 fn versioned(row: &postgres::Row) -> Result<Versioned> {

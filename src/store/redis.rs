@@ -54,7 +54,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// | URL | what it names |
 /// |---|---|
-/// | `redis://[[USER]:PASSWORD@]HOST:PORT/DB` (`redis+unix://PATH`) | one server (`rediss://` is refused with [`Error::Config`]: this build has no TLS) |
+/// | `redis://[[USER]:PASSWORD@]HOST:PORT/DB` (`redis+unix://PATH`) | one server |
+/// | `rediss://[[USER]:PASSWORD@]HOST:PORT/DB` | one server over TLS (feature `tls`; without it, an [`Error::Config`]) |
 /// | `redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]/SERVICE[/DB]` | the master the sentinels at those addresses monitor as SERVICE (the password is the master's) |
 /// | `redis-cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT…]` | a Redis Cluster, through any of those seed nodes |
 ///
@@ -65,6 +66,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// | `wait_replicas=N` | 0 (off) | after each write, `WAIT N`: the call succeeds only once N replicas have the write (otherwise a retryable [`Error::Engine`]; the write may or may not survive a failover, and a retry is safe) |
 /// | `wait_timeout_ms=MS` | 1000 | how long that `WAIT` waits |
 /// | `sentinel_password=PW` | none | the sentinels' own password (`redis-sentinel://` only) |
+/// | `ssl_ca_certs=PATH` | the system's roots | the CA file (PEM) a `rediss://` server's certificate must chain to (redis-py's name for it) |
 /// | `pool_size=N` | 32 | connections the store keeps open at most |
 /// | `pool_timeout_ms=MS` | 2000 | how long a call waits for a free connection before a retryable `Timeout` error |
 ///
@@ -459,6 +461,8 @@ struct Options {
     wait_replicas: u32,
     wait_timeout_ms: Option<u64>,
     sentinel_password: Option<String>,
+    /// `ssl_ca_certs`: the CA file a `rediss://` connection trusts.
+    ssl_ca_certs: Option<String>,
     pool: PoolLimits,
 }
 
@@ -489,6 +493,7 @@ fn split_options(url: &str) -> Result<(String, Options)> {
             }
             "wait_timeout_ms" => options.wait_timeout_ms = Some(number(name)?),
             "sentinel_password" => options.sentinel_password = Some(value.to_owned()),
+            "ssl_ca_certs" => options.ssl_ca_certs = Some(value.to_owned()),
             _ => {
                 if !pool_option(&mut options.pool, name, value).map_err(|m| config_error(url, m))? {
                     rest.push(pair);
@@ -550,6 +555,45 @@ fn parse_hosts(url: &str, rest: &str) -> Result<Hosts> {
     })
 }
 
+/// The client of a single-server URL: `rediss://` with TLS (feature `tls`),
+/// trusting `ssl_ca_certs` or the system's roots.
+fn node_client(url: &str, scheme: &str, client_url: &str, options: &Options) -> Result<redis::Client> {
+    if scheme != "rediss" {
+        return redis::Client::open(client_url).map_err(|e| config_error(url, e));
+    }
+    #[cfg(feature = "tls")]
+    {
+        super::tls::provider();
+        let root_cert = match &options.ssl_ca_certs {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| config_error(url, format!("cannot read ssl_ca_certs {path:?}: {e}")))?;
+                // Checked here, so a bad file is a Config error at open, not a
+                // connection error at each call.
+                super::tls::roots(Some(std::path::Path::new(path))).map_err(|e| config_error(url, e))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        redis::Client::build_with_tls(
+            client_url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert,
+            },
+        )
+        .map_err(|e| config_error(url, e))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = options;
+        Err(config_error(
+            url,
+            "rediss:// needs TLS: build fscache with the cargo feature \"tls\"",
+        ))
+    }
+}
+
 /// Connects through one client with the store's timeouts.
 fn connect_node(client: &redis::Client) -> Result<redis::Connection> {
     let conn = client
@@ -597,6 +641,12 @@ impl RedisStore {
         let wait = (options.wait_replicas > 0)
             .then(|| (options.wait_replicas, options.wait_timeout_ms.unwrap_or(1000)));
         let (scheme, rest) = client_url.split_once("://").unwrap_or(("", ""));
+        if options.ssl_ca_certs.is_some() && scheme != "rediss" {
+            return Err(config_error(
+                url,
+                "ssl_ca_certs is for rediss:// (TLS to one server); Sentinel and Cluster URLs have no TLS form yet",
+            ));
+        }
         #[cfg(feature = "axum")]
         let mut async_client = None;
         let mut watch = None;
@@ -608,10 +658,11 @@ impl RedisStore {
             }
             "redis-cluster" => ("cluster", Self::cluster_pool(url, rest, options.pool)?),
             _ => {
-                let client = redis::Client::open(client_url.as_str())
-                    .map_err(|e| config_error(url, e))?;
+                let client = node_client(url, scheme, &client_url, &options)?;
+                // The async path has no TLS (the redis crate's async TLS would add
+                // tokio-rustls); a rediss:// store takes the blocking path.
                 #[cfg(feature = "axum")]
-                {
+                if scheme != "rediss" {
                     async_client = Some(client.clone());
                 }
                 let pool = Pool::new("redis", options.pool, move || connect_node(&client).map(Conn::Node));
