@@ -34,7 +34,7 @@ LAYERS = [
     # facade
     (4, ["options", "inspect", "cache"]),
     # the Store trait and its backends; the URL opener knows every backend
-    (5, ["store::calls", "store::pool", "store::tls", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
+    (5, ["store::calls", "store::pool", "store::builder", "store::tls", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),
     (6, ["session::id", "session::config", "session"]),
     (7, ["adapters::tower", "adapters::actix", "adapters::axum", "adapters"]),

@@ -187,6 +187,55 @@ fn wire_key(key: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A [`MemcachedStore`] with its pool set in code rather than in the URL: from
+/// [`MemcachedStore::builder`]; a setting here wins over the URL's.
+///
+/// ```no_run
+/// # fn main() -> fscache::Result<()> {
+/// use std::time::Duration;
+/// let store = fscache::store::MemcachedStore::builder("memcache://10.0.0.1:11211,10.0.0.2:11211")
+///     .pool_size(8)
+///     .pool_timeout(Duration::from_millis(300))
+///     .open()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct MemcachedStoreBuilder {
+    parts: super::builder::Parts,
+}
+
+impl MemcachedStoreBuilder {
+    /// At most this many connections per server (`pool_size`; default 32).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.parts.set("pool_size", n);
+        self
+    }
+
+    /// How long a call waits for a free connection (`pool_timeout_ms`; default 2 s).
+    pub fn pool_timeout(mut self, wait: Duration) -> Self {
+        self.parts.set_millis("pool_timeout_ms", wait);
+        self
+    }
+
+    /// Opens the store, as [`MemcachedStore::open`] with the composed URL.
+    ///
+    /// # Errors
+    /// As [`MemcachedStore::open`].
+    pub fn open(self) -> Result<MemcachedStore> {
+        MemcachedStore::open(&self.parts.url())
+    }
+}
+
+impl MemcachedStore {
+    /// A builder for a store on the servers `url` names.
+    pub fn builder(url: &str) -> MemcachedStoreBuilder {
+        MemcachedStoreBuilder {
+            parts: super::builder::Parts::new(url),
+        }
+    }
+}
+
 impl MemcachedStore {
     /// Connects to the server or servers a `memcache://HOST:PORT[,HOST:PORT…]` URL
     /// names (`memcached://` too) and checks each answers.

@@ -47,6 +47,8 @@
 
 #[cfg(feature = "sessions")]
 pub(crate) mod calls;
+#[cfg(any(feature = "redis", feature = "postgres", feature = "memcached"))]
+mod builder;
 #[cfg(feature = "flask")]
 mod cachelib;
 mod file;
@@ -231,13 +233,13 @@ pub use url::{DEFAULT_URL, open};
 #[cfg(feature = "flask")]
 pub use cachelib::{CachelibStore, CachelibStoreBuilder, HashMethod};
 #[cfg(feature = "memcached")]
-pub use memcached::MemcachedStore;
+pub use memcached::{MemcachedStore, MemcachedStoreBuilder};
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
 /// The longest TTL a store keeps: every [`Store`] clamps a longer one (up to
 /// `Duration::MAX`) to this, 100 years, the same way on every engine, instead of

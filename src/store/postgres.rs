@@ -282,7 +282,7 @@ fn split_options(url: &str) -> Result<(String, Options)> {
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !own(name, &percent_decode(value))? {
+            if !own(name, &super::builder::percent_decode(value))? {
                 rest.push(pair);
             }
         }
@@ -301,30 +301,6 @@ fn split_options(url: &str) -> Result<(String, Options)> {
         }
     }
     Ok((rest.join(" "), o))
-}
-
-/// `%XX` escapes decoded (a CA file's path in a URL query); anything else as is.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// How connections are made: in the clear, or with TLS (feature `tls`).
@@ -410,6 +386,102 @@ fn sets(url: &str, name: &str) -> bool {
     query
         .split(['&', ' '])
         .any(|p| p.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+}
+
+/// A [`PostgresStore`] with its settings made in code rather than in the URL:
+/// from [`PostgresStore::builder`]. Each setter is an option of the URL (the
+/// README's table); a setting here wins over the URL's. `Debug` never shows the
+/// password.
+///
+/// ```no_run
+/// # fn main() -> fscache::Result<()> {
+/// use std::time::Duration;
+/// use fscache::store::PostgresStore;
+/// let password = std::env::var("DB_PASSWORD").unwrap_or_default();
+/// let store = PostgresStore::builder("postgres://app@db1:5432,db2:5432/app")
+///     .password(&password)
+///     .option("target_session_attrs", "read-write")
+///     .pool_size(16)
+///     .pool_timeout(Duration::from_millis(500))
+///     .open()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PostgresStoreBuilder {
+    parts: super::builder::Parts,
+}
+
+impl PostgresStoreBuilder {
+    /// The role to connect as (the URL's user otherwise).
+    pub fn user(mut self, user: &str) -> Self {
+        self.parts.username(user);
+        self
+    }
+
+    /// The password, kept out of the URL you write (the builder encodes it).
+    pub fn password(mut self, password: &str) -> Self {
+        self.parts.password(password);
+        self
+    }
+
+    /// At most this many connections (`pool_size`, 1 to 10,000; default 32).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.parts.set("pool_size", n);
+        self
+    }
+
+    /// How long a call waits for a free connection (`pool_timeout_ms`; default 2 s).
+    pub fn pool_timeout(mut self, wait: Duration) -> Self {
+        self.parts.set_millis("pool_timeout_ms", wait);
+        self
+    }
+
+    /// Prepare each statement once per connection (`prepared_statements`; never
+    /// behind PgBouncer in transaction mode).
+    pub fn prepared_statements(mut self, on: bool) -> Self {
+        self.parts.set("prepared_statements", on);
+        self
+    }
+
+    /// TLS as libpq's `sslmode` (`disable`, `allow`, `prefer`, `require`,
+    /// `verify-ca`, `verify-full`); see the type's docs. Feature `tls` for the
+    /// modes that need TLS.
+    pub fn sslmode(mut self, mode: &str) -> Self {
+        self.parts.set("sslmode", mode);
+        self
+    }
+
+    /// The CA file (PEM) TLS connections trust (`sslrootcert`).
+    pub fn sslrootcert(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.parts.set_path("sslrootcert", path.as_ref());
+        self
+    }
+
+    /// Any other setting of the URL (`target_session_attrs`, `connect_timeout`,
+    /// `options`, …).
+    pub fn option(mut self, name: &'static str, value: &str) -> Self {
+        self.parts.set(name, value);
+        self
+    }
+
+    /// Opens the store, as [`PostgresStore::open`] with the composed URL.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::open`].
+    pub fn open(self) -> Result<PostgresStore> {
+        PostgresStore::open(&self.parts.url())
+    }
+}
+
+impl PostgresStore {
+    /// A builder for a store on the database `url` names (a `postgres://` URL or
+    /// the key-value form), to set the pool, TLS and password in code.
+    pub fn builder(url: &str) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            parts: super::builder::Parts::new(url),
+        }
+    }
 }
 
 impl PostgresStore {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::{Commands, ConnectionLike, RetryMethod};
 
 use super::pool::{Pool, PoolLimits, pool_option};
+use super::builder::{Parts, percent_decode};
 use super::{foreign_version, redact, Store, Version, Versioned};
 use crate::error::{EngineErrorKind, Error, Result};
 
@@ -481,6 +482,9 @@ fn split_options(url: &str) -> Result<(String, Options)> {
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // The store's own values are percent-decoded (a builder encodes them); the
+        // rest go to the redis crate as written.
+        let value = &percent_decode(value);
         let number = |what: &str| -> Result<u64> {
             value.parse().map_err(|_| {
                 config_error(url, format!("{what} takes a whole number, not {value:?}"))
@@ -527,11 +531,12 @@ fn parse_hosts(url: &str, rest: &str) -> Result<Hosts> {
     let (username, password) = match userinfo {
         None => (None, None),
         Some(u) => match u.split_once(':') {
+            // Percent-decoded, as the redis crate decodes a redis:// URL's.
             Some((user, pw)) => (
-                (!user.is_empty()).then(|| user.to_owned()),
-                Some(pw.to_owned()),
+                (!user.is_empty()).then(|| percent_decode(user)),
+                Some(percent_decode(pw)),
             ),
-            None => ((!u.is_empty()).then(|| u.to_owned()), None),
+            None => ((!u.is_empty()).then(|| percent_decode(u)), None),
         },
     };
     let mut addrs = Vec::new();
@@ -605,6 +610,88 @@ fn connect_node(client: &redis::Client) -> Result<redis::Connection> {
     Ok(conn)
 }
 
+/// A [`RedisStore`] with its settings made in code rather than in the URL: from
+/// [`RedisStore::builder`]. Each setter is an option of the URL (the README's
+/// table); a setting here wins over the URL's. `Debug` never shows a password.
+///
+/// ```no_run
+/// # fn main() -> fscache::Result<()> {
+/// use std::time::Duration;
+/// use fscache::store::RedisStore;
+/// let password = std::env::var("REDIS_PASSWORD").unwrap_or_default();
+/// let store = RedisStore::builder("redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/main")
+///     .password(&password)
+///     .pool_size(16)
+///     .pool_timeout(Duration::from_millis(500))
+///     .wait_replicas(1)
+///     .open()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    parts: Parts,
+}
+
+impl RedisStoreBuilder {
+    /// The ACL user (Redis 6+; the URL's otherwise).
+    pub fn username(mut self, user: &str) -> Self {
+        self.parts.username(user);
+        self
+    }
+
+    /// The password (of the master, for Sentinel), kept out of the URL you write.
+    pub fn password(mut self, password: &str) -> Self {
+        self.parts.password(password);
+        self
+    }
+
+    /// The sentinels' own password (`sentinel_password`).
+    pub fn sentinel_password(mut self, password: &str) -> Self {
+        self.parts.set("sentinel_password", password);
+        self
+    }
+
+    /// At most this many connections (`pool_size`, 1 to 10,000; default 32).
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.parts.set("pool_size", n);
+        self
+    }
+
+    /// How long a call waits for a free connection (`pool_timeout_ms`; default 2 s).
+    pub fn pool_timeout(mut self, wait: Duration) -> Self {
+        self.parts.set_millis("pool_timeout_ms", wait);
+        self
+    }
+
+    /// After each write, wait until `n` replicas have it (`wait_replicas`).
+    pub fn wait_replicas(mut self, n: u32) -> Self {
+        self.parts.set("wait_replicas", n);
+        self
+    }
+
+    /// How long that wait may take (`wait_timeout_ms`; default 1 s).
+    pub fn wait_timeout(mut self, wait: Duration) -> Self {
+        self.parts.set_millis("wait_timeout_ms", wait);
+        self
+    }
+
+    /// The CA file (PEM) a `rediss://` server's certificate must chain to
+    /// (`ssl_ca_certs`; feature `tls`).
+    pub fn ssl_ca_certs(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.parts.set_path("ssl_ca_certs", path.as_ref());
+        self
+    }
+
+    /// Opens the store, as [`RedisStore::open`] with the composed URL.
+    ///
+    /// # Errors
+    /// As [`RedisStore::open`].
+    pub fn open(self) -> Result<RedisStore> {
+        RedisStore::open(&self.parts.url())
+    }
+}
+
 impl RedisStore {
     /// The [`CAS`] script's call: replace `expected` under `key` with `new` (or
     /// delete the key when `new` is `None`), for `ttl`, as attempt `attempt`.
@@ -627,6 +714,14 @@ impl RedisStore {
         };
         call.arg(attempt);
         call
+    }
+
+    /// A builder for a store on what `url` names (any URL of the table above), to
+    /// set the pool, replication wait, TLS and passwords in code.
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            parts: Parts::new(url),
+        }
     }
 
     /// Connects to the Redis server, the Sentinel-monitored master or the Redis

@@ -76,6 +76,59 @@ impl SqliteStore {
     /// empty database); [`Error::Engine`] if the file cannot be opened or is not an
     /// SQLite database.
     pub fn open(path: &str) -> Result<SqliteStore> {
+        SqliteStore::builder(path).open()
+    }
+
+    /// A builder for a store in the database file at `path`, to size its pool.
+    ///
+    /// ```no_run
+    /// # fn main() -> fscache::Result<()> {
+    /// use std::time::Duration;
+    /// let store = fscache::store::SqliteStore::builder("/var/lib/app/sessions.db")
+    ///     .pool_size(4)
+    ///     .pool_timeout(Duration::from_millis(500))
+    ///     .open()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(path: &str) -> SqliteStoreBuilder {
+        SqliteStoreBuilder {
+            path: path.to_owned(),
+            limits: PoolLimits {
+                max_size: 16,
+                ..PoolLimits::default()
+            },
+        }
+    }
+}
+
+/// A [`SqliteStore`] with its pool sized in code: from [`SqliteStore::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SqliteStoreBuilder {
+    path: String,
+    limits: PoolLimits,
+}
+
+impl SqliteStoreBuilder {
+    /// At most this many connections (default 16; at least 1). SQLite runs one
+    /// writer at a time; more connections serve more concurrent readers.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.limits.max_size = n.max(1);
+        self
+    }
+
+    /// How long a call waits for a free connection (default 2 s).
+    pub fn pool_timeout(mut self, wait: Duration) -> Self {
+        self.limits.wait = wait;
+        self
+    }
+
+    /// Opens (creating if needed) the database file and its table.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub fn open(self) -> Result<SqliteStore> {
+        let path = self.path.as_str();
         // Each pooled connection would open its own, empty in-memory database.
         if path == ":memory:" || path.is_empty() || path.starts_with("file::memory:") {
             return Err(Error::Config {
@@ -86,11 +139,8 @@ impl SqliteStore {
                 ),
             });
         }
+        let limits = self.limits;
         let path = path.to_owned();
-        let limits = PoolLimits {
-            max_size: 16,
-            ..PoolLimits::default()
-        };
         let pool = Pool::new("sqlite", limits, move || {
             let conn = Connection::open(&path).map_err(|e| engine_error("open", e))?;
             conn.busy_timeout(BUSY_TIMEOUT)
