@@ -11,8 +11,9 @@
 //! eval "$(bash .ci/engines.sh start)"
 //! cargo bench --features engines --bench stores -- [--rounds N] [STORE…]
 //! ```
-//! STORE is file, sqlite, redis, postgres, memcached (default: all whose server is
-//! configured). One client thread; raw and session round trips alternate one by
+//! STORE is file, sqlite, redis, redis-sentinel, redis-cluster, postgres,
+//! memcached (default: all whose server is configured; the Sentinel and Cluster
+//! topologies come from `eval "$(bash bench/redis-topologies.sh start)"`). One client thread; raw and session round trips alternate one by
 //! one, so drift on a shared machine hits both alike. (In blocks of 500 the
 //! PostgreSQL baseline ran 2–3× faster than the very same statements interleaved:
 //! a backend kept hot by one connection is not a fair baseline for another.) Prints p50, p99, p99.9 and
@@ -41,7 +42,7 @@ fn row(name: &str, what: &str, lat: &mut [u64]) -> u64 {
     lat.sort_unstable();
     let us = |ns: u64| ns as f64 / 1000.0;
     println!(
-        "{name:<10} {what:<8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        "{name:<17} {what:<8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
         us(pct(lat, 0.5)),
         us(pct(lat, 0.99)),
         us(pct(lat, 0.999)),
@@ -53,6 +54,16 @@ fn row(name: &str, what: &str, lat: &mut [u64]) -> u64 {
 /// The engine's own commands for one round trip: read the record, write it back
 /// changed. Boxed so each engine keeps its own client.
 type Raw = Box<dyn FnMut(&str, &[u8])>;
+
+/// Redis's own round trip on connection `c`: `GET`, then `SET … PX`.
+#[cfg(feature = "redis")]
+fn redis_get_set(mut c: impl redis::Commands + 'static) -> Raw {
+    Box::new(move |key, value| {
+        let v: Option<Vec<u8>> = c.get(key).unwrap();
+        std::hint::black_box(v);
+        let () = c.pset_ex(key, value, 3_600_000).unwrap();
+    })
+}
 
 #[allow(unused_variables)]
 fn raw(name: &str, url: &str) -> Raw {
@@ -72,13 +83,48 @@ fn raw(name: &str, url: &str) -> Raw {
         }
         #[cfg(feature = "redis")]
         "redis" => {
-            use redis::Commands;
-            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
-            Box::new(move |key, value| {
-                let v: Option<Vec<u8>> = c.get(key).unwrap();
-                std::hint::black_box(v);
-                let () = c.pset_ex(key, value, 3_600_000).unwrap();
-            })
+            let c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            redis_get_set(c)
+        }
+        // Sentinel: the same commands on a plain connection to the master the
+        // sentinels name (what the store's pooled connections are).
+        #[cfg(feature = "redis")]
+        "redis-sentinel" => {
+            let (sentinels, rest) = url
+                .trim_start_matches("redis-sentinel://")
+                .split_once('/')
+                .unwrap();
+            let service = rest.split('/').next().unwrap();
+            let first = sentinels.split(',').next().unwrap();
+            let mut s = redis::Client::open(format!("redis://{first}/"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let (host, port): (String, u16) = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(service)
+                .query(&mut s)
+                .unwrap();
+            let c = redis::Client::open(format!("redis://{host}:{port}/0"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            redis_get_set(c)
+        }
+        // Cluster: the same commands through the redis crate's cluster client (slot
+        // routing), as the store uses it.
+        #[cfg(feature = "redis")]
+        "redis-cluster" => {
+            let nodes: Vec<String> = url
+                .trim_start_matches("redis-cluster://")
+                .split(',')
+                .map(|n| format!("redis://{n}/"))
+                .collect();
+            let c = redis::cluster::ClusterClient::new(nodes)
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            redis_get_set(c)
         }
         #[cfg(feature = "memcached")]
         "memcached" => {
@@ -190,6 +236,8 @@ fn main() {
     ];
     for (name, var) in [
         ("redis", "FSCACHE_TEST_REDIS"),
+        ("redis-sentinel", "FSCACHE_TEST_REDIS_SENTINEL"),
+        ("redis-cluster", "FSCACHE_TEST_REDIS_CLUSTER"),
         ("postgres", "FSCACHE_TEST_POSTGRES"),
         ("memcached", "FSCACHE_TEST_MEMCACHED"),
     ] {
@@ -209,12 +257,12 @@ fn main() {
         only.is_empty()
             || only
                 .iter()
-                .any(|o| o == n || n.split('+').next() == Some(o.as_str()))
+                .any(|o| o == n || n.split(['+', '-']).next() == Some(o.as_str()))
     });
     println!("session round trip (load, change one key, save) vs the engine's own commands");
     println!("{rounds} round trips each, one client; µs");
     println!(
-        "{:<10} {:<8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<17} {:<8} {:>9} {:>9} {:>9} {:>9}",
         "store", "", "p50", "p99", "p99.9", "max"
     );
     for (name, url) in stores {
@@ -244,7 +292,7 @@ fn main() {
         }
         let r = row(name, "engine", &mut lr);
         let s = row(name, "session", &mut ls);
-        println!("{name:<10} ratio of medians {:.2}x", s as f64 / r as f64);
+        println!("{name:<17} ratio of medians {:.2}x", s as f64 / r as f64);
         sessions.store().remove(&key).unwrap();
     }
 }
