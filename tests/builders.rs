@@ -96,6 +96,28 @@ fn a_redis_password_set_in_code_opens_a_protected_server() -> TestResult {
     Ok(())
 }
 
+/// A server that accepts connections and never answers: a timeout set in code
+/// ends the wait with a retryable `Timeout`, sooner than the 2 s default.
+#[test]
+fn a_timeout_set_in_code_ends_the_wait_on_a_silent_server() -> TestResult {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = silent.local_addr()?.port();
+    let t = Instant::now();
+    let e = RedisStore::builder(&format!("redis://127.0.0.1:{port}/0"))
+        .timeout(Duration::from_millis(200))
+        .open()
+        .expect_err("a silent server");
+    let took = t.elapsed();
+    assert_eq!(e.engine_kind(), Some(EngineErrorKind::Timeout), "{e:?}");
+    assert!(e.is_retryable());
+    assert!(
+        took < Duration::from_millis(1900),
+        "the 2 s default applied: {took:?}"
+    );
+    drop(silent);
+    Ok(())
+}
+
 /// Holds the only connection of `st` inside a merge until the test has seen a
 /// second caller time out; returns how long that caller waited.
 fn second_caller_waits(st: Arc<dyn Store>, key: &str) -> Result<Duration, String> {

@@ -218,6 +218,13 @@ impl MemcachedStoreBuilder {
         self
     }
 
+    /// How long a read or a write may take (the `memcache` crate's `timeout`, in
+    /// seconds; default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.parts.set("timeout", timeout.as_secs_f64());
+        self
+    }
+
     /// Opens the store, as [`MemcachedStore::open`] with the composed URL.
     ///
     /// # Errors

@@ -437,6 +437,14 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How long a connection attempt may take (`connect_timeout`, whole seconds,
+    /// at least 1; default 2 s). Statement and lock timeouts are server settings:
+    /// `option("options", "-c statement_timeout=2000")`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.parts.set("connect_timeout", timeout.as_secs().max(1));
+        self
+    }
+
     /// Prepare each statement once per connection (`prepared_statements`; never
     /// behind PgBouncer in transaction mode).
     pub fn prepared_statements(mut self, on: bool) -> Self {

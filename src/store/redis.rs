@@ -46,7 +46,7 @@ return {1, false}
 ";
 
 /// How long a connect, a read or a write may take before the call fails (with a
-/// retryable error).
+/// retryable error), unless the URL says (`timeout_ms`).
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A [`Store`] on Redis (feature `redis`), through the `redis` crate's sync client
@@ -67,6 +67,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// | `wait_replicas=N` | 0 (off) | after each write, `WAIT N`: the call succeeds only once N replicas have the write (otherwise a retryable [`Error::Engine`]; the write may or may not survive a failover, and a retry is safe) |
 /// | `wait_timeout_ms=MS` | 1000 | how long that `WAIT` waits |
 /// | `sentinel_password=PW` | none | the sentinels' own password (`redis-sentinel://` only) |
+/// | `timeout_ms=MS` | 2000 | how long a connect, a read or a write may take before the call fails with a retryable `Timeout` |
 /// | `ssl_ca_certs=PATH` | the system's roots | the CA file (PEM) a `rediss://` server's certificate must chain to (redis-py's name for it) |
 /// | `pool_size=N` | 32 | connections the store keeps open at most |
 /// | `pool_timeout_ms=MS` | 2000 | how long a call waits for a free connection before a retryable `Timeout` error |
@@ -105,6 +106,9 @@ pub struct RedisStore {
     wait: Option<(u32, u64)>,
     /// Where the store connects; named in errors.
     topology: &'static str,
+    /// Connect, read and write timeout (`timeout_ms`).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    timeout: Duration,
     /// For the axum layer's async calls (single-server URLs only): the client, and
     /// the multiplexed connection made from it on first use (inside the app's
     /// runtime).
@@ -464,6 +468,8 @@ struct Options {
     sentinel_password: Option<String>,
     /// `ssl_ca_certs`: the CA file a `rediss://` connection trusts.
     ssl_ca_certs: Option<String>,
+    /// `timeout_ms`: connect, read and write timeout.
+    timeout: Option<Duration>,
     pool: PoolLimits,
 }
 
@@ -498,6 +504,10 @@ fn split_options(url: &str) -> Result<(String, Options)> {
             "wait_timeout_ms" => options.wait_timeout_ms = Some(number(name)?),
             "sentinel_password" => options.sentinel_password = Some(value.to_owned()),
             "ssl_ca_certs" => options.ssl_ca_certs = Some(value.to_owned()),
+            "timeout_ms" => match number(name)? {
+                ms @ 1..=3_600_000 => options.timeout = Some(Duration::from_millis(ms)),
+                _ => return Err(config_error(url, "timeout_ms takes 1 to 3600000 milliseconds")),
+            },
             _ => {
                 if !pool_option(&mut options.pool, name, value).map_err(|m| config_error(url, m))? {
                     rest.push(pair);
@@ -600,12 +610,12 @@ fn node_client(url: &str, scheme: &str, client_url: &str, options: &Options) -> 
 }
 
 /// Connects through one client with the store's timeouts.
-fn connect_node(client: &redis::Client) -> Result<redis::Connection> {
+fn connect_node(client: &redis::Client, timeout: Duration) -> Result<redis::Connection> {
     let conn = client
-        .get_connection_with_timeout(TIMEOUT)
+        .get_connection_with_timeout(timeout)
         .map_err(|e| engine_error("connect", e))?;
-    conn.set_read_timeout(Some(TIMEOUT))
-        .and_then(|()| conn.set_write_timeout(Some(TIMEOUT)))
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
         .map_err(|e| engine_error("connect", e))?;
     Ok(conn)
 }
@@ -661,6 +671,12 @@ impl RedisStoreBuilder {
     /// How long a call waits for a free connection (`pool_timeout_ms`; default 2 s).
     pub fn pool_timeout(mut self, wait: Duration) -> Self {
         self.parts.set_millis("pool_timeout_ms", wait);
+        self
+    }
+
+    /// How long a connect, a read or a write may take (`timeout_ms`; default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.parts.set_millis("timeout_ms", timeout);
         self
     }
 
@@ -733,6 +749,7 @@ impl RedisStore {
     /// answer.
     pub fn open(url: &str) -> Result<RedisStore> {
         let (client_url, options) = split_options(url)?;
+        let timeout = options.timeout.unwrap_or(TIMEOUT);
         let wait = (options.wait_replicas > 0)
             .then(|| (options.wait_replicas, options.wait_timeout_ms.unwrap_or(1000)));
         let (scheme, rest) = client_url.split_once("://").unwrap_or(("", ""));
@@ -751,7 +768,7 @@ impl RedisStore {
                 watch = Some(w);
                 ("sentinel", pool)
             }
-            "redis-cluster" => ("cluster", Self::cluster_pool(url, rest, options.pool)?),
+            "redis-cluster" => ("cluster", Self::cluster_pool(url, rest, options.pool, timeout)?),
             _ => {
                 let client = node_client(url, scheme, &client_url, &options)?;
                 // The async path has no TLS (the redis crate's async TLS would add
@@ -760,7 +777,7 @@ impl RedisStore {
                 if scheme != "rediss" {
                     async_client = Some(client.clone());
                 }
-                let pool = Pool::new("redis", options.pool, move || connect_node(&client).map(Conn::Node));
+                let pool = Pool::new("redis", options.pool, move || connect_node(&client, timeout).map(Conn::Node));
                 ("node", pool)
             }
         };
@@ -773,6 +790,7 @@ impl RedisStore {
             cas: redis::Script::new(CAS),
             wait,
             topology,
+            timeout,
             #[cfg(feature = "axum")]
             client: async_client,
             #[cfg(feature = "axum")]
@@ -791,6 +809,7 @@ impl RedisStore {
         rest: &str,
         options: &Options,
     ) -> Result<(Pool<Conn>, std::sync::Arc<Watch>)> {
+        let timeout = options.timeout.unwrap_or(TIMEOUT);
         let hosts = parse_hosts(url, rest)?;
         let mut path = hosts.path.split('/').filter(|p| !p.is_empty());
         let service = path
@@ -843,7 +862,7 @@ impl RedisStore {
             .map_err(|e| engine_error("connect", e))?
             .set_redis_settings(settings.clone());
             let client = redis::Client::open(info).map_err(|e| engine_error("connect", e))?;
-            let mut conn = connect_node(&client)?;
+            let mut conn = connect_node(&client, timeout)?;
             let role: redis::Value = redis::cmd("ROLE")
                 .query(&mut conn)
                 .map_err(|e| engine_error("connect", e))?;
@@ -863,7 +882,7 @@ impl RedisStore {
         Ok((pool, watch))
     }
 
-    fn cluster_pool(url: &str, rest: &str, limits: PoolLimits) -> Result<Pool<Conn>> {
+    fn cluster_pool(url: &str, rest: &str, limits: PoolLimits, timeout: Duration) -> Result<Pool<Conn>> {
         let hosts = parse_hosts(url, rest)?;
         if !hosts.path.is_empty() {
             return Err(config_error(
@@ -877,8 +896,8 @@ impl RedisStore {
             .map(|(h, p)| format!("redis://{h}:{p}"))
             .collect();
         let mut builder = redis::cluster::ClusterClient::builder(nodes)
-            .connection_timeout(TIMEOUT)
-            .response_timeout(TIMEOUT)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
             .retries(3);
         if let Some(user) = &hosts.username {
             builder = builder.username(user);
@@ -1118,8 +1137,8 @@ impl<'a> AsyncRedis<'a> {
             .multiplexed
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(TIMEOUT))
-                    .set_response_timeout(Some(TIMEOUT))
+                    .set_connection_timeout(Some(self.store.timeout))
+                    .set_response_timeout(Some(self.store.timeout))
                     .set_number_of_retries(2);
                 let client = self.store.client.clone().ok_or_else(|| {
                     Error::engine(
