@@ -10,7 +10,9 @@ use std::path::Path;
 use super::Config;
 use super::scan::count_entry_names;
 use crate::disk::counter::{self, SharedState};
-use crate::disk::layout::{self, FORMAT_VERSION, LOCK_DIR, MARKER, SHARDS, STATE, TEMP_PREFIX};
+use crate::disk::layout::{
+    self, FORMAT_VERSION, LOCK_DIR, MARKER, SHARDS, STATE, STRIPES, SWEEP_LOCK, TEMP_PREFIX,
+};
 use crate::disk::lock::Locks;
 use crate::disk::sys::{self, RenameMode, Root};
 use crate::error::{Error, Result};
@@ -138,7 +140,7 @@ fn open_state(
         match root.open_rw(STATE) {
             Ok(file) => break file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_layout(root, dir, dir_mode)?;
+                create_layout(root, dir, file_mode, dir_mode)?;
                 create_state(root, dir, (file_mode, dir_mode), fresh)?;
             }
             Err(e) => return Err(io_err("open state file", e)),
@@ -187,7 +189,7 @@ fn open_state(
     Ok(state)
 }
 
-fn create_layout(root: &Root, dir: &Path, dir_mode: u32) -> Result<()> {
+fn create_layout(root: &Root, dir: &Path, file_mode: u32, dir_mode: u32) -> Result<()> {
     let mkdir = |rel: &str| {
         root.mkdir(rel, dir_mode)
             .map_err(|e| Error::io("create directory", dir.join(rel), e))
@@ -195,6 +197,27 @@ fn create_layout(root: &Root, dir: &Path, dir_mode: u32) -> Result<()> {
     mkdir(LOCK_DIR)?;
     for shard in 0..SHARDS {
         mkdir(&layout::shard_str(shard as u8))?;
+    }
+    create_lock_files(root, dir, file_mode)
+}
+
+/// Creates the stripe and sweep lock files up front (an inode each), so that no
+/// operation ever needs a new inode to take a lock: on a filesystem out of inodes
+/// (ENOSPC), a `delete` still runs, and the inodes it frees go to the next writes
+/// rather than to lock files made on first use. With the shard directories made
+/// up front too, a cache's fixed cost is 256 + 66 inodes, and every write of a new
+/// key needs exactly one more.
+fn create_lock_files(root: &Root, dir: &Path, file_mode: u32) -> Result<()> {
+    let rels = (0..STRIPES)
+        .map(layout::lock_rel)
+        .chain(std::iter::once(SWEEP_LOCK.to_owned()));
+    for rel in rels {
+        let file = root
+            .open_rw_create(&rel, file_mode)
+            .map_err(|e| Error::io("create lock file", dir.join(&rel), e))?;
+        // Exactly file_mode, as the lock code sets it (the umask may remove bits
+        // another user of the cache needs); not ours to change if another's.
+        let _ = sys::set_mode(&file, file_mode);
     }
     Ok(())
 }
@@ -288,6 +311,12 @@ pub(super) fn open(opts: &Config) -> Result<Opened> {
 
     let locks = Locks::new(&dir, root.id(), opts.file_mode, opts.dir_mode);
     let state = open_state(&root, &dir, opts.file_mode, opts.dir_mode, fresh)?;
+    // A directory made before lock files were made up front (or whose locks were
+    // removed): make them now, best effort (one lstat when they are there; a full
+    // disk leaves them to be made on first use, as before).
+    if root.lstat(&layout::lock_rel(STRIPES - 1)).is_err() {
+        let _ = create_lock_files(&root, &dir, opts.file_mode);
+    }
 
     Ok(Opened {
         root,
