@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use fscache::Error;
 use fscache::store;
@@ -23,41 +23,11 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const PASSWORD: &str = "hunter2-s3cret";
 const WRONG: &str = "wrong-s3cret";
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A redis-server that wants `PASSWORD`, and its port.
-fn protected_redis() -> Option<(Proc, u16)> {
+fn protected_redis() -> Option<(servers::Proc, u16)> {
     let port = servers::free_port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            PASSWORD,
-        ])
-        .stdout(Stdio::null())
-        .spawn();
-    match child {
-        Ok(child) => {
-            let p = Proc(child);
-            servers::wait_port(port);
-            Some((p, port))
-        }
-        Err(_) => {
-            servers::missing("redis-server");
-            None
-        }
-    }
+    let args = ["--port", &port.to_string(), "--requirepass", PASSWORD].map(str::to_owned);
+    servers::redis_server(port, &args).map(|p| (p, port))
 }
 
 fn assert_hidden(what: &str, shown: &str) {
@@ -100,6 +70,11 @@ fn malformed_urls_of_every_engine_never_echo_the_password() {
         format!("redis-sentinel://:{PASSWORD}@127.0.0.1:1/"),
         format!("redis-sentinel://127.0.0.1:1/svc?sentinel_password={PASSWORD}&pool_timeout_ms=x"),
         format!("redis-cluster://:{PASSWORD}@127.0.0.1:1/3"),
+        // An option nobody reads (a misspelling) is refused, not ignored; `pass`
+        // (redis+unix://'s password option) is hidden too.
+        format!("redis://:{PASSWORD}@127.0.0.1:1/0?wait_replica=1"),
+        format!("redis+unix:///nonexistent.sock?pass={PASSWORD}&wait_replica=1"),
+        format!("postgres://app:{PASSWORD}@127.0.0.1:1/db?wait_replica=1"),
         // Refused before a connection: without the feature `tls` for want of TLS,
         // with it for the missing CA file.
         format!("rediss://:{PASSWORD}@127.0.0.1:1/0?ssl_ca_certs=/nonexistent/ca.pem"),
@@ -141,7 +116,7 @@ fn the_example_server_never_shows_the_store_password() -> TestResult {
         return Ok(());
     };
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/0");
-    let mut child = Proc(
+    let mut child = servers::Proc(
         Command::new(common::server_bin())
             .args(["--bind", "127.0.0.1:0", "--threads", "1", "--store", &url])
             .stdout(Stdio::piped())

@@ -77,7 +77,8 @@ pub use crate::cache::Merge;
 /// A store URL with every secret in it replaced by `***`, for logs, error messages
 /// and pages: the password of `USER:PASSWORD@` (in every host list form), any
 /// query option whose name contains `password` (`?password=`,
-/// `?sentinel_password=`, `?sslpassword=`), and the `password` of PostgreSQL's
+/// `?sentinel_password=`, `?sslpassword=`) or is `pass` (`redis+unix://`), and
+/// the `password` of PostgreSQL's
 /// key-value form (`host=db password='a b'`). The store's own errors already go
 /// through it; use it wherever your code shows a store URL.
 ///
@@ -132,9 +133,11 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-/// Whether an option of that name holds a secret.
+/// Whether an option of that name holds a secret (`pass` is the redis crate's
+/// password option of `redis+unix://` URLs).
 fn is_secret(name: &str) -> bool {
-    name.to_ascii_lowercase().contains("password")
+    let name = name.to_ascii_lowercase();
+    name.contains("password") || name == "pass"
 }
 
 /// PostgreSQL's `key=value key='quoted value'` form with secret values hidden; a
@@ -212,6 +215,7 @@ mod redact_tests {
             ),
             ("postgres://u@h/db?password=pw", "postgres://u@h/db?password=***"),
             ("postgres://h/db?sslPassword=pw", "postgres://h/db?sslPassword=***"),
+            ("redis+unix:///run/r.sock?db=1&pass=pw", "redis+unix:///run/r.sock?db=1&pass=***"),
             ("host=h password=pw user=u", "host=h password=*** user=u"),
             ("host=h password = pw", "host=h password = ***"),
             ("password='p w\\' x' user=u", "password=*** user=u"),

@@ -474,6 +474,9 @@ struct Options {
 }
 
 
+/// The query options the redis crate itself reads (any other it would ignore).
+const CLIENT_OPTIONS: [&str; 4] = ["db", "protocol", "user", "pass"];
+
 fn config_error(url: &str, what: impl std::fmt::Display) -> Error {
     Error::Config {
         message: format!("invalid Redis URL {:?}: {what}", redact(url)),
@@ -508,10 +511,20 @@ fn split_options(url: &str) -> Result<(String, Options)> {
                 ms @ 1..=3_600_000 => options.timeout = Some(Duration::from_millis(ms)),
                 _ => return Err(config_error(url, "timeout_ms takes 1 to 3600000 milliseconds")),
             },
+            _ if pool_option(&mut options.pool, name, value).map_err(|m| config_error(url, m))? => {}
+            _ if CLIENT_OPTIONS.contains(&name) => rest.push(pair),
+            // The redis crate ignores what it does not read: a misspelt
+            // `wait_replica=1` would silently write without waiting.
             _ => {
-                if !pool_option(&mut options.pool, name, value).map_err(|m| config_error(url, m))? {
-                    rest.push(pair);
-                }
+                return Err(config_error(
+                    url,
+                    format!(
+                        "has the unknown option {name:?} (fscache's: wait_replicas, \
+                         wait_timeout_ms, sentinel_password, ssl_ca_certs, timeout_ms, \
+                         pool_size, pool_timeout_ms; the redis crate's: {})",
+                        CLIENT_OPTIONS.join(", ")
+                    ),
+                ));
             }
         }
     }
