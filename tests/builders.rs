@@ -17,7 +17,6 @@ mod common;
 #[path = "common/servers.rs"]
 mod servers;
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -36,31 +35,10 @@ const PASSWORD: &str = "p@ss:w/rd ü&=%";
 #[test]
 fn a_redis_password_set_in_code_opens_a_protected_server() -> TestResult {
     let port = servers::free_port();
-    let Ok(child) = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            PASSWORD,
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-    else {
-        servers::missing("redis-server");
+    let args = ["--port", &port.to_string(), "--requirepass", PASSWORD].map(str::to_owned);
+    let Some(_redis) = servers::redis_server(port, &args) else {
         return Ok(());
     };
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _redis = Kill(child);
-    servers::wait_port(port);
     let url = format!("redis://127.0.0.1:{port}/0");
     let builder = RedisStore::builder(&url).password(PASSWORD).pool_size(2);
     assert!(!format!("{builder:?}").contains("rd ü"), "{builder:?}");
@@ -180,25 +158,23 @@ fn a_pool_sized_in_code_makes_the_second_caller_wait_its_timeout() -> TestResult
 #[test]
 fn postgres_and_memcached_builders_compose_their_urls() -> TestResult {
     if let Some(url) = engine_url("FSCACHE_TEST_POSTGRES") {
-        // The key-value form, with the user and a password set in code.
-        let parts = url
-            .strip_prefix("postgres://postgres@")
-            .and_then(|r| r.split_once('/'))
-            .and_then(|(hp, db)| {
-                hp.split_once(':')
-                    .map(|(h, p)| (h.to_owned(), p.to_owned(), db.to_owned()))
-            });
-        if let Some((host, port, db)) = parts {
-            let b = PostgresStore::builder(&format!("host={host} port={port} dbname={db}"))
-                .user("postgres")
-                .password("it's a secret")
-                .pool_size(2);
-            assert!(!format!("{b:?}").contains("secret"), "{b:?}");
-            let st = b.open()?;
-            let k = format!("{}kv", prefix("builder"));
-            st.save(&k, b"v", MINUTE)?;
-            assert!(st.remove(&k)?);
-        }
+        // The same server in the key-value form, with the user and a password set
+        // in code (the test server trusts 127.0.0.1, so any password opens it).
+        let cfg: postgres::Config = url.parse()?;
+        let Some(postgres::config::Host::Tcp(host)) = cfg.get_hosts().first() else {
+            panic!("FSCACHE_TEST_POSTGRES names no TCP host: {url}");
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        let db = cfg.get_dbname().unwrap_or("postgres");
+        let b = PostgresStore::builder(&format!("host={host} port={port} dbname={db}"))
+            .user("postgres")
+            .password("it's a secret")
+            .pool_size(2);
+        assert!(!format!("{b:?}").contains("secret"), "{b:?}");
+        let st = b.open()?;
+        let k = format!("{}kv", prefix("builder"));
+        st.save(&k, b"v", MINUTE)?;
+        assert!(st.remove(&k)?);
         // A schema per app through the connection's search_path: the store's table
         // is created there, and the app's keys stay apart from another's.
         let schema = format!("app_{}", std::process::id());

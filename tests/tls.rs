@@ -16,7 +16,7 @@ mod pg;
 mod servers;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fscache::Error;
@@ -116,15 +116,6 @@ impl Certs {
     }
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn round_trip(st: &dyn Store, what: &str) -> TestResult {
     let key = format!("tls-{what}");
     st.save(&key, b"over tls", MINUTE)?;
@@ -149,37 +140,23 @@ fn rediss_verifies_the_server_against_the_named_ca() -> TestResult {
         return Ok(());
     };
     let port = servers::free_port();
-    let Ok(child) = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-        ])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-auth-clients",
-            "no",
-        ])
-        .arg("--tls-cert-file")
-        .arg(certs.path("server.crt"))
-        .arg("--tls-key-file")
-        .arg(certs.path("server.key"))
-        .arg("--tls-ca-cert-file")
-        .arg(certs.path("ca.crt"))
-        .stdout(Stdio::null())
-        .spawn()
-    else {
-        servers::missing("redis-server");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--port".into(),
+        "0".into(),
+        "--tls-port".into(),
+        port.to_string().into(),
+        "--tls-auth-clients".into(),
+        "no".into(),
+        "--tls-cert-file".into(),
+        certs.path("server.crt").into(),
+        "--tls-key-file".into(),
+        certs.path("server.key").into(),
+        "--tls-ca-cert-file".into(),
+        certs.path("ca.crt").into(),
+    ];
+    let Some(_redis) = servers::redis_server(port, &args) else {
         return Ok(());
     };
-    let _redis = Proc(child);
-    servers::wait_port(port);
     let ca = certs.path("ca.crt");
     let ca = ca.display();
 

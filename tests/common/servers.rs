@@ -31,3 +31,35 @@ pub fn wait_port(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A child process, killed and reaped when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A redis-server on 127.0.0.1 with no persistence and `args` (which name the
+/// ports: `--port N`, or `--port 0 --tls-port N`), once `port` answers. `None`
+/// without redis-server (a failure under `CI=true`, a printed skip locally).
+pub fn redis_server<S: AsRef<std::ffi::OsStr>>(port: u16, args: &[S]) -> Option<Proc> {
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => {
+            let p = Proc(child);
+            wait_port(port);
+            Some(p)
+        }
+        Err(_) => {
+            missing("redis-server");
+            None
+        }
+    }
+}
