@@ -52,6 +52,7 @@
 
 mod config;
 mod id;
+mod users;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -69,6 +70,7 @@ use crate::store::{Merge, Store, Version};
 
 pub use config::{DEFAULT_REFRESH_GRANULARITY, SameSite, SessionConfig};
 pub use id::{ID_BYTES, ID_LEN};
+pub use users::{ENDED_GRACE, MAX_LABEL_LEN, MAX_USER_LEN, MAX_USER_SESSIONS, UserSession};
 
 /// A fresh session id: [`ID_BYTES`] bytes from the OS random source, as
 /// [`ID_LEN`] characters of URL-safe base64 (what `Sessions` and the actix adapter
@@ -100,6 +102,19 @@ struct Record {
     /// records no such save wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     saves: Vec<u64>,
+    /// The user this session is tied to ([`Session::set_user`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// Its label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+    /// Unix ms when this session last renewed its user index's expiry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    indexed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a merge sets besides the replayed changes.
@@ -110,6 +125,12 @@ struct Replay {
     now: u64,
     /// This save's id, if it replays update closures (see `Record::saves`).
     save_id: Option<u64>,
+    /// The user tie to write, if this request set it (`Session::set_user`).
+    user: Option<(String, Option<String>)>,
+    /// Whether this request's `clear` untied the user.
+    untie: bool,
+    /// The index renewal stamp to write (`Record::indexed`).
+    indexed: u64,
 }
 
 /// How many save ids a record remembers (see `Record::saves`): a retried save is
@@ -172,6 +193,19 @@ pub struct Session {
     /// holding a set, say): this view is empty and never saved, and the record and
     /// the cookie are left as they are.
     foreign: bool,
+    /// The user this session is tied to, and its label (see `users`).
+    user: Option<String>,
+    label: Option<String>,
+    /// `set_user` was called: the save adds the session to the user's index.
+    user_changed: bool,
+    /// The user a `clear` or `destroy` of this request untied: the save takes the
+    /// session out of that user's index.
+    untied: Option<String>,
+    /// The handle this save put in the index, until the read after the record's
+    /// write confirmed it was not ended meanwhile (kept across retries).
+    pending_index: Option<String>,
+    /// When the stored record last renewed the user index's expiry.
+    indexed: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -243,11 +277,23 @@ impl Session {
         self.data.remove(key).is_some()
     }
 
-    /// Removes every key (the session and its id stay).
+    /// Removes every key (the session and its id stay) and unties the session from
+    /// its user ([`set_user`](Self::set_user)).
     pub fn clear(&mut self) {
         self.touch();
         self.data.clear();
         self.changes.push(Change::Clear);
+        self.untie();
+    }
+
+    /// Drops the user tie (clear, destroy): the save takes the session out of the
+    /// user's index.
+    fn untie(&mut self) {
+        if let Some(user) = self.user.take() {
+            self.untied = Some(user);
+        }
+        self.label = None;
+        self.user_changed = false;
     }
 
     /// Read-modify-write of one key that survives concurrent requests: `f` is applied
@@ -361,6 +407,7 @@ impl Session {
         self.destroyed = true;
         self.data.clear();
         self.changes.clear();
+        self.untie();
         self.touch();
     }
 
@@ -512,6 +559,9 @@ impl<S: Store> Sessions<S> {
                 created: 0,
                 touched: 0,
                 saves: Vec::new(),
+                user: None,
+                label: None,
+                indexed: 0,
             });
         }
         Record::decode(bytes)
@@ -620,6 +670,12 @@ impl<S: Store> Sessions<S> {
             accessed: Cell::new(false),
             destroyed: false,
             foreign: false,
+            user: record.user,
+            label: record.label,
+            user_changed: false,
+            untied: None,
+            pending_index: None,
+            indexed: record.indexed,
         })))
     }
 
@@ -642,6 +698,12 @@ impl<S: Store> Sessions<S> {
             accessed: Cell::new(false),
             destroyed: false,
             foreign: false,
+            user: None,
+            label: None,
+            user_changed: false,
+            untied: None,
+            pending_index: None,
+            indexed: 0,
         })
     }
 
@@ -749,9 +811,18 @@ impl<S: Store> Sessions<S> {
             reset(session);
             return outcome(None);
         }
+        #[cfg(feature = "flask")]
+        if self.config.flask.is_some() && (session.user.is_some() || session.untied.is_some()) {
+            return Err(Error::Config {
+                message: "Session::set_user: Flask mode keeps no user index (its records \
+                          are Flask-Session's, written by Flask code that keeps none)"
+                    .to_owned(),
+            });
+        }
         // Every piece of state below is cleared only after the store call that acts
         // on it returned Ok, so a save that failed can be retried with the same
         // Session and does what the first attempt did not finish.
+        self.index_before_write(calls, session).await?;
         if let Some(old) = &session.retired_id {
             calls.remove(&self.store_key(old)).await?;
             session.retired_id = None;
@@ -760,9 +831,16 @@ impl<S: Store> Sessions<S> {
             // Destroyed, or past its absolute lifetime.
             if let Some(old) = &session.stored_id {
                 calls.remove(&self.store_key(old)).await?;
+                // A logout leaves the user's index (record first: a crash between
+                // leaves an entry with no session, which listings drop).
+                if let Some(user) = &session.untied {
+                    self.index_logout(calls, user, &self.handle(old)).await?;
+                }
                 session.stored_id = None;
                 session.version = None;
             }
+            session.untied = None;
+            session.pending_index = None;
             let cookie = session.had_cookie.then(|| self.expired_cookie());
             session.had_cookie = false;
             reset(session);
@@ -770,7 +848,7 @@ impl<S: Store> Sessions<S> {
         };
         let Some(stored_id) = session.stored_id.clone() else {
             // A new (or regenerated) session: written whole, if it holds anything.
-            if !session.modified || session.data.is_empty() {
+            if !session.modified || (session.data.is_empty() && session.user.is_none()) {
                 let cookie =
                     (session.modified && session.had_cookie).then(|| self.expired_cookie());
                 reset(session);
@@ -782,6 +860,9 @@ impl<S: Store> Sessions<S> {
                 created: session.created,
                 touched: self.now(),
                 saves: Vec::new(),
+                user: session.user.clone(),
+                label: session.label.clone(),
+                indexed: session.indexed,
             })?;
             // Insert only if absent: a new session never overwrites a stored one.
             let mut attempts = 0;
@@ -803,10 +884,25 @@ impl<S: Store> Sessions<S> {
             session.version = None;
             session.had_cookie = true;
             reset(session);
+            if !self.confirm_index(calls, session).await? {
+                return self.gone(session, true, vary_cookie);
+            }
             return outcome(Some(self.cookie(session, ttl)));
         };
         let key = self.store_key(&stored_id);
         if !session.modified && !self.refresh_due(session) {
+            if session.untied.is_some() && session.pending_index.is_none() {
+                // A retry after the untie's index update failed.
+                self.confirm_index(calls, session).await?;
+                return outcome(None);
+            }
+            if session.pending_index.is_some() {
+                // A retry after the read that follows a login's write failed.
+                if !self.confirm_index(calls, session).await? {
+                    return self.gone(session, true, vary_cookie);
+                }
+                return outcome(Some(self.cookie(session, ttl)));
+            }
             return outcome(None);
         }
         // Flask-Session's records hold no write time: only the expiry slides, on
@@ -851,15 +947,17 @@ impl<S: Store> Sessions<S> {
                         Some(id) => remember_save(&session.saves, id),
                         None => session.saves.clone(),
                     },
+                    user: session.user.clone(),
+                    label: session.label.clone(),
+                    indexed: session.indexed,
                 };
-                let new = (!record.data.is_empty())
-                    .then(|| self.encode_record(&record))
-                    .transpose()?;
+                let keep = !record.data.is_empty() || record.user.is_some();
+                let new = keep.then(|| self.encode_record(&record)).transpose()?;
                 if calls
                     .compare_and_set(&key, &version, new.as_deref(), ttl)
                     .await?
                 {
-                    Some((!record.data.is_empty()).then_some(record))
+                    Some(keep.then_some(record))
                 } else {
                     // Someone else wrote: the version is stale for good (a retry of
                     // this save goes straight to the merge).
@@ -876,6 +974,12 @@ impl<S: Store> Sessions<S> {
                     permanent,
                     now,
                     save_id,
+                    user: session
+                        .user_changed
+                        .then(|| session.user.clone().map(|u| (u, session.label.clone())))
+                        .flatten(),
+                    untie: session.untied.is_some(),
+                    indexed: session.indexed,
                 };
                 self.merge(calls, &key, ttl, &session.changes, how).await?
             }
@@ -890,7 +994,13 @@ impl<S: Store> Sessions<S> {
                 session.permanent = record.permanent;
                 session.touched = record.touched;
                 session.saves = record.saves;
+                session.user = record.user;
+                session.label = record.label;
+                session.indexed = record.indexed;
                 reset(session);
+                if !self.confirm_index(calls, session).await? {
+                    return self.gone(session, true, vary_cookie);
+                }
                 outcome(resend.then(|| self.cookie(session, ttl)))
             }
             None => self.gone(session, found, vary_cookie),
@@ -913,6 +1023,9 @@ impl<S: Store> Sessions<S> {
             permanent,
             now,
             save_id,
+            user,
+            untie,
+            indexed,
         } = how;
         let mut found = false;
         let mut result = None;
@@ -940,7 +1053,13 @@ impl<S: Store> Sessions<S> {
                     Change::Remove(k) => {
                         record.data.remove(k);
                     }
-                    Change::Clear => record.data.clear(),
+                    Change::Clear => {
+                        record.data.clear();
+                        if untie {
+                            record.user = None;
+                            record.label = None;
+                        }
+                    }
                     Change::Update(k, f) => {
                         let f = f.lock().unwrap_or_else(PoisonError::into_inner);
                         if let Some(v) = f(record.data.remove(k))? {
@@ -956,7 +1075,12 @@ impl<S: Store> Sessions<S> {
             if let Some(id) = save_id {
                 record.saves = remember_save(&record.saves, id);
             }
-            if record.data.is_empty() {
+            if let Some((u, l)) = &user {
+                record.user = Some(u.clone());
+                record.label = l.clone();
+            }
+            record.indexed = record.indexed.max(indexed);
+            if record.data.is_empty() && record.user.is_none() {
                 return Ok(Merge::Delete);
             }
             let bytes = self.encode_record(&record)?;
@@ -975,6 +1099,10 @@ impl<S: Store> Sessions<S> {
         session.stored_id = None;
         session.version = None;
         session.data.clear();
+        session.user = None;
+        session.label = None;
+        session.untied = None;
+        session.pending_index = None;
         reset(session);
         Ok(SaveOutcome {
             set_cookie: found.then(|| self.expired_cookie()),
@@ -1043,4 +1171,5 @@ fn reset(session: &mut Session) {
     session.modified = false;
     session.permanent_changed = false;
     session.destroyed = false;
+    session.user_changed = false;
 }

@@ -25,11 +25,15 @@ struct Plan {
     failed: Vec<&'static str>,
 }
 
-/// Wraps a store; [`fail_next`](Self::fail_next) arms failures.
+type Before = Box<dyn Fn(&'static str, &str) + Send + Sync>;
+
+/// Wraps a store; [`fail_next`](Self::fail_next) arms failures,
+/// [`before`](Self::before) runs code before chosen calls (forced interleavings).
 pub struct Faulty<S> {
     inner: S,
     plan: Mutex<Plan>,
     calls: Mutex<Vec<&'static str>>,
+    before: Mutex<Option<std::sync::Arc<Before>>>,
 }
 
 impl<S: Store> Faulty<S> {
@@ -38,7 +42,15 @@ impl<S: Store> Faulty<S> {
             inner,
             plan: Mutex::new(Plan::default()),
             calls: Mutex::new(Vec::new()),
+            before: Mutex::new(None),
         }
+    }
+
+    /// Runs `f(op, key)` before every call reaches the store (`None` removes it).
+    /// `f` may call the store itself: it is not run inside a lock.
+    #[allow(dead_code)]
+    pub fn before(&self, f: Option<Before>) {
+        *self.before.lock().unwrap() = f.map(std::sync::Arc::new);
     }
 
     /// The next `n` calls of any of `ops` ("insert", "compare_and_set", "update",
@@ -76,7 +88,11 @@ impl<S: Store> Faulty<S> {
         p.when
     }
 
-    fn call<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn call<T>(&self, op: &'static str, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let hook = self.before.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook(op, key);
+        }
         let injected = || {
             Error::engine(
                 "faulty",
@@ -102,13 +118,13 @@ impl<S: Store> Store for Faulty<S> {
         self.inner.engine()
     }
     fn load(&self, key: &str) -> Result<Option<Versioned>> {
-        self.call("load", || self.inner.load(key))
+        self.call("load", key, || self.inner.load(key))
     }
     fn save(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
-        self.call("save", || self.inner.save(key, value, ttl))
+        self.call("save", key, || self.inner.save(key, value, ttl))
     }
     fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        self.call("insert", || self.inner.insert(key, value, ttl))
+        self.call("insert", key, || self.inner.insert(key, value, ttl))
     }
     fn compare_and_set(
         &self,
@@ -117,21 +133,21 @@ impl<S: Store> Store for Faulty<S> {
         new: Option<&[u8]>,
         ttl: Duration,
     ) -> Result<bool> {
-        self.call("compare_and_set", || {
+        self.call("compare_and_set", key, || {
             self.inner.compare_and_set(key, expected, new, ttl)
         })
     }
     fn remove(&self, key: &str) -> Result<bool> {
-        self.call("remove", || self.inner.remove(key))
+        self.call("remove", key, || self.inner.remove(key))
     }
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool> {
-        self.call("touch", || self.inner.touch(key, ttl))
+        self.call("touch", key, || self.inner.touch(key, ttl))
     }
     fn update(&self, key: &str, ttl: Duration, merge: &mut MergeFn<'_>) -> Result<Option<Vec<u8>>> {
-        self.call("update", || self.inner.update(key, ttl, merge))
+        self.call("update", key, || self.inner.update(key, ttl, merge))
     }
     fn replace(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
-        self.call("replace", || self.inner.replace(key, value, ttl))
+        self.call("replace", key, || self.inner.replace(key, value, ttl))
     }
     fn cleanup(&self, batch: usize) -> Result<usize> {
         self.inner.cleanup(batch)

@@ -8,6 +8,9 @@ use fscache::store::{self, Store};
 
 pub struct Subject {
     pub name: &'static str,
+    /// The URL the store was opened with (for child processes).
+    #[allow(dead_code)]
+    pub url: String,
     pub store: Box<dyn Store>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -34,6 +37,7 @@ pub fn subjects() -> Vec<Subject> {
     all.push(Subject {
         name: "file",
         store: store::open(&url).unwrap(),
+        url,
         _dir: Some(dir),
     });
     #[cfg(feature = "sqlite")]
@@ -43,6 +47,7 @@ pub fn subjects() -> Vec<Subject> {
         all.push(Subject {
             name: "sqlite",
             store: store::open(&url).unwrap(),
+            url,
             _dir: Some(dir),
         });
     }
@@ -54,6 +59,7 @@ pub fn subjects() -> Vec<Subject> {
         all.push(Subject {
             name: "cachelib",
             store: store::open(&url).unwrap(),
+            url,
             _dir: Some(dir),
         });
     }
@@ -79,6 +85,7 @@ pub fn subjects() -> Vec<Subject> {
             all.push(Subject {
                 name,
                 store,
+                url,
                 _dir: None,
             });
         }
