@@ -1,7 +1,8 @@
 //! The session demo of `examples/server.rs` on axum, with fscache's own session
 //! layer (`fscache::axum`, feature `axum`) over any fscache store: visit counter,
-//! login with a new session id, cart, and logout that deletes the record and
-//! expires the cookie.
+//! login with a new session id, cart, logout that deletes the record and expires
+//! the cookie, and the user's devices: `GET /devices` lists the logged-in user's
+//! sessions, `POST /logout-others` and `POST /logout-everywhere` end them.
 //!
 //! ```text
 //! cargo run --release -p fscache-web --bin axum-server -- --bind 127.0.0.1:8081
@@ -110,7 +111,7 @@ struct Login {
     user: String,
 }
 
-async fn login(session: Session, Form(form): Form<Login>) -> Page<Response> {
+async fn login(session: Session, headers: HeaderMap, Form(form): Form<Login>) -> Page<Response> {
     let user = form.user.trim();
     if user.is_empty() || user.len() > 64 {
         return Ok((StatusCode::BAD_REQUEST, "user must be 1 to 64 bytes\n").into_response());
@@ -118,7 +119,109 @@ async fn login(session: Session, Form(form): Form<Login>) -> Page<Response> {
     // New id on login: a session id seen before login is worthless after it.
     session.regenerate().await?;
     session.insert("user", user).await?;
+    // Into the user's index, for "your devices" and "log out everywhere".
+    session
+        .set_user(user, Some(&device_label(&headers)))
+        .await?;
     Ok(Redirect::to("/").into_response())
+}
+
+/// A short label for a "your devices" list: "Firefox on Linux" from a
+/// User-Agent that names them, else the User-Agent's first 80 characters.
+fn device_label(headers: &HeaderMap) -> String {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown browser");
+    const BROWSERS: [(&str, &str); 6] = [
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("HeadlessChrome/", "Headless Chrome"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ];
+    const SYSTEMS: [(&str, &str); 6] = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ];
+    let find = |table: &[(&str, &'static str)]| {
+        table
+            .iter()
+            .find(|(needle, _)| agent.contains(needle))
+            .map(|&(_, name)| name)
+    };
+    match (find(&BROWSERS), find(&SYSTEMS)) {
+        (Some(browser), Some(system)) => format!("{browser} on {system}"),
+        (Some(browser), None) => browser.to_owned(),
+        _ => agent.chars().take(80).collect(),
+    }
+}
+
+/// `GET /devices`: the logged-in user's sessions, `{"sessions": [...]}`, the
+/// requesting one with `"current": true`.
+async fn devices(session: Session) -> Page<Response> {
+    if session.user().await?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let list: Vec<_> = session
+        .user_sessions()
+        .await?
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.handle,
+                "created": d.created_ms,
+                "last_seen": d.last_seen_ms,
+                "label": d.label,
+                "current": d.current,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "sessions": list })).into_response())
+}
+
+fn not_logged_in() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({ "error": "not logged in" })),
+    )
+        .into_response()
+}
+
+/// A browser's form post goes back to the page; an API client gets JSON.
+fn ended(headers: &HeaderMap, n: usize) -> Response {
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if html {
+        Redirect::to("/").into_response()
+    } else {
+        Json(serde_json::json!({ "ended": n })).into_response()
+    }
+}
+
+/// `POST /logout-others`: ends the user's other sessions; this one stays.
+async fn logout_others(session: Session, headers: HeaderMap) -> Page<Response> {
+    if session.user().await?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let n = session.end_other_sessions().await?;
+    Ok(ended(&headers, n))
+}
+
+/// `POST /logout-everywhere`: ends all the user's sessions, this one too.
+async fn logout_everywhere(session: Session, headers: HeaderMap) -> Page<Response> {
+    if session.user().await?.is_none() {
+        return Ok(not_logged_in());
+    }
+    let n = session.end_all_sessions().await?;
+    Ok(ended(&headers, n))
 }
 
 async fn me(session: Session) -> Page<Response> {
@@ -189,7 +292,10 @@ background:#f4f7f9;cursor:pointer}input{font:inherit;padding:.25rem .5rem}";
 fn page(app: &App, visits: u64, user: Option<&str>, cart: &Cart) -> String {
     let who = match user {
         Some(u) => format!(
-            "<p>Logged in as <b>{}</b>.</p><form method=post action=/logout><button>Log out</button></form>",
+            "<p>Logged in as <b>{}</b>.</p><form method=post action=/logout><button>Log out</button></form>\
+             <form method=post action=/logout-others><button>Log out other devices</button></form>\
+             <form method=post action=/logout-everywhere><button>Log out everywhere</button></form>\
+             <p><a href=/devices>Your devices</a></p>",
             escape(u)
         ),
         None => "<form method=post action=/login><input name=user placeholder=name aria-label=name> <button>Log in</button></form>".into(),
@@ -310,6 +416,9 @@ async fn main() {
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/logout", post(logout))
+        .route("/devices", get(devices))
+        .route("/logout-others", post(logout_others))
+        .route("/logout-everywhere", post(logout_everywhere))
         .route("/cart", get(cart))
         .route("/cart/clear", post(cart_clear))
         .route("/cart/add/{item}", post(cart_add))

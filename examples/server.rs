@@ -569,8 +569,10 @@ fn same_origin(origin: Option<&str>, referer: Option<&str>, host: &str, https: b
 /// The methods each path answers, for 405's `Allow`; `None`: no such path.
 fn allowed(path: &str) -> Option<&'static str> {
     match path {
-        "/" | "/me" | "/cart" => Some("GET, HEAD"),
-        "/login" | "/logout" | "/cart/clear" => Some("POST"),
+        "/" | "/me" | "/cart" | "/devices" => Some("GET, HEAD"),
+        "/login" | "/logout" | "/cart/clear" | "/logout-others" | "/logout-everywhere" => {
+            Some("POST")
+        }
         p if p.starts_with("/cart/add/") => Some("POST"),
         _ => None,
     }
@@ -641,10 +643,16 @@ fn handle(site: &Site, request: &Request, body: &[u8]) -> fscache::Result<Reply>
     let page_view = method == Method::Get && !after_post;
     let route_method = if as_get { Method::Get } else { method.clone() };
     let client_visits = cookie_header.as_deref().and_then(visits_cookie);
+    let user_agent = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("User-Agent"))
+        .map(|h| h.value.as_str());
     let request_info = RequestInfo {
         page_view,
         client_visits,
         body,
+        label: device_label(user_agent.unwrap_or("unknown browser")),
     };
     let response = route(site, &route_method, &url, &request_info, &mut session)?;
     let response = if browser && method == Method::Post && response.status_code().0 == 200 {
@@ -672,6 +680,55 @@ struct RequestInfo<'a> {
     /// The `visits` cookie of an anonymous visitor.
     client_visits: Option<u64>,
     body: &'a [u8],
+    /// What "your devices" calls this browser (from its User-Agent).
+    label: String,
+}
+
+/// A short label for a "your devices" list: "Firefox on Linux" from a
+/// User-Agent that names them, else the User-Agent's first 80 characters.
+fn device_label(agent: &str) -> String {
+    const BROWSERS: [(&str, &str); 6] = [
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("HeadlessChrome/", "Headless Chrome"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ];
+    const SYSTEMS: [(&str, &str); 6] = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ];
+    let find = |table: &[(&str, &'static str)]| {
+        table
+            .iter()
+            .find(|(needle, _)| agent.contains(needle))
+            .map(|&(_, name)| name)
+    };
+    match (find(&BROWSERS), find(&SYSTEMS)) {
+        (Some(browser), Some(system)) => format!("{browser} on {system}"),
+        (Some(browser), None) => browser.to_owned(),
+        _ => agent.chars().take(80).collect(),
+    }
+}
+
+/// The answer of the devices routes in Flask mode: Flask-Session's records are
+/// written by Flask code, which keeps no per-user index.
+fn no_index_in_flask_mode() -> Reply {
+    json(
+        501,
+        &serde_json::json!({
+            "error": "not in Flask mode: Flask-Session keeps no per-user index of sessions"
+        }),
+    )
+}
+
+fn not_logged_in() -> Reply {
+    json(401, &serde_json::json!({ "error": "not logged in" }))
 }
 
 /// The visit count an anonymous visitor carries in a `visits` cookie of its own.
@@ -752,8 +809,52 @@ fn route(
             // New id on login: a session id seen before login is worthless after it.
             session.regenerate()?;
             session.insert("user", user)?;
+            // Into the user's index, for "your devices" and "log out everywhere"
+            // (not in Flask mode, whose records Flask code writes without one).
+            if !site.flask {
+                session.set_user(user, Some(&req.label))?;
+            }
             seed_visits(session, req.client_visits)?;
             redirect("/?after=post")
+        }
+        (Method::Get, "/devices") => {
+            if site.flask {
+                return Ok(no_index_in_flask_mode());
+            }
+            let Some(user) = session.user().map(str::to_owned) else {
+                return Ok(not_logged_in());
+            };
+            let list: Vec<_> = site
+                .sessions
+                .user_sessions(&user, Some(session))?
+                .into_iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.handle,
+                        "created": d.created_ms,
+                        "last_seen": d.last_seen_ms,
+                        "label": d.label,
+                        "current": d.current,
+                    })
+                })
+                .collect();
+            json(200, &serde_json::json!({ "sessions": list }))
+        }
+        (Method::Post, "/logout-others" | "/logout-everywhere") => {
+            if site.flask {
+                return Ok(no_index_in_flask_mode());
+            }
+            let Some(user) = session.user().map(str::to_owned) else {
+                return Ok(not_logged_in());
+            };
+            let everywhere = url == "/logout-everywhere";
+            let except = (!everywhere).then_some(&*session);
+            let ended = site.sessions.end_user_sessions(&user, except)?;
+            if everywhere {
+                // Its record is gone already; this expires the cookie.
+                session.destroy();
+            }
+            json(200, &serde_json::json!({ "ended": ended }))
         }
         (Method::Get, "/me") => match session.get::<String>("user")? {
             Some(user) => json(200, &serde_json::json!({ "user": user })),
@@ -842,8 +943,15 @@ background:#f4f7f9;cursor:pointer}input{font:inherit;padding:.25rem .5rem}";
 fn page(site: &Site, visits: u64, user: Option<&str>, cart: &Cart) -> String {
     let who = match user {
         Some(u) => format!(
-            "<p>Logged in as <b>{}</b>.</p><form method=post action=/logout><button>Log out</button></form>",
-            escape(u)
+            "<p>Logged in as <b>{}</b>.</p><form method=post action=/logout><button>Log out</button></form>{devices}",
+            escape(u),
+            devices = if site.flask {
+                ""
+            } else {
+                "<form method=post action=/logout-others><button>Log out other devices</button></form>\
+                 <form method=post action=/logout-everywhere><button>Log out everywhere</button></form>\
+                 <p><a href=/devices>Your devices</a></p>"
+            },
         ),
         None => "<form method=post action=/login><input name=user placeholder=name aria-label=name> <button>Log in</button></form>".into(),
     };

@@ -69,7 +69,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::session::{self, SaveOutcome, Sessions};
+use crate::session::{self, SaveOutcome, Sessions, UserSession};
 use crate::store::Store;
 
 /// Where the layer runs its store calls (a session's load and save).
@@ -388,12 +388,33 @@ fn apply(resp: &mut Response, outcome: SaveOutcome) {
     }
 }
 
+/// A call on a user's index (see [`Session::user_sessions`]).
+enum UserCall {
+    List { current: Option<String> },
+    EndOne { handle: String },
+    EndAll { except: Option<String> },
+}
+
+/// What a [`UserCall`] returns.
+enum UserReply {
+    List(Vec<UserSession>),
+    Ended(usize),
+}
+
 /// The layer's shared state with its store type erased, so [`Session`] has none.
 trait Backend: Send + Sync {
     fn load(
         self: Arc<Self>,
         cookie: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<session::Session>> + Send>>;
+
+    fn handle(&self, session: &session::Session) -> Option<String>;
+
+    fn user_call(
+        self: Arc<Self>,
+        user: String,
+        call: UserCall,
+    ) -> Pin<Box<dyn Future<Output = Result<UserReply>> + Send>>;
 }
 
 impl<S: Store + 'static> Backend for Shared<S> {
@@ -403,6 +424,48 @@ impl<S: Store + 'static> Backend for Shared<S> {
     ) -> Pin<Box<dyn Future<Output = Result<session::Session>> + Send>> {
         Box::pin(async move { Shared::load(&self, cookie).await })
     }
+
+    fn handle(&self, session: &session::Session) -> Option<String> {
+        self.sessions.current_handle(Some(session))
+    }
+
+    fn user_call(
+        self: Arc<Self>,
+        user: String,
+        call: UserCall,
+    ) -> Pin<Box<dyn Future<Output = Result<UserReply>> + Send>> {
+        Box::pin(async move {
+            #[cfg(feature = "redis")]
+            if let Some(redis) = self.redis() {
+                let redis = crate::store::redis::AsyncRedis::new(redis, None);
+                return user_call(&self.sessions, &redis, &user, call).await;
+            }
+            self.run(move |sessions| {
+                let calls = crate::store::calls::SyncCalls(sessions.store());
+                crate::store::calls::ready(user_call(sessions, &calls, &user, call))
+            })
+            .await
+        })
+    }
+}
+
+async fn user_call<S: Store, C: crate::store::calls::Calls>(
+    sessions: &Sessions<S>,
+    calls: &C,
+    user: &str,
+    call: UserCall,
+) -> Result<UserReply> {
+    Ok(match call {
+        UserCall::List { current } => {
+            UserReply::List(sessions.user_sessions_with(calls, user, current).await?)
+        }
+        UserCall::EndOne { handle } => UserReply::Ended(usize::from(
+            sessions.end_user_session_with(calls, user, &handle).await?,
+        )),
+        UserCall::EndAll { except } => {
+            UserReply::Ended(sessions.end_user_sessions_with(calls, user, except).await?)
+        }
+    })
 }
 
 struct Handle {
@@ -510,6 +573,101 @@ impl Session {
     /// The load's store errors.
     pub async fn destroy(&self) -> Result<()> {
         self.with(|s| s.destroy()).await
+    }
+
+    /// Ties the session to `user` with an optional `label` (see
+    /// [`session::Session::set_user`]); call it at login, after
+    /// [`regenerate`](Self::regenerate).
+    ///
+    /// # Errors
+    /// The load's store errors; [`Error::Config`] for an empty or overlong user id
+    /// or label.
+    pub async fn set_user(&self, user: &str, label: Option<&str>) -> Result<()> {
+        self.with(|s| s.set_user(user, label)).await?
+    }
+
+    /// The user this session is tied to, if any.
+    ///
+    /// # Errors
+    /// The load's store errors.
+    pub async fn user(&self) -> Result<Option<String>> {
+        self.with(|s| s.user().map(str::to_owned)).await
+    }
+
+    /// The sessions of this session's user ("your devices"), this one marked
+    /// [`current`](UserSession::current); empty when the session is tied to no
+    /// user. See [`Sessions::user_sessions`].
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn user_sessions(&self) -> Result<Vec<UserSession>> {
+        let Some((user, current)) = self.user_and_handle().await? else {
+            return Ok(Vec::new());
+        };
+        match self.user_call(user, UserCall::List { current }).await? {
+            UserReply::List(list) => Ok(list),
+            UserReply::Ended(_) => unreachable!("a list call lists"),
+        }
+    }
+
+    /// Ends one session of this session's user, by the
+    /// [`handle`](UserSession::handle) a listing gave. Whether it was one of the
+    /// user's sessions. See [`Sessions::end_user_session`].
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn end_user_session(&self, handle: &str) -> Result<bool> {
+        let Some((user, _)) = self.user_and_handle().await? else {
+            return Ok(false);
+        };
+        let call = UserCall::EndOne {
+            handle: handle.to_owned(),
+        };
+        Ok(self.ended(self.user_call(user, call).await?) == 1)
+    }
+
+    /// "Log out all other devices": ends every session of this session's user but
+    /// this one; how many. See [`Sessions::end_user_sessions`].
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn end_other_sessions(&self) -> Result<usize> {
+        let Some((user, current)) = self.user_and_handle().await? else {
+            return Ok(0);
+        };
+        let call = UserCall::EndAll { except: current };
+        Ok(self.ended(self.user_call(user, call).await?))
+    }
+
+    /// "Log out everywhere": ends every session of this session's user, this one
+    /// too (its cookie is expired by the response); how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn end_all_sessions(&self) -> Result<usize> {
+        let Some((user, _)) = self.user_and_handle().await? else {
+            return Ok(0);
+        };
+        let ended = self.ended(self.user_call(user, UserCall::EndAll { except: None }).await?);
+        self.destroy().await?;
+        Ok(ended)
+    }
+
+    async fn user_and_handle(&self) -> Result<Option<(String, Option<String>)>> {
+        let backend = Arc::clone(&self.inner.shared);
+        self.with(|s| s.user().map(|u| (u.to_owned(), backend.handle(s))))
+            .await
+    }
+
+    async fn user_call(&self, user: String, call: UserCall) -> Result<UserReply> {
+        Arc::clone(&self.inner.shared).user_call(user, call).await
+    }
+
+    fn ended(&self, reply: UserReply) -> usize {
+        match reply {
+            UserReply::Ended(n) => n,
+            UserReply::List(_) => unreachable!("an end call ends"),
+        }
     }
 
     /// Makes the session permanent (a cookie with `Max-Age`) or not (a browser

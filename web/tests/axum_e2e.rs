@@ -401,3 +401,98 @@ fn cross_site_posts_are_refused_and_pages_carry_the_safety_headers() {
         );
     }
 }
+
+/// Logs `user` in from a client that says it is `agent`; the `id=…` pair.
+fn login_as(a: &Agent, base: &str, user: &str, agent: &str) -> String {
+    let r = a
+        .post(&format!("{base}/login"))
+        .header("User-Agent", agent)
+        .send_form([("user", user)])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "login redirects");
+    pair(&set_cookie(&r).expect("a login sets the cookie"))
+}
+
+fn logged_in(a: &Agent, base: &str, cookie: &str) -> bool {
+    get(a, &format!("{base}/me"), cookie).0 == 200
+}
+
+fn devices_flow(name: &str, url: &str) {
+    let server = start(url);
+    let a = agent();
+    let base = &server.base;
+    let laptop = login_as(&a, base, "ann", "Laptop browser");
+    let phone = login_as(&a, base, "ann", "Phone browser");
+    let bob = login_as(&a, base, "bob", "Bob's browser");
+
+    // GET /devices: Ann's two sessions, the asking one marked current.
+    let (status, _, body) = get(&a, &format!("{base}/devices"), &laptop);
+    assert_eq!(status, 200, "{name}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = v["sessions"].as_array().expect("a sessions array");
+    assert_eq!(list.len(), 2, "{name}: {body}");
+    let current: Vec<_> = list.iter().filter(|d| d["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{name}: {body}");
+    assert_eq!(current[0]["label"], "Laptop browser", "{name}");
+    for d in list {
+        assert!(d["created"].as_u64().unwrap() > 0 && d["last_seen"].as_u64().is_some());
+        for c in [&laptop, &phone] {
+            let id = c.strip_prefix("id=").unwrap();
+            assert!(!body.contains(id), "{name}: a cookie shows in /devices");
+        }
+    }
+    // Not logged in: 401.
+    assert_eq!(get(&a, &format!("{base}/devices"), "").0, 401, "{name}");
+    // The page links to it and has both buttons.
+    let (_, _, page) = get(&a, &format!("{base}/"), &laptop);
+    assert!(page.contains("href=/devices") && page.contains("action=/logout-others"));
+
+    // A cross-site post is refused and ends nothing.
+    let r = a
+        .post(&format!("{base}/logout-others"))
+        .header("Cookie", &laptop)
+        .header("Origin", "http://evil.example")
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "{name}");
+    assert!(logged_in(&a, base, &phone), "{name}");
+
+    // Log out the other devices: the phone is out, the laptop and Bob are not.
+    let (status, _, body) = post(&a, &format!("{base}/logout-others"), &laptop, &[]);
+    assert_eq!((status, body.as_str()), (200, r#"{"ended":1}"#), "{name}");
+    assert!(!logged_in(&a, base, &phone), "{name}");
+    assert!(
+        logged_in(&a, base, &laptop) && logged_in(&a, base, &bob),
+        "{name}"
+    );
+    let (_, _, body) = get(&a, &format!("{base}/devices"), &laptop);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{name}: {body}"
+    );
+
+    // Log out everywhere from a new phone login: both of Ann's sessions end, this
+    // one's cookie is expired, Bob stays.
+    let phone = login_as(&a, base, "ann", "Phone browser");
+    let (status, sc, body) = post(&a, &format!("{base}/logout-everywhere"), &phone, &[]);
+    assert_eq!((status, body.as_str()), (200, r#"{"ended":2}"#), "{name}");
+    assert!(sc.is_some_and(|c| c.contains("Max-Age=0")), "{name}");
+    assert!(
+        !logged_in(&a, base, &phone) && !logged_in(&a, base, &laptop),
+        "{name}"
+    );
+    assert!(logged_in(&a, base, &bob), "{name}");
+}
+
+#[test]
+fn your_devices_and_log_out_everywhere_on_every_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("sessions").display());
+    for (name, url) in common::store_urls(&url) {
+        devices_flow(&name, &url);
+    }
+}

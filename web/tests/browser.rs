@@ -102,79 +102,118 @@ impl Driver {
     }
 }
 
+/// The axum example and ChromeDriver, running; browsers are opened on demand.
+struct Setup {
+    site: String,
+    root: String,
+    chromium: String,
+    agent: Agent,
+    profiles: Vec<tempfile::TempDir>,
+    _tmp: tempfile::TempDir,
+    _driver: Kill,
+    _server: Kill,
+}
+
+impl Setup {
+    /// `None` (a skip; a failure under CI) without chromium and chromedriver.
+    fn start() -> Option<Setup> {
+        let (Ok(chromium), Ok(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+            common::cannot_run(
+                "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+            );
+            return None;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let store = format!("file://{}", tmp.path().join("sessions").display());
+        let mut server = Command::new(env!("CARGO_BIN_EXE_axum-server"))
+            .args(["--bind", "127.0.0.1:0", "--store", &store])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let server = Kill(server);
+        let site = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+
+        let port = free_port();
+        let driver_proc = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let driver = Kill(driver_proc);
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let root = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while agent.get(&format!("{root}/status")).call().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Setup {
+            site,
+            root,
+            chromium,
+            agent,
+            profiles: Vec::new(),
+            _tmp: tmp,
+            _driver: driver,
+            _server: server,
+        })
+    }
+
+    /// A new browser with a profile of its own (its own cookies).
+    fn browser(&mut self) -> Driver {
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": self.chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=900,700",
+                         format!("--user-data-dir={}", profile.path().display())],
+            }
+        }}});
+        self.profiles.push(profile);
+        let mut resp = self
+            .agent
+            .post(&format!("{}/session", self.root))
+            .send_json(caps)
+            .unwrap();
+        let v: Value = resp.body_mut().read_json().unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_owned();
+        Driver {
+            agent: self.agent.clone(),
+            base: format!("{}/session/{session}", self.root),
+        }
+    }
+}
+
 #[test]
 fn a_person_logs_in_fills_the_cart_and_logs_out_in_chromium() {
-    let (Ok(chromium), Ok(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        return common::cannot_run(
-            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
-        );
+    let Some(mut setup) = Setup::start() else {
+        return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", tmp.path().join("sessions").display());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_axum-server"))
-        .args(["--bind", "127.0.0.1:0", "--store", &store])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Kill(server);
-    let site = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-
-    let port = free_port();
-    let driver_proc = Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _driver_proc = Kill(driver_proc);
-    let agent: Agent = Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let root = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while agent.get(&format!("{root}/status")).call().is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let caps = json!({"capabilities": {"alwaysMatch": {
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     "--window-size=900,700",
-                     format!("--user-data-dir={}", profile.path().display())],
-        }
-    }}});
-    let mut resp = agent
-        .post(&format!("{root}/session"))
-        .send_json(caps)
-        .unwrap();
-    let v: Value = resp.body_mut().read_json().unwrap();
-    let session = v["value"]["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
-        .to_owned();
-    let d = Driver {
-        agent,
-        base: format!("{root}/session/{session}"),
-    };
-
+    let d = setup.browser();
+    let site = setup.site.clone();
     d.call("POST", "/url", Some(json!({"url": format!("{site}/")})));
     let t = d.wait_text("the login form", |t| t.contains("visited this page 1 time"));
     assert!(!t.contains("Logged in as"), "{t}");
@@ -266,4 +305,72 @@ fn decode_base64(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+impl Driver {
+    fn open(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn log_in(&self, site: &str, name: &str) {
+        self.open(&format!("{site}/"));
+        let input = self.find("input[name=user]");
+        self.call(
+            "POST",
+            &format!("/element/{input}/value"),
+            Some(json!({"text": name})),
+        );
+        self.click("form[action='/login'] button");
+        self.wait_text("the user's name", |t| {
+            t.contains(&format!("Logged in as {name}"))
+        });
+    }
+}
+
+#[test]
+fn log_out_other_devices_and_everywhere_with_two_browsers() {
+    let Some(mut setup) = Setup::start() else {
+        return;
+    };
+    let site = setup.site.clone();
+    let (laptop, phone) = (setup.browser(), setup.browser());
+    laptop.log_in(&site, "Ann");
+    phone.log_in(&site, "Ann");
+
+    // The laptop follows the page's link to its devices: two, itself the current one.
+    laptop.open(&format!("{site}/"));
+    laptop.click("a[href='/devices']");
+    let t = laptop.wait_text("the devices", |t| t.contains("sessions"));
+    let v: Value = serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"));
+    let list = v["sessions"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{t}");
+    assert_eq!(
+        list.iter().filter(|d| d["current"] == true).count(),
+        1,
+        "{t}"
+    );
+    assert!(
+        list.iter()
+            .all(|d| d["label"] == "Headless Chrome on Linux"),
+        "{t}"
+    );
+
+    // "Log out other devices" on the laptop: the phone's next page is logged out.
+    laptop.open(&format!("{site}/"));
+    laptop.click("form[action='/logout-others'] button");
+    laptop.wait_text("the page again", |t| t.contains("Logged in as Ann"));
+    phone.open(&format!("{site}/"));
+    let t = phone.wait_text("the login form", |t| !t.contains("Logged in as"));
+    assert!(t.contains("visited this page"), "{t}");
+    laptop.open(&format!("{site}/"));
+    laptop.wait_text("still logged in", |t| t.contains("Logged in as Ann"));
+
+    // The phone logs in again and logs out everywhere: both are logged out.
+    phone.log_in(&site, "Ann");
+    phone.click("form[action='/logout-everywhere'] button");
+    phone.wait_text("the login form", |t| !t.contains("Logged in as"));
+    laptop.open(&format!("{site}/"));
+    laptop.wait_text("the laptop logged out", |t| !t.contains("Logged in as"));
+    laptop.call("DELETE", "", None);
+    phone.call("DELETE", "", None);
 }
