@@ -37,7 +37,7 @@ LAYERS = [
     (5, ["store::calls", "store::pool", "store::builder", "store::tls", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),
     (6, ["session::id", "session::config", "session", "session::users"]),
-    (7, ["adapters::tower", "adapters::actix", "adapters::axum", "adapters"]),
+    (7, ["adapters::users", "adapters::tower", "adapters::actix", "adapters::axum", "adapters"]),
     (8, ["lib"]),
 ]
 

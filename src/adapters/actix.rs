@@ -47,7 +47,13 @@ use std::time::Duration;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 
+use actix_session::Session;
+
+use super::users::{self, Marker, Plan, USER_KEY};
 use super::{blocking, ttl_at_least_1ms};
+use crate::session::UserSession;
+use crate::session::users::{Reader, Seen};
+use crate::store::calls::{SyncCalls, ready};
 use crate::store::hashed_key;
 use crate::store::{Merge, Store};
 
@@ -148,6 +154,176 @@ fn new_key() -> Result<SessionKey, crate::Error> {
     SessionKey::try_from(id).map_err(|e| crate::Error::callback(std::io::Error::other(e.to_string())))
 }
 
+/// The marker of a session tied to a user ([`set_user`]), if any.
+fn marker_of(state: &SessionState) -> Option<Marker> {
+    serde_json::from_str(state.get(USER_KEY)?).ok()
+}
+
+fn marker_json(marker: &Marker) -> crate::Result<String> {
+    serde_json::to_string(marker).map_err(|e| crate::Error::Serialize {
+        key: USER_KEY.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// Reads a stored actix-session state for the user index.
+struct ActixReader;
+
+impl Reader for ActixReader {
+    fn seen(&self, bytes: &[u8]) -> Option<Seen> {
+        if bytes == TOMBSTONE {
+            return None;
+        }
+        let state = serde_json::from_slice::<SessionState>(bytes).ok()?;
+        let marker = marker_of(&state)?;
+        Some(Seen {
+            user: Some(marker.user),
+            label: marker.label,
+            created: marker.created,
+            last_seen: marker.seen.max(marker.created),
+        })
+    }
+}
+
+fn session_error(e: impl std::fmt::Display) -> crate::Error {
+    crate::Error::callback(std::io::Error::other(e.to_string()))
+}
+
+/// Ties an actix-session session to `user` (your app's user id) with an optional
+/// short `label`, for [`ActixStore::user_sessions`] and "log out everywhere".
+/// Call it at login, after `session.renew()`. The marker lives in the session
+/// under [`USER_KEY`] (`"fscache.user"`); the store adds the session to the
+/// user's index when it saves it.
+///
+/// # Errors
+/// [`crate::Error::Config`] for an empty or overlong user id or label.
+pub fn set_user(session: &Session, user: &str, label: Option<&str>) -> crate::Result<()> {
+    let mut marker = Marker::new(user, label)?;
+    // A login again on a session keeps its place in the index (and is refused
+    // if that session was ended meanwhile).
+    marker.indexed = marker_in(session).and_then(|m| m.indexed);
+    session.insert(USER_KEY, &marker).map_err(session_error)
+}
+
+/// The user an actix-session session is tied to ([`set_user`]), if any.
+pub fn user(session: &Session) -> Option<String> {
+    marker_in(session).map(|m| m.user)
+}
+
+fn marker_in(session: &Session) -> Option<Marker> {
+    session.get::<Marker>(USER_KEY).ok()?
+}
+
+impl<S: Store + ?Sized + 'static> ActixStore<S> {
+    /// Saves a new state tied to a user: the index first, then the state, then a
+    /// read of the index (see [`crate::session::Sessions::user_sessions`]). A
+    /// session that was ended gets a key that names nothing.
+    async fn save_marked(
+        &self,
+        mut state: SessionState,
+        marker: Marker,
+        ttl: Duration,
+    ) -> crate::Result<SessionKey> {
+        let prefix = Arc::clone(&self.prefix);
+        let key = blocking(&self.store, move |s| {
+            let mut marker = marker;
+            for _ in 0..SAVE_ATTEMPTS {
+                let session_key = new_key()?;
+                let key = hashed_key(&prefix, session_key.as_ref());
+                let handle = key[prefix.len()..].to_owned();
+                let index = users::index(&prefix, ttl, &ActixReader);
+                let confirm = match users::before_write(s, &index, &mut marker, &handle, ttl)? {
+                    Plan::Refused => {
+                        log::info!("fscache: a login of an ended session was refused");
+                        return Ok(session_key);
+                    }
+                    Plan::Write { confirm } => confirm,
+                };
+                state.insert(USER_KEY.to_owned(), marker_json(&marker)?);
+                let bytes = serde_json::to_vec(&state).map_err(|e| crate::Error::Serialize {
+                    key: "<actix-session state>".to_owned(),
+                    source: e.into(),
+                })?;
+                if s.insert(&key, &bytes, ttl)? {
+                    if confirm {
+                        users::confirm(s, &index, &marker.user, &handle)?;
+                    }
+                    return Ok(session_key);
+                }
+            }
+            Err(crate::Error::Conflict {
+                key: "<new actix-session state>".to_owned(),
+                attempts: SAVE_ATTEMPTS as u32,
+            })
+        })
+        .await?;
+        Ok(key)
+    }
+
+    /// The sessions of the user `session` is tied to ([`set_user`]), `session`
+    /// itself marked [`current`](UserSession::current); empty when it is tied to
+    /// no user. See [`crate::session::Sessions::user_sessions`].
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn user_sessions(&self, session: &Session) -> crate::Result<Vec<UserSession>> {
+        let Some(marker) = marker_in(session) else {
+            return Ok(Vec::new());
+        };
+        let prefix = Arc::clone(&self.prefix);
+        blocking(&self.store, move |s| {
+            let index = users::index(&prefix, Duration::ZERO, &ActixReader);
+            ready(index.list(&SyncCalls(s), &marker.user, marker.indexed))
+        })
+        .await
+    }
+
+    /// "Log out all other devices": ends every session of `session`'s user but
+    /// `session`; how many.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn end_other_sessions(&self, session: &Session) -> crate::Result<usize> {
+        let Some(marker) = marker_in(session) else {
+            return Ok(0);
+        };
+        let prefix = Arc::clone(&self.prefix);
+        blocking(&self.store, move |s| {
+            let index = users::index(&prefix, Duration::ZERO, &ActixReader);
+            ready(index.end_all(&SyncCalls(s), &marker.user, marker.indexed))
+        })
+        .await
+    }
+
+    /// "Log out everywhere": ends every session of `user`; how many (call
+    /// `session.purge()` to expire the requesting one's cookie too).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn end_user_sessions(&self, user: &str) -> crate::Result<usize> {
+        let (prefix, user) = (Arc::clone(&self.prefix), user.to_owned());
+        blocking(&self.store, move |s| {
+            let index = users::index(&prefix, Duration::ZERO, &ActixReader);
+            ready(index.end_all(&SyncCalls(s), &user, None))
+        })
+        .await
+    }
+
+    /// Ends one of `user`'s sessions by the [`handle`](UserSession::handle) a
+    /// listing gave; whether it was one of theirs.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn end_user_session(&self, user: &str, handle: &str) -> crate::Result<bool> {
+        let (prefix, user, handle) = (Arc::clone(&self.prefix), user.to_owned(), handle.to_owned());
+        blocking(&self.store, move |s| {
+            let index = users::index(&prefix, Duration::ZERO, &ActixReader);
+            ready(index.end_one(&SyncCalls(s), &user, &handle))
+        })
+        .await
+    }
+}
+
 impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
         let key = self.store_key(session_key.as_ref());
@@ -169,6 +345,12 @@ impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
     }
 
     async fn save(&self, state: SessionState, ttl: &time::Duration) -> Result<SessionKey, SaveError> {
+        if let Some(marker) = marker_of(&state) {
+            return self
+                .save_marked(state, marker, std_ttl(ttl))
+                .await
+                .map_err(|e| SaveError::Other(other(e)));
+        }
         let bytes = serde_json::to_vec(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         let ttl = std_ttl(ttl);
         for _ in 0..SAVE_ATTEMPTS {
@@ -193,19 +375,47 @@ impl<S: Store + ?Sized + 'static> SessionStore for ActixStore<S> {
         state: SessionState,
         ttl: &time::Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let bytes = serde_json::to_vec(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         let key = self.store_key(session_key.as_ref());
         let std = std_ttl(ttl);
+        let prefix = Arc::clone(&self.prefix);
+        let marked = marker_of(&state);
+        let state_in = state.clone();
         let stored = blocking(&self.store, move |s| {
+            let mut state = state_in;
+            // A session tied to a user: the index first (see `save_marked`).
+            let mut confirm = None;
+            if let Some(mut marker) = marked {
+                let handle = key[prefix.len()..].to_owned();
+                let index = users::index(&prefix, std, &ActixReader);
+                match users::before_write(s, &index, &mut marker, &handle, std)? {
+                    Plan::Refused => return Ok(Some(TOMBSTONE.to_vec())),
+                    Plan::Write { confirm: true } => confirm = Some((marker.user.clone(), handle)),
+                    Plan::Write { confirm: false } => {}
+                }
+                state.insert(USER_KEY.to_owned(), marker_json(&marker)?);
+            }
+            let bytes = serde_json::to_vec(&state).map_err(|e| crate::Error::Serialize {
+                key: "<actix-session state>".to_owned(),
+                source: e.into(),
+            })?;
             // Only over a live state: a deleted session (a tombstone) is not brought
             // back, under its old key or a new one.
-            s.update(&key, std, &mut |current| {
+            let stored = s.update(&key, std, &mut |current| {
                 Ok(match current {
                     Some(t) if t == TOMBSTONE => Merge::Keep,
                     Some(_) => Merge::Put(bytes.clone()),
                     None => Merge::Keep,
                 })
-            })
+            })?;
+            if let (Some((user, handle)), Some(v)) = (confirm, &stored)
+                && v != TOMBSTONE
+            {
+                let index = users::index(&prefix, std, &ActixReader);
+                if !users::confirm(s, &index, &user, &handle)? {
+                    return Ok(Some(TOMBSTONE.to_vec()));
+                }
+            }
+            Ok(stored)
         })
         .await
         .map_err(|e| UpdateError::Other(other(e)))?;

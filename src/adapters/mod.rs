@@ -8,6 +8,8 @@ pub mod actix;
 pub mod axum;
 #[cfg(feature = "tower-sessions")]
 pub mod tower;
+#[cfg(any(feature = "tower-sessions", feature = "actix"))]
+pub(crate) mod users;
 
 #[cfg(any(feature = "tower-sessions", feature = "actix"))]
 pub(crate) use store_calls::{blocking, ttl_at_least_1ms};

@@ -52,7 +52,7 @@
 
 mod config;
 mod id;
-mod users;
+pub(crate) mod users;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -834,7 +834,7 @@ impl<S: Store> Sessions<S> {
                 // A logout leaves the user's index (record first: a crash between
                 // leaves an entry with no session, which listings drop).
                 if let Some(user) = &session.untied {
-                    self.index_logout(calls, user, &self.handle(old)).await?;
+                    self.users().index_logout(calls, user, &self.handle(old)).await?;
                 }
                 session.stored_id = None;
                 session.version = None;

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Record, Session, Sessions};
+use super::{Session, Sessions};
 use crate::error::{Error, Result};
 use crate::store::calls::{self, Calls, SyncCalls};
 use crate::store::{Merge, Store};
@@ -173,7 +173,7 @@ impl Index {
 }
 
 /// What [`Sessions::index_add`] did.
-pub(super) enum Added {
+pub(crate) enum Added {
     Indexed,
     /// The key, or the key it replaces, was ended: the session must not be stored.
     Refused,
@@ -183,6 +183,26 @@ pub(super) enum Added {
 enum Which<'a> {
     One(&'a str),
     All { except: Option<&'a str> },
+}
+
+/// [`Error::Config`] for a user id or label [`Session::set_user`] refuses.
+pub(crate) fn check_user(user: &str, label: Option<&str>) -> Result<()> {
+    let bad = |message: String| Err(Error::Config { message });
+    if user.is_empty() || user.len() > MAX_USER_LEN {
+        return bad(format!(
+            "a session's user id must be 1 to {MAX_USER_LEN} bytes, not {}",
+            user.len()
+        ));
+    }
+    if let Some(label) = label
+        && label.len() > MAX_LABEL_LEN
+    {
+        return bad(format!(
+            "a session's label must be at most {MAX_LABEL_LEN} bytes, not {}",
+            label.len()
+        ));
+    }
+    Ok(())
 }
 
 impl Session {
@@ -227,21 +247,7 @@ impl Session {
     /// # }
     /// ```
     pub fn set_user(&mut self, user: &str, label: Option<&str>) -> Result<()> {
-        let bad = |message: String| Err(Error::Config { message });
-        if user.is_empty() || user.len() > MAX_USER_LEN {
-            return bad(format!(
-                "a session's user id must be 1 to {MAX_USER_LEN} bytes, not {}",
-                user.len()
-            ));
-        }
-        if let Some(label) = label
-            && label.len() > MAX_LABEL_LEN
-        {
-            return bad(format!(
-                "a session's label must be at most {MAX_LABEL_LEN} bytes, not {}",
-                label.len()
-            ));
-        }
+        check_user(user, label)?;
         if let Some(previous) = self.user.take().filter(|p| p != user) {
             // Another user logs in on this session: it leaves the first one's index.
             self.untied = Some(previous);
@@ -267,36 +273,109 @@ impl Session {
     }
 }
 
-impl<S: Store> Sessions<S> {
+/// What the index knows of a stored session record.
+pub(crate) struct Seen {
+    pub(crate) user: Option<String>,
+    pub(crate) label: Option<String>,
+    pub(crate) created: u64,
+    pub(crate) last_seen: u64,
+}
+
+/// Reads a stored session record for the index.
+pub(crate) trait Reader: Sync {
+    /// The record's [`Seen`], if it is a live session.
+    fn seen(&self, bytes: &[u8]) -> Option<Seen>;
+}
+
+/// The user index of one session layer (fscache's own sessions, or an adapter's
+/// records): its key prefix, the index's time to live, the time now and how to
+/// read its records.
+pub(crate) struct UserIndex<'a> {
+    pub(crate) prefix: &'a str,
+    pub(crate) ttl: Duration,
+    pub(crate) now: u64,
+    pub(crate) read: &'a dyn Reader,
+}
+
+impl UserIndex<'_> {
     fn user_key(&self, user: &str) -> String {
-        crate::store::hashed_key(&format!("{}user:", self.config.key_prefix), user)
+        crate::store::hashed_key(&format!("{}user:", self.prefix), user)
     }
 
-    /// The handle of the session with id `id`.
-    pub(super) fn handle(&self, id: &str) -> String {
-        let key = self.store_key(id);
-        key[self.config.key_prefix.len()..].to_owned()
+    /// The live sessions of `user`, most recently seen first, `current` marked;
+    /// entries whose session is gone are dropped from the index on the way.
+    pub(crate) async fn list<C: Calls>(
+        &self,
+        calls: &C,
+        user: &str,
+        current: Option<String>,
+    ) -> Result<Vec<UserSession>> {
+        let Some(stored) = calls.load(&self.user_key(user)).await? else {
+            return Ok(Vec::new());
+        };
+        let index = Index::decode(Some(&stored.value));
+        let mut list = Vec::new();
+        let mut dead = Vec::new();
+        for e in index.live {
+            match self.load_handle(calls, &e.h).await? {
+                Some(seen) if seen.user.as_deref() == Some(user) => list.push(UserSession {
+                    current: current.as_deref() == Some(e.h.as_str()),
+                    handle: e.h,
+                    created_ms: seen.created,
+                    last_seen_ms: seen.last_seen,
+                    label: seen.label,
+                }),
+                _ => dead.push(e.h),
+            }
+        }
+        if !dead.is_empty() {
+            self.index_drop(calls, user, &dead).await?;
+        }
+        list.sort_by_key(|d| std::cmp::Reverse(d.last_seen_ms));
+        Ok(list)
     }
 
-    fn handle_key(&self, handle: &str) -> String {
-        format!("{}{handle}", self.config.key_prefix)
+    /// Ends the session `handle` names, if the index lists it for `user`.
+    pub(crate) async fn end_one<C: Calls>(
+        &self,
+        calls: &C,
+        user: &str,
+        handle: &str,
+    ) -> Result<bool> {
+        let valid = handle.len() == 64 && handle.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Ok(false);
+        }
+        Ok(!self.index_end(calls, user, Which::One(handle)).await?.is_empty())
     }
 
-    /// How long a user's index lives after its last write: longer than any of the
-    /// user's sessions can (each session that writes its record renews it once per
-    /// tenth of the lifetime, see `Sessions::renew_index`).
-    pub(super) fn index_ttl(&self) -> Duration {
-        self.config.lifetime + self.config.lifetime / 10 + ENDED_GRACE
+    /// Ends all of `user`'s sessions but `except`; how many.
+    pub(crate) async fn end_all<C: Calls>(
+        &self,
+        calls: &C,
+        user: &str,
+        except: Option<String>,
+    ) -> Result<usize> {
+        let which = Which::All {
+            except: except.as_deref(),
+        };
+        Ok(self.index_end(calls, user, which).await?.len())
     }
 
-    /// Whether a session tied to a user should renew its index's expiry now.
-    pub(super) fn index_renewal_due(&self, stamp: u64) -> bool {
-        let every = (self.config.lifetime.as_millis() as u64 / 10).max(1);
-        self.now().saturating_sub(stamp) >= every
+    pub(crate) fn handle_key(&self, handle: &str) -> String {
+        format!("{}{handle}", self.prefix)
+    }
+
+    fn index_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn now(&self) -> u64 {
+        self.now
     }
 
     /// Adds (or re-adds) `handle` to `user`'s index, replacing `prev`.
-    pub(super) async fn index_add<C: Calls>(
+    pub(crate) async fn index_add<C: Calls>(
         &self,
         calls: &C,
         user: &str,
@@ -370,129 +449,21 @@ impl<S: Store> Sessions<S> {
         Ok(Added::Indexed)
     }
 
-    /// The index step of a save, before the record is written: a login (a new or
-    /// regenerated session tied to a user, or `set_user` on a stored one) joins
-    /// the index, or is refused when its key or the key it replaces was ended (the
-    /// session is then destroyed: a logout stays a logout); a session that writes
-    /// its record renews the index's expiry once per tenth of the lifetime.
-    pub(super) async fn index_before_write<C: Calls>(
-        &self,
-        calls: &C,
-        session: &mut Session,
-    ) -> Result<()> {
-        if session.destroyed || session.pending_index.is_some() || self.ttl(session).is_none() {
-            return Ok(());
-        }
-        let Some(user) = session.user.clone() else {
-            return Ok(());
-        };
-        let now = self.now();
-        let label = session.label.clone();
-        let added = match session.stored_id.clone() {
-            None if session.modified => {
-                let handle = self.handle(&session.id);
-                let prev = session.retired_id.as_deref().map(|id| self.handle(id));
-                let entry = (handle.as_str(), prev.as_deref(), session.created, label.as_deref());
-                let added = self.index_add(calls, &user, entry).await?;
-                if matches!(added, Added::Indexed) {
-                    session.pending_index = Some(handle);
-                }
-                added
-            }
-            Some(id) if session.user_changed => {
-                let handle = self.handle(&id);
-                let entry = (handle.as_str(), None, session.created, label.as_deref());
-                let added = self.index_add(calls, &user, entry).await?;
-                if matches!(added, Added::Indexed) {
-                    session.pending_index = Some(handle);
-                }
-                added
-            }
-            Some(id)
-                if (session.modified || self.refresh_due(session))
-                    && self.index_renewal_due(session.indexed) =>
-            {
-                let handle = self.handle(&id);
-                self.renew_index(calls, &user, &handle, session.created, label.as_deref())
-                    .await?
-            }
-            _ => return Ok(()),
-        };
-        match added {
-            Added::Indexed => session.indexed = now,
-            Added::Refused => {
-                log::info!(
-                    "fscache: a request of an ended session tried to log in again or \
-                     regenerate its id; refused, the session stays ended"
-                );
-                session.destroy();
-            }
-        }
-        Ok(())
-    }
-
-    /// The index step after the record was written: a session untied from a user
-    /// leaves that user's index; a login reads the index once more and is undone
-    /// (`false`, the record removed) if the session was ended in between.
-    pub(super) async fn confirm_index<C: Calls>(
-        &self,
-        calls: &C,
-        session: &mut Session,
-    ) -> Result<bool> {
-        if let Some(old) = session.untied.clone() {
-            if let Some(id) = session.stored_id.clone() {
-                self.index_untie(calls, &old, &self.handle(&id)).await?;
-            }
-            session.untied = None;
-        }
-        let (Some(handle), Some(user)) = (session.pending_index.clone(), session.user.clone())
-        else {
-            session.pending_index = None;
-            return Ok(true);
-        };
-        let id = session.stored_id.clone().unwrap_or_else(|| session.id.clone());
-        let now_handle = self.handle(&id);
-        if now_handle != handle {
-            // The insert drew another id (the first was taken): index that one.
-            let entry = (
-                now_handle.as_str(),
-                Some(handle.as_str()),
-                session.created,
-                session.label.as_deref(),
-            );
-            if matches!(self.index_add(calls, &user, entry).await?, Added::Refused) {
-                calls.remove(&self.handle_key(&now_handle)).await?;
-                session.pending_index = None;
-                return Ok(false);
-            }
-            session.pending_index = Some(now_handle.clone());
-        }
-        if self.index_ended(calls, &user, &now_handle).await? {
-            calls.remove(&self.handle_key(&now_handle)).await?;
-            session.pending_index = None;
-            return Ok(false);
-        }
-        session.pending_index = None;
-        Ok(true)
-    }
-
     /// Whether the record of `handle` is a live session.
-    async fn is_live<C: Calls>(&self, calls: &C, handle: &str) -> Result<bool> {
+    pub(crate) async fn is_live<C: Calls>(&self, calls: &C, handle: &str) -> Result<bool> {
         Ok(self.load_handle(calls, handle).await?.is_some())
     }
 
-    async fn load_handle<C: Calls>(&self, calls: &C, handle: &str) -> Result<Option<Record>> {
+    pub(crate) async fn load_handle<C: Calls>(&self, calls: &C, handle: &str) -> Result<Option<Seen>> {
         let Some(stored) = calls.load(&self.handle_key(handle)).await? else {
             return Ok(None);
         };
-        Ok(self
-            .decode_record(&stored.value)
-            .filter(|r| !self.past_absolute_lifetime(r.created)))
+        Ok(self.read.seen(&stored.value))
     }
 
     /// Drops the entries of `dead` handles (sessions found gone) from the index,
     /// unless they were written within [`SETTLE_MS`] (a login still writing).
-    async fn index_drop<C: Calls>(&self, calls: &C, user: &str, dead: &[String]) -> Result<()> {
+    pub(crate) async fn index_drop<C: Calls>(&self, calls: &C, user: &str, dead: &[String]) -> Result<()> {
         let now = self.now();
         let mut merge = |current: Option<&[u8]>| {
             let Some(bytes) = current else {
@@ -516,7 +487,7 @@ impl<S: Store> Sessions<S> {
     }
 
     /// Whether `handle` was ended (read after a login wrote its record).
-    pub(super) async fn index_ended<C: Calls>(
+    pub(crate) async fn index_ended<C: Calls>(
         &self,
         calls: &C,
         user: &str,
@@ -529,7 +500,7 @@ impl<S: Store> Sessions<S> {
     }
 
     /// Renews the expiry of `user`'s index; re-adds `handle` if the index is gone.
-    pub(super) async fn renew_index<C: Calls>(
+    pub(crate) async fn renew_index<C: Calls>(
         &self,
         calls: &C,
         user: &str,
@@ -598,7 +569,7 @@ impl<S: Store> Sessions<S> {
     /// Takes `handle` out of `user`'s index, the session going on untied (a
     /// `clear`, or `set_user` with another user): ending the user's sessions
     /// leaves it alone.
-    async fn index_untie<C: Calls>(&self, calls: &C, user: &str, handle: &str) -> Result<()> {
+    pub(crate) async fn index_untie<C: Calls>(&self, calls: &C, user: &str, handle: &str) -> Result<()> {
         let now = self.now();
         let mut merge = |current: Option<&[u8]>| {
             let Some(bytes) = current else {
@@ -620,7 +591,7 @@ impl<S: Store> Sessions<S> {
     }
 
     /// Takes the handle `handle` out of `user`'s index after a logout.
-    pub(super) async fn index_logout<C: Calls>(
+    pub(crate) async fn index_logout<C: Calls>(
         &self,
         calls: &C,
         user: &str,
@@ -628,6 +599,160 @@ impl<S: Store> Sessions<S> {
     ) -> Result<()> {
         self.index_end(calls, user, Which::One(handle)).await?;
         Ok(())
+    }
+}
+
+impl<S: Store> Sessions<S> {
+    /// The user index of these sessions.
+    pub(super) fn users(&self) -> UserIndex<'_> {
+        UserIndex {
+            prefix: &self.config.key_prefix,
+            ttl: self.index_ttl(),
+            now: self.now(),
+            read: self,
+        }
+    }
+
+    /// How long a user's index lives after its last write: longer than any of the
+    /// user's sessions can (each session that writes its record renews it once per
+    /// tenth of the lifetime, see `Sessions::renew_index`).
+    pub(super) fn index_ttl(&self) -> Duration {
+        self.config.lifetime + self.config.lifetime / 10 + ENDED_GRACE
+    }
+
+}
+
+impl<S: Store> Reader for Sessions<S> {
+    fn seen(&self, bytes: &[u8]) -> Option<Seen> {
+        self.decode_record(bytes)
+            .filter(|r| !self.past_absolute_lifetime(r.created))
+            .map(|r| Seen {
+                last_seen: r.touched.max(r.created),
+                created: r.created,
+                user: r.user,
+                label: r.label,
+            })
+    }
+}
+
+impl<S: Store> Sessions<S> {
+
+    /// The handle of the session with id `id`.
+    pub(super) fn handle(&self, id: &str) -> String {
+        let key = self.store_key(id);
+        key[self.config.key_prefix.len()..].to_owned()
+    }
+
+    /// Whether a session tied to a user should renew its index's expiry now.
+    pub(super) fn index_renewal_due(&self, stamp: u64) -> bool {
+        let every = (self.config.lifetime.as_millis() as u64 / 10).max(1);
+        self.now().saturating_sub(stamp) >= every
+    }
+
+    /// The index step of a save, before the record is written: a login (a new or
+    /// regenerated session tied to a user, or `set_user` on a stored one) joins
+    /// the index, or is refused when its key or the key it replaces was ended (the
+    /// session is then destroyed: a logout stays a logout); a session that writes
+    /// its record renews the index's expiry once per tenth of the lifetime.
+    pub(super) async fn index_before_write<C: Calls>(
+        &self,
+        calls: &C,
+        session: &mut Session,
+    ) -> Result<()> {
+        if session.destroyed || session.pending_index.is_some() || self.ttl(session).is_none() {
+            return Ok(());
+        }
+        let Some(user) = session.user.clone() else {
+            return Ok(());
+        };
+        let now = self.now();
+        let label = session.label.clone();
+        let added = match session.stored_id.clone() {
+            None if session.modified => {
+                let handle = self.handle(&session.id);
+                let prev = session.retired_id.as_deref().map(|id| self.handle(id));
+                let entry = (handle.as_str(), prev.as_deref(), session.created, label.as_deref());
+                let added = self.users().index_add(calls, &user, entry).await?;
+                if matches!(added, Added::Indexed) {
+                    session.pending_index = Some(handle);
+                }
+                added
+            }
+            Some(id) if session.user_changed => {
+                let handle = self.handle(&id);
+                let entry = (handle.as_str(), None, session.created, label.as_deref());
+                let added = self.users().index_add(calls, &user, entry).await?;
+                if matches!(added, Added::Indexed) {
+                    session.pending_index = Some(handle);
+                }
+                added
+            }
+            Some(id)
+                if (session.modified || self.refresh_due(session))
+                    && self.index_renewal_due(session.indexed) =>
+            {
+                let handle = self.handle(&id);
+                self.users().renew_index(calls, &user, &handle, session.created, label.as_deref())
+                    .await?
+            }
+            _ => return Ok(()),
+        };
+        match added {
+            Added::Indexed => session.indexed = now,
+            Added::Refused => {
+                log::info!(
+                    "fscache: a request of an ended session tried to log in again or \
+                     regenerate its id; refused, the session stays ended"
+                );
+                session.destroy();
+            }
+        }
+        Ok(())
+    }
+
+    /// The index step after the record was written: a session untied from a user
+    /// leaves that user's index; a login reads the index once more and is undone
+    /// (`false`, the record removed) if the session was ended in between.
+    pub(super) async fn confirm_index<C: Calls>(
+        &self,
+        calls: &C,
+        session: &mut Session,
+    ) -> Result<bool> {
+        if let Some(old) = session.untied.clone() {
+            if let Some(id) = session.stored_id.clone() {
+                self.users().index_untie(calls, &old, &self.handle(&id)).await?;
+            }
+            session.untied = None;
+        }
+        let (Some(handle), Some(user)) = (session.pending_index.clone(), session.user.clone())
+        else {
+            session.pending_index = None;
+            return Ok(true);
+        };
+        let id = session.stored_id.clone().unwrap_or_else(|| session.id.clone());
+        let now_handle = self.handle(&id);
+        if now_handle != handle {
+            // The insert drew another id (the first was taken): index that one.
+            let entry = (
+                now_handle.as_str(),
+                Some(handle.as_str()),
+                session.created,
+                session.label.as_deref(),
+            );
+            if matches!(self.users().index_add(calls, &user, entry).await?, Added::Refused) {
+                calls.remove(&self.users().handle_key(&now_handle)).await?;
+                session.pending_index = None;
+                return Ok(false);
+            }
+            session.pending_index = Some(now_handle.clone());
+        }
+        if self.users().index_ended(calls, &user, &now_handle).await? {
+            calls.remove(&self.users().handle_key(&now_handle)).await?;
+            session.pending_index = None;
+            return Ok(false);
+        }
+        session.pending_index = None;
+        Ok(true)
     }
 
     /// The live sessions of `user`, most recently seen first; `current` (the
@@ -655,29 +780,7 @@ impl<S: Store> Sessions<S> {
         user: &str,
         current: Option<String>,
     ) -> Result<Vec<UserSession>> {
-        let Some(stored) = calls.load(&self.user_key(user)).await? else {
-            return Ok(Vec::new());
-        };
-        let index = Index::decode(Some(&stored.value));
-        let mut list = Vec::new();
-        let mut dead = Vec::new();
-        for e in index.live {
-            match self.load_handle(calls, &e.h).await? {
-                Some(record) if record.user.as_deref() == Some(user) => list.push(UserSession {
-                    current: current.as_deref() == Some(e.h.as_str()),
-                    handle: e.h,
-                    created_ms: record.created,
-                    last_seen_ms: record.touched.max(record.created),
-                    label: record.label,
-                }),
-                _ => dead.push(e.h),
-            }
-        }
-        if !dead.is_empty() {
-            self.index_drop(calls, user, &dead).await?;
-        }
-        list.sort_by_key(|d| std::cmp::Reverse(d.last_seen_ms));
-        Ok(list)
+        self.users().list(calls, user, current).await
     }
 
     /// Ends one of `user`'s sessions, by the handle [`user_sessions`](Self::user_sessions)
@@ -697,11 +800,7 @@ impl<S: Store> Sessions<S> {
         user: &str,
         handle: &str,
     ) -> Result<bool> {
-        let valid = handle.len() == 64 && handle.bytes().all(|b| b.is_ascii_hexdigit());
-        if !valid {
-            return Ok(false);
-        }
-        Ok(!self.index_end(calls, user, Which::One(handle)).await?.is_empty())
+        self.users().end_one(calls, user, handle).await
     }
 
     /// Ends all of `user`'s sessions, except `except` (the requesting session, for
@@ -725,9 +824,6 @@ impl<S: Store> Sessions<S> {
         user: &str,
         except: Option<String>,
     ) -> Result<usize> {
-        let which = Which::All {
-            except: except.as_deref(),
-        };
-        Ok(self.index_end(calls, user, which).await?.len())
+        self.users().end_all(calls, user, except).await
     }
 }
