@@ -96,6 +96,77 @@ fn round_trip(c: &mut Criterion) {
     );
 }
 
+/// What the per-user index costs ("your devices", "log out everywhere"): a login
+/// and logout without and with it, a listing of 3 sessions, and ending 1,000
+/// sessions of one user.
+fn user_index(c: &mut Criterion) {
+    let dir = bench_dir();
+    let store = FileSystemCache::builder(dir.path())
+        .threshold(0)
+        .open()
+        .unwrap();
+    let sessions = Sessions::new(
+        store,
+        SessionConfig::default().signing_keys(["bench secret"]),
+    )
+    .unwrap();
+    let login = |user: Option<&str>| {
+        let mut s = sessions.load(None).unwrap();
+        s.regenerate().unwrap();
+        s.insert("user_id", &4242u64).unwrap();
+        if let Some(user) = user {
+            s.set_user(user, Some("Firefox on Linux")).unwrap();
+        }
+        sessions.save(&mut s).unwrap();
+        s
+    };
+    let mut group = c.benchmark_group("user_index");
+    group.bench_function("login+logout (no index)", |b| {
+        b.iter(|| {
+            let mut s = login(None);
+            s.destroy();
+            sessions.save(&mut s).unwrap()
+        })
+    });
+    // 1,000 users with two other live sessions each (a login checks them for
+    // expiry); each iteration logs one of them in and out.
+    let users: Vec<String> = (0..1000).map(|i| format!("u-{i}")).collect();
+    let _others: Vec<_> = users
+        .iter()
+        .flat_map(|u| [login(Some(u)), login(Some(u))])
+        .collect();
+    let mut next = 0;
+    group.bench_function("login+logout (indexed, 2 other devices)", |b| {
+        b.iter(|| {
+            next = (next + 1) % users.len();
+            let mut s = login(Some(&users[next]));
+            s.destroy();
+            sessions.save(&mut s).unwrap()
+        })
+    });
+    let current = login(Some("u-0"));
+    group.bench_function("list 3 sessions", |b| {
+        b.iter(|| {
+            let list = sessions.user_sessions("u-0", Some(&current)).unwrap();
+            assert_eq!(list.len(), 3);
+            list
+        })
+    });
+    group.sample_size(10);
+    group.bench_function("end 1,000 sessions of a user", |b| {
+        b.iter_batched(
+            || {
+                for _ in 0..1000 {
+                    login(Some("u-many"));
+                }
+            },
+            |()| assert_eq!(sessions.end_user_sessions("u-many", None).unwrap(), 1000),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 /// The same round trips on a Flask-Session cachelib directory (pickled records,
 /// itsdangerous-signed ids), beside `bench/compare/flask_sessions.sh`'s Flask-Session.
 #[cfg(feature = "flask")]
@@ -114,5 +185,5 @@ fn flask_round_trip(c: &mut Criterion) {
 #[cfg(not(feature = "flask"))]
 fn flask_round_trip(_: &mut Criterion) {}
 
-criterion_group!(benches, round_trip, flask_round_trip);
+criterion_group!(benches, round_trip, user_index, flask_round_trip);
 criterion_main!(benches);

@@ -561,3 +561,36 @@ fn a_process_killed_in_a_login_leaves_no_listed_ghost() -> TestResult {
         Ok(())
     })
 }
+
+#[test]
+fn the_index_outlives_every_session_that_stays_active() -> TestResult {
+    // A session used every few days for months (its expiry sliding) stays listed
+    // and endable: its saves renew the index's expiry. (File store, manual clock.)
+    let dir = tempfile::tempdir()?;
+    let clock = fscache::ManualClock::new();
+    let store = fscache::FileSystemCache::builder(dir.path())
+        .threshold(0)
+        .clock(clock.clone())
+        .open()?;
+    let lifetime = Duration::from_secs(7 * 86_400);
+    let cfg = SessionConfig::default()
+        .lifetime(lifetime)
+        .clock(clock.clone());
+    let sessions = Sessions::new(store, cfg)?;
+    let cookie = login(&sessions, "laptop")?;
+    for _ in 0..60 {
+        clock.advance(Duration::from_secs(3 * 86_400));
+        let mut s = sessions.load(Some(&cookie))?;
+        assert!(!s.is_new(), "the session slid");
+        s.update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))?;
+        sessions.save(&mut s)?;
+    }
+    assert_eq!(
+        labels(&sessions)?,
+        ["laptop"],
+        "still listed after 180 days"
+    );
+    assert_eq!(sessions.end_user_sessions(USER, None)?, 1);
+    assert!(!live(&sessions, &cookie)?);
+    Ok(())
+}

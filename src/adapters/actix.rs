@@ -49,7 +49,8 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 
 use actix_session::Session;
 
-use super::users::{self, Marker, Plan, USER_KEY};
+pub use super::users::USER_KEY;
+use super::users::{self, Marker, Plan};
 use super::{blocking, ttl_at_least_1ms};
 use crate::session::UserSession;
 use crate::session::users::{Reader, Seen};

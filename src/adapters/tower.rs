@@ -39,7 +39,8 @@ use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use tower_sessions_core::Session;
 
-use super::users::{self, Marker, Plan, USER_KEY};
+pub use super::users::USER_KEY;
+use super::users::{self, Marker, Plan};
 use super::{blocking, ttl_at_least_1ms};
 use crate::session::UserSession;
 use crate::session::users::{Reader, Seen};

@@ -43,10 +43,12 @@ use crate::error::{Error, Result};
 use crate::store::calls::{self, Calls, SyncCalls};
 use crate::store::{Merge, Store};
 
-/// How long an ended session's handle is remembered: a request of that session
-/// still in flight (or retried) within this time cannot bring it back under a new
-/// id. (Plain saves never recreate a removed record at any age.)
-pub const ENDED_GRACE: Duration = Duration::from_secs(3600);
+/// How long an ended session's handle is remembered (10 minutes, as the actix
+/// adapter's tombstones): a request of that session still in flight (or retried)
+/// within this time cannot bring it back under a new id. Plain saves never
+/// recreate a removed record at any age. At most [`MAX_USER_SESSIONS`] handles
+/// per user are remembered.
+pub const ENDED_GRACE: Duration = Duration::from_secs(600);
 
 /// At most this many live sessions per user are indexed. A login past it ends the
 /// user's oldest session, so the index of a user who logs in daily for years
@@ -146,7 +148,7 @@ impl Index {
     fn forget_old(&mut self, now: u64) {
         let grace = ENDED_GRACE.as_millis() as u64;
         self.ended.retain(|e| now.saturating_sub(e.t) < grace);
-        let over = self.ended.len().saturating_sub(2 * MAX_USER_SESSIONS);
+        let over = self.ended.len().saturating_sub(MAX_USER_SESSIONS);
         self.ended.drain(..over);
     }
 
@@ -597,7 +599,21 @@ impl UserIndex<'_> {
         user: &str,
         handle: &str,
     ) -> Result<()> {
-        self.index_end(calls, user, Which::One(handle)).await?;
+        // The session's own record is gone already, and a logged-out session has
+        // no successor: one index update marks it ended.
+        let now = self.now();
+        let mut merge = |current: Option<&[u8]>| {
+            let Some(bytes) = current else {
+                return Ok(Merge::Keep);
+            };
+            let mut index = Index::decode(Some(bytes));
+            index.forget_old(now);
+            index.end(now, |e| e.h == handle);
+            index.encode()
+        };
+        calls
+            .update(&self.user_key(user), self.index_ttl(), &mut merge)
+            .await?;
         Ok(())
     }
 }
