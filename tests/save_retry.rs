@@ -162,13 +162,21 @@ fn a_login_whose_save_failed_still_retires_the_old_id() -> TestResult {
     for subject in subjects() {
         let n = subject.name;
         // Fail the removal of the pre-login id, then the insert of the new one.
-        for ops in [&["remove"][..], &["insert"][..], &["remove", "insert"][..]] {
+        // A remove whose reply was lost (When::After) is the ambiguous case: the
+        // retry finds the old record gone and must take that for its own remove,
+        // not for a concurrent logout.
+        for (ops, when) in [
+            (&["remove"][..], When::Before),
+            (&["insert"][..], When::Before),
+            (&["remove", "insert"][..], When::Before),
+            (&["remove"][..], When::After),
+        ] {
             let s = sessions(&*subject.store, "login")?;
             let c = logged_in(&s)?;
             let mut session = s.load(Some(&c))?;
             session.regenerate()?;
             session.insert("role", &"admin")?;
-            s.store().fail_next(ops.len(), ops, When::Before);
+            s.store().fail_next(ops.len(), ops, when);
             let (outcome, failed) = save_retrying(&s, &mut session);
             assert_eq!(failed, ops.len(), "{n} {ops:?}");
             let new_cookie = cookie(&outcome);
@@ -229,6 +237,46 @@ fn a_dropped_session_after_an_error_loses_only_its_own_changes() -> TestResult {
         let again = s.load(Some(&c))?;
         assert_eq!(again.get::<String>("user")?.as_deref(), Some("ada"), "{n}");
         assert_eq!(again.get::<u32>("cart")?, None, "{n}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_regenerate_racing_a_logout_or_another_login_does_not_bring_the_old_session_back() -> TestResult
+{
+    for subject in subjects() {
+        let n = subject.name;
+        for other in ["logout", "login"] {
+            let s = sessions(&*subject.store, "regen-race")?;
+            let c = logged_in(&s)?;
+            // A request loads the session and will regenerate its id (a privilege
+            // change, a second click on "log in")...
+            let mut late = s.load(Some(&c))?;
+            // ...while another request of the same session logs out, or logs in.
+            let mut first = s.load(Some(&c))?;
+            let first_cookie = if other == "logout" {
+                first.destroy();
+                s.save(&mut first)?;
+                None
+            } else {
+                first.regenerate()?;
+                Some(cookie(&s.save(&mut first)?))
+            };
+            late.regenerate()?;
+            late.insert("role", &"admin")?;
+            let outcome = s.save(&mut late)?;
+            assert_eq!(
+                outcome.set_cookie, None,
+                "{n} {other}: no cookie that could replace the other request's"
+            );
+            assert!(s.load(Some(late.id()))?.is_new(), "{n} {other}: not stored");
+            assert!(s.load(Some(&c))?.is_new(), "{n} {other}");
+            if let Some(first_cookie) = first_cookie {
+                let kept = s.load(Some(&first_cookie))?;
+                assert_eq!(kept.get::<String>("user")?.as_deref(), Some("ada"), "{n}");
+                assert_eq!(kept.get::<String>("role")?, None, "{n}");
+            }
+        }
     }
     Ok(())
 }

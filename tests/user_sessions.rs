@@ -199,9 +199,9 @@ fn a_request_in_flight_when_its_session_ends_never_brings_it_back() -> TestResul
             }
             let outcome = p.s.save(&mut session)?;
             if act >= 1 {
-                // Refused: the response expires the cookie instead of setting one.
-                let set = outcome.set_cookie.as_deref().unwrap_or("");
-                assert!(set.contains("Max-Age=0"), "{what}: {outcome:?}");
+                // Refused, and no Set-Cookie: this answer may arrive after a new
+                // login's, whose cookie must stand.
+                assert_eq!(outcome.set_cookie, None, "{what}");
             }
             assert!(!live(&p.s, &phone)?, "{what}");
             assert!(!live(&p.s, session.id())?, "{what}");
@@ -247,10 +247,7 @@ fn a_login_whose_record_lands_after_log_out_everywhere_is_undone() -> TestResult
         let outcome = p.s.save(&mut session)?;
         p.s.store().before(None);
         assert!(fired.load(Ordering::SeqCst));
-        assert!(
-            outcome.set_cookie.is_none_or(|c| c.contains("Max-Age=0")),
-            "no live cookie for an ended login"
-        );
+        assert_eq!(outcome.set_cookie, None, "no cookie for an ended login");
         assert!(!live(&p.s, session.id())?);
         assert!(!live(&p.s, &laptop)?);
         assert!(labels(&p.s)?.is_empty());

@@ -170,6 +170,8 @@ pub struct Session {
     version: Option<Version>,
     /// An id to delete on save (after `regenerate`).
     retired_id: Option<String>,
+    /// A remove of `retired_id` failed: it may have happened (see `save_with`).
+    retire_unsure: bool,
     /// The client sent a cookie of this name (so an empty or destroyed session must
     /// expire it).
     had_cookie: bool,
@@ -657,6 +659,7 @@ impl<S: Store> Sessions<S> {
             stored_id: Some(id.to_owned()),
             version: Some(stored.version),
             retired_id: None,
+            retire_unsure: false,
             had_cookie: true,
             data: record.data,
             changes: Vec::new(),
@@ -685,6 +688,7 @@ impl<S: Store> Sessions<S> {
             stored_id: None,
             version: None,
             retired_id: None,
+            retire_unsure: false,
             had_cookie: false,
             data: BTreeMap::new(),
             changes: Vec::new(),
@@ -760,6 +764,11 @@ impl<S: Store> Sessions<S> {
     ///   keys both keep their changes; the same key: last writer wins, except through
     ///   [`Session::update`], which is replayed. A session destroyed by a concurrent
     ///   request stays destroyed.
+    /// - A [`Session::regenerate`]d session is stored under its new id after the old
+    ///   id's record is removed; if another request removed that record meanwhile (a
+    ///   logout, or a login of the same session), nothing is stored and no cookie is
+    ///   sent, so a logout is not undone by a request that regenerates after it, and
+    ///   of two concurrent logins the first one's cookie stands.
     ///
     /// # Retrying
     /// `save` may be retried after an error: the `Session` keeps everything a save
@@ -823,9 +832,29 @@ impl<S: Store> Sessions<S> {
         // on it returned Ok, so a save that failed can be retried with the same
         // Session and does what the first attempt did not finish.
         self.index_before_write(calls, session).await?;
-        if let Some(old) = &session.retired_id {
-            calls.remove(&self.store_key(old)).await?;
+        if let Some(old) = session.retired_id.clone() {
+            let existed = match calls.remove(&self.store_key(&old)).await {
+                Ok(existed) => existed,
+                Err(e) => {
+                    // The remove may have happened and only its reply been lost:
+                    // a retry that finds the record gone cannot tell it from a
+                    // concurrent logout, and takes it for this save's own remove.
+                    session.retire_unsure = true;
+                    return Err(e);
+                }
+            };
             session.retired_id = None;
+            if !existed && !session.retire_unsure && !session.destroyed {
+                // The session this request regenerated was destroyed (a logout),
+                // regenerated (a login) or expired by another request meanwhile: its
+                // data must not come back under a new id. No Set-Cookie either: this
+                // answer may arrive after that request's, whose cookie must stand.
+                log::info!(
+                    "fscache: a regenerate of a session that another request ended \
+                     meanwhile was not stored"
+                );
+                return self.gone(session, false, vary_cookie);
+            }
         }
         let Some(ttl) = self.ttl(session).filter(|_| !session.destroyed) else {
             // Destroyed, or past its absolute lifetime.
@@ -885,7 +914,7 @@ impl<S: Store> Sessions<S> {
             session.had_cookie = true;
             reset(session);
             if !self.confirm_index(calls, session).await? {
-                return self.gone(session, true, vary_cookie);
+                return self.gone(session, false, vary_cookie);
             }
             return outcome(Some(self.cookie(session, ttl)));
         };
@@ -899,7 +928,7 @@ impl<S: Store> Sessions<S> {
             if session.pending_index.is_some() {
                 // A retry after the read that follows a login's write failed.
                 if !self.confirm_index(calls, session).await? {
-                    return self.gone(session, true, vary_cookie);
+                    return self.gone(session, false, vary_cookie);
                 }
                 return outcome(Some(self.cookie(session, ttl)));
             }
@@ -999,7 +1028,7 @@ impl<S: Store> Sessions<S> {
                 session.indexed = record.indexed;
                 reset(session);
                 if !self.confirm_index(calls, session).await? {
-                    return self.gone(session, true, vary_cookie);
+                    return self.gone(session, false, vary_cookie);
                 }
                 outcome(resend.then(|| self.cookie(session, ttl)))
             }

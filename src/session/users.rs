@@ -721,6 +721,8 @@ impl<S: Store> Sessions<S> {
                      regenerate its id; refused, the session stays ended"
                 );
                 session.destroy();
+                // No Set-Cookie: this answer may arrive after a new login's.
+                session.had_cookie = false;
             }
         }
         Ok(())
