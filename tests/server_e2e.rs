@@ -129,13 +129,20 @@ impl Reply {
     }
 }
 
+/// How many session records the directory holds (entry files, less the per-user
+/// index records under `session:user:`, which logins write and keep for 10
+/// minutes after the last logout; checked against the files themselves).
 fn entry_count(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
+    let files: usize = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().len() == 2 && e.path().is_dir())
         .map(|shard| std::fs::read_dir(shard.path()).unwrap().count())
-        .sum()
+        .sum();
+    let cache = fscache::FileSystemCache::builder(dir).open_existing().unwrap();
+    let keys: Vec<String> = cache.keys().map(|k| k.unwrap()).collect();
+    assert_eq!(keys.len(), files, "every entry file is a readable entry");
+    keys.iter().filter(|k| !k.starts_with("session:user:")).count()
 }
 
 #[test]
