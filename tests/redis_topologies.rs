@@ -299,13 +299,15 @@ fn lost(store: &dyn Store, acked: &[String]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(20);
     acked
         .iter()
-        .filter(|k| loop {
-            match store.load(k) {
-                Ok(found) => break found.is_none(),
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    thread::sleep(Duration::from_millis(100));
+        .filter(|k| {
+            loop {
+                match store.load(k) {
+                    Ok(found) => break found.is_none(),
+                    Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => panic!("reads work after the failover: {e:?}"),
                 }
-                Err(e) => panic!("reads work after the failover: {e:?}"),
             }
         })
         .count()

@@ -139,10 +139,14 @@ fn entry_count(dir: &Path) -> usize {
         .filter(|e| e.file_name().len() == 2 && e.path().is_dir())
         .map(|shard| std::fs::read_dir(shard.path()).unwrap().count())
         .sum();
-    let cache = fscache::FileSystemCache::builder(dir).open_existing().unwrap();
+    let cache = fscache::FileSystemCache::builder(dir)
+        .open_existing()
+        .unwrap();
     let keys: Vec<String> = cache.keys().map(|k| k.unwrap()).collect();
     assert_eq!(keys.len(), files, "every entry file is a readable entry");
-    keys.iter().filter(|k| !k.starts_with("session:user:")).count()
+    keys.iter()
+        .filter(|k| !k.starts_with("session:user:"))
+        .count()
 }
 
 #[test]
