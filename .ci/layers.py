@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # of equal rank only if listed in SAME_LAYER_ORDER below it.
 LAYERS = [
     # leaves, usable by everyone
-    (0, ["error", "clock", "hooks"]),
+    (0, ["error", "clock", "hooks", "merge"]),
     # disk format and OS calls, bottom up
     (1, ["disk::fork", "disk::entry", "disk::sys", "disk::layout", "disk::counter", "disk::lock", "disk"]),
     # engine, bottom up
@@ -32,7 +32,7 @@ LAYERS = [
     (3, ["finite", "codec", "flask::value", "flask::pickle", "flask::msgpack", "flask::signer",
          "flask::cookie", "flask"]),
     # facade
-    (4, ["options", "inspect", "cache"]),
+    (4, ["options", "inspect", "cache::typed", "cache::bytes", "cache::tools", "cache"]),
     # the Store trait and its backends; the URL opener knows every backend
     (5, ["store::calls", "store::pool", "store::builder", "store::tls", "store::file", "store::cachelib", "store::redis", "store::postgres", "store::sqlite",
          "store::memcached", "store::url", "store"]),

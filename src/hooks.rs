@@ -2,10 +2,16 @@
 //! are about (a `set` landing between `add`'s check and its commit, a `delete` while
 //! an eviction has the entry moved aside, a cleanup step that fails) on every run instead of
 //! hoping a stress loop hits them. Unarmed, a point costs one relaxed atomic load.
+//!
+//! Only with the `test-hooks` feature (the crate's own tests turn it on through a
+//! dev-dependency on itself): in every other build a point is an empty inline
+//! function and nothing of this module is public.
 
 use std::io;
 use std::path::Path;
+#[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "test-hooks")]
 use std::sync::{Arc, RwLock};
 
 /// Where a hook runs.
@@ -33,11 +39,15 @@ pub enum Point {
     InsertOverTombstone,
 }
 
+#[cfg(feature = "test-hooks")]
 type Hook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
 
+#[cfg(feature = "test-hooks")]
 static ARMED: AtomicBool = AtomicBool::new(false);
+#[cfg(feature = "test-hooks")]
 static HOOKS: RwLock<Vec<(Point, Hook)>> = RwLock::new(Vec::new());
 
+#[cfg(feature = "test-hooks")]
 /// Runs `f(cache_dir)` at `point` in every cache of this process until
 /// [`clear_hooks`]. Tests filter on the directory they own.
 pub fn set_hook(point: Point, f: impl Fn(&Path) -> io::Result<()> + Send + Sync + 'static) {
@@ -47,6 +57,7 @@ pub fn set_hook(point: Point, f: impl Fn(&Path) -> io::Result<()> + Send + Sync 
     ARMED.store(true, Ordering::SeqCst);
 }
 
+#[cfg(feature = "test-hooks")]
 /// Removes every hook.
 pub fn clear_hooks() {
     let mut hooks = HOOKS.write().unwrap_or_else(|p| p.into_inner());
@@ -55,6 +66,7 @@ pub fn clear_hooks() {
 }
 
 /// Runs the hook at `point`, if any.
+#[cfg(feature = "test-hooks")]
 pub(crate) fn run(point: Point, dir: &Path) -> io::Result<()> {
     if !ARMED.load(Ordering::Relaxed) {
         return Ok(());
@@ -70,4 +82,11 @@ pub(crate) fn run(point: Point, dir: &Path) -> io::Result<()> {
         Some(h) => h(dir),
         None => Ok(()),
     }
+}
+
+/// Without the `test-hooks` feature a point does nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn run(_point: Point, _dir: &Path) -> io::Result<()> {
+    Ok(())
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use sha2::Digest as _;
 
 use super::{MergeFn, Store, Version, Versioned};
-use crate::cache::Merge;
+use crate::merge::Merge;
 use crate::clock::{Clock, SystemClock};
 use crate::disk::sys::{self, Root};
 use crate::error::{Error, Result};

@@ -72,7 +72,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-pub use crate::cache::Merge;
+pub use crate::merge::Merge;
 
 /// A store URL with every secret in it replaced by `***`, for logs, error messages
 /// and pages: the password of `USER:PASSWORD@` (in every host list form), any
