@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 /// Where a hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub enum Point {
     /// In `add`, after it found the key absent and wrote its temp file, before the
     /// commit (the stripe lock is held).

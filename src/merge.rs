@@ -2,7 +2,7 @@
 //! and every [`Store`](crate::Store): a leaf, so neither defines it for the other.
 
 /// What a read-merge-write does with the stored value: see
-/// [`FileSystemCache::update_bytes`] and [`Store::update`](crate::Store::update).
+/// [`FileSystemCache::update_bytes`](crate::FileSystemCache::update_bytes) and [`Store::update`](crate::Store::update).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Merge {
     /// Write nothing; the stored value (or its absence) stays.

@@ -1,6 +1,8 @@
 //! The bytes API and the per-key operations that take no value type.
 
 use crate::error::Result;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::merge::Merge;
 use crate::options::Ttl;
 

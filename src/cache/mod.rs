@@ -22,6 +22,8 @@ use serde::Serialize;
 use crate::codec;
 use crate::engine::{Codec, Engine, RenameMode};
 use crate::error::Result;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::options::{FileSystemCacheBuilder, Ttl, expires_at};
 
 /// A cache of serde values (or raw bytes) in a directory, one file per key.

@@ -2,6 +2,8 @@
 
 use crate::engine::{Keys, PruneReport};
 use crate::error::Result;
+#[cfg(doc)]
+use crate::error::Error;
 
 use super::FileSystemCache;
 
