@@ -10,7 +10,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use common::faulty::{Faulty, When};
@@ -259,7 +259,7 @@ fn a_login_whose_record_lands_after_log_out_everywhere_is_undone() -> TestResult
 fn a_login_between_the_steps_of_log_out_everywhere_is_ended() -> TestResult {
     each("end-steps", |p| {
         let laptop = login(&p.s, "laptop")?;
-        let phone = Arc::new(std::sync::Mutex::new(String::new()));
+        let phone = Arc::new(Mutex::new(String::new()));
         // The records are removed; before the index marks them ended, the phone
         // logs in on another server.
         let (other, slot) = (p.other.clone(), phone.clone());
@@ -270,7 +270,6 @@ fn a_login_between_the_steps_of_log_out_everywhere_is_ended() -> TestResult {
         p.s.store().before(None);
         assert!(fired.load(Ordering::SeqCst));
         let phone = phone.lock().unwrap().clone();
-        assert!(live(&p.other, &phone).is_ok());
         assert!(
             !live(&p.s, &phone)?,
             "the phone that joined meanwhile is ended"
@@ -590,4 +589,32 @@ fn the_index_outlives_every_session_that_stays_active() -> TestResult {
     assert_eq!(sessions.end_user_sessions(USER, None)?, 1);
     assert!(!live(&sessions, &cookie)?);
     Ok(())
+}
+
+#[test]
+fn requests_between_login_and_logout_make_no_index_call() -> TestResult {
+    // The README's cost claim: after the login, a session's requests (reads,
+    // changes, counter bumps) touch only its own record until the index renewal
+    // is due (a tenth of the lifetime, 60 s here).
+    each("no-index-calls", |p| {
+        let cookie = login(&p.s, "laptop")?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, part) = (seen.clone(), user_key_part());
+        p.s.store().before(Some(Box::new(move |op, key| {
+            if key.contains(&part) {
+                log.lock().unwrap().push(op);
+            }
+        })));
+        for i in 0..10 {
+            let mut s = p.s.load(Some(&cookie))?;
+            assert_eq!(s.user(), Some(USER));
+            s.insert("page", &i)?;
+            s.update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1))?;
+            p.s.save(&mut s)?;
+        }
+        p.s.store().before(None);
+        let seen = seen.lock().unwrap();
+        assert!(seen.is_empty(), "index calls: {seen:?}");
+        Ok(())
+    })
 }

@@ -463,20 +463,21 @@ impl UserIndex<'_> {
         Ok(self.read.seen(&stored.value))
     }
 
-    /// Drops the entries of `dead` handles (sessions found gone) from the index,
-    /// unless they were written within [`SETTLE_MS`] (a login still writing).
-    pub(crate) async fn index_drop<C: Calls>(&self, calls: &C, user: &str, dead: &[String]) -> Result<()> {
+    /// Changes an existing index with `f` (which says whether it changed
+    /// anything); nothing is written when it did not, or when there is no index.
+    async fn edit<C: Calls>(
+        &self,
+        calls: &C,
+        user: &str,
+        mut f: impl FnMut(&mut Index) -> bool + Send,
+    ) -> Result<()> {
         let now = self.now();
         let mut merge = |current: Option<&[u8]>| {
             let Some(bytes) = current else {
                 return Ok(Merge::Keep);
             };
             let mut index = Index::decode(Some(bytes));
-            let before = index.live.len();
-            index
-                .live
-                .retain(|e| !dead.contains(&e.h) || now.saturating_sub(e.a) < SETTLE_MS);
-            if index.live.len() == before {
+            if !f(&mut index) {
                 return Ok(Merge::Keep);
             }
             index.forget_old(now);
@@ -486,6 +487,20 @@ impl UserIndex<'_> {
             .update(&self.user_key(user), self.index_ttl(), &mut merge)
             .await?;
         Ok(())
+    }
+
+    /// Drops the entries of `dead` handles (sessions found gone) from the index,
+    /// unless they were written within [`SETTLE_MS`] (a login still writing).
+    pub(crate) async fn index_drop<C: Calls>(&self, calls: &C, user: &str, dead: &[String]) -> Result<()> {
+        let now = self.now();
+        self.edit(calls, user, |index| {
+            let before = index.live.len();
+            index
+                .live
+                .retain(|e| !dead.contains(&e.h) || now.saturating_sub(e.a) < SETTLE_MS);
+            index.live.len() != before
+        })
+        .await
     }
 
     /// Whether `handle` was ended (read after a login wrote its record).
@@ -572,49 +587,26 @@ impl UserIndex<'_> {
     /// `clear`, or `set_user` with another user): ending the user's sessions
     /// leaves it alone.
     pub(crate) async fn index_untie<C: Calls>(&self, calls: &C, user: &str, handle: &str) -> Result<()> {
-        let now = self.now();
-        let mut merge = |current: Option<&[u8]>| {
-            let Some(bytes) = current else {
-                return Ok(Merge::Keep);
-            };
-            let mut index = Index::decode(Some(bytes));
+        self.edit(calls, user, |index| {
             let before = index.live.len();
             index.live.retain(|e| e.h != handle);
-            if index.live.len() == before {
-                return Ok(Merge::Keep);
-            }
-            index.forget_old(now);
-            index.encode()
-        };
-        calls
-            .update(&self.user_key(user), self.index_ttl(), &mut merge)
-            .await?;
-        Ok(())
+            index.live.len() != before
+        })
+        .await
     }
 
-    /// Takes the handle `handle` out of `user`'s index after a logout.
+    /// Marks `handle` ended in `user`'s index after a logout: the session's own
+    /// record is gone already, and a logged-out session has no successor, so one
+    /// index update does it.
     pub(crate) async fn index_logout<C: Calls>(
         &self,
         calls: &C,
         user: &str,
         handle: &str,
     ) -> Result<()> {
-        // The session's own record is gone already, and a logged-out session has
-        // no successor: one index update marks it ended.
         let now = self.now();
-        let mut merge = |current: Option<&[u8]>| {
-            let Some(bytes) = current else {
-                return Ok(Merge::Keep);
-            };
-            let mut index = Index::decode(Some(bytes));
-            index.forget_old(now);
-            index.end(now, |e| e.h == handle);
-            index.encode()
-        };
-        calls
-            .update(&self.user_key(user), self.index_ttl(), &mut merge)
-            .await?;
-        Ok(())
+        self.edit(calls, user, |index| !index.end(now, |e| e.h == handle).is_empty())
+            .await
     }
 }
 
@@ -675,7 +667,12 @@ impl<S: Store> Sessions<S> {
         calls: &C,
         session: &mut Session,
     ) -> Result<()> {
-        if session.destroyed || session.pending_index.is_some() || self.ttl(session).is_none() {
+        // Most saves: no user, or nothing for the index to do.
+        if session.user.is_none()
+            || session.destroyed
+            || session.pending_index.is_some()
+            || self.ttl(session).is_none()
+        {
             return Ok(());
         }
         let Some(user) = session.user.clone() else {
@@ -742,8 +739,10 @@ impl<S: Store> Sessions<S> {
             }
             session.untied = None;
         }
-        let (Some(handle), Some(user)) = (session.pending_index.clone(), session.user.clone())
-        else {
+        let Some(handle) = session.pending_index.clone() else {
+            return Ok(true);
+        };
+        let Some(user) = session.user.clone() else {
             session.pending_index = None;
             return Ok(true);
         };
