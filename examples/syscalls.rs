@@ -11,7 +11,8 @@
 //! setup.
 //! Operations: set-new, overwrite, get, miss, has, delete, inc, churn (threshold 1000).
 //! Set `FSCACHE_FSYNC=1` for `Durability::Fsync`, `FSCACHE_EXPIRY_BUDGET=0` to leave out
-//! the automatic expiry step.
+//! the automatic expiry step, `FSCACHE_EXPIRED_ONCE=1` to let one entry expire before
+//! counting (so the expiry steps run: see `FileSystemCacheBuilder::expiry_budget`).
 
 use fscache::FileSystemCache;
 
@@ -72,6 +73,16 @@ fn main() -> fscache::Result<()> {
     // before counting (deleting absent keys touches every stripe).
     for i in 0..2_000 {
         cache.delete(&format!("warm-up-{i}"))?;
+    }
+    if std::env::var_os("FSCACHE_EXPIRED_ONCE").is_some() {
+        // An entry that expired: the shared expiry floor is passed, so the automatic
+        // expiry steps run (and, finding nothing more, space themselves out).
+        cache.set_bytes_with_ttl(
+            "expired-once",
+            &value,
+            fscache::Ttl::After(std::time::Duration::from_millis(1)),
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     eprintln!("fscache-syscalls: begin");
     for k in &keys {

@@ -176,13 +176,29 @@
 //! # Expiry without a threshold
 //!
 //! Expired entries also go when the cache is below its threshold or unbounded
-//! (`threshold(0)`, as for sessions): every 32nd write of a handle runs one step that
-//! reads up to [`expiry_budget`](FileSystemCacheBuilder::expiry_budget) entry headers
-//! (default 8), 64 names or 3 shard directories, and removes the expired and damaged
-//! entries it meets; its cost does not grow with the cache. One walk over the 256
-//! shards takes at most `32 × (N/8 + 86)` writes of a handle (`N` entries: about
-//! `4 × N + 2,750`), and an expired entry goes within two walks (one, unless its
-//! shard was being read when it was written); `tests/bounded.rs` checks this bound.
+//! (`threshold(0)`, as for sessions): now and then a write runs one *expiry step*
+//! that reads up to [`expiry_budget`](FileSystemCacheBuilder::expiry_budget) entry
+//! headers (default 8), 64 names or 9 shard directories, and removes the expired and
+//! damaged entries it meets. While a quarter or more of what the step read was
+//! expired, it reads another round, up to 16 rounds or 2 ms (as Redis's active
+//! expiry does), so the removal keeps up with the writes whatever their mix.
+//!
+//! - **Cadence.** Every 32nd write of a handle at first; a step that finds nothing
+//!   doubles the interval (up to 1,024 writes), one that finds mostly expired entries
+//!   halves it (down to 8).
+//! - **Nothing to find, no step.** A write of an entry with a TTL lowers a shared
+//!   *expiry floor* (the earliest expiry on disk, in the state file); a write runs no
+//!   step while the clock is before it, so a cache whose entries have no TTL, or whose
+//!   TTLs all lie ahead, pays nothing. Only a full [`prune`](FileSystemCache::prune)
+//!   raises the floor again. The floor only decides whether steps look: a read never
+//!   returns an expired entry.
+//! - **Bound.** Under any write mix, about a quarter of the files at most are expired
+//!   ones: under the worst (every write a new key that expires soon) the files on disk
+//!   stay within 2 × the live entries, measured at most 1.6 × (`tests/expiry.rs`).
+//!   200 expired entries went within 56 writes of new keys, 1,000 expired within 144
+//!   overwrites of one key (`tests/bounded.rs`). Where steps had found nothing for a
+//!   long time, the first expired entries are noticed within 1,024 writes.
+//!
 //! [`prune_step`](FileSystemCache::prune_step) runs the same step from a background
 //! thread, and a read removes an expired entry it meets.
 //!
@@ -191,8 +207,8 @@
 //! A `set` of a new key is `openat2` (temp, `O_EXCL`) + `write` + `close` +
 //! `renameat2(RENAME_NOREPLACE)`; an overwrite commits with
 //! `renameat2(RENAME_EXCHANGE)` and unlinks the replaced entry, which keeps the entry
-//! count exact while other processes delete (the expiry step adds about one syscall
-//! per write, amortized). A `get` is `openat2` + `read` ×2 + `close`
+//! count exact while other processes delete (the expiry steps add nothing while no
+//! entry can have expired, and 0.05 syscalls per write, amortized, once one has). A `get` is `openat2` + `read` ×2 + `close`
 //! (no `fstat`: the header declares the length), a miss one failed `openat2`, a
 //! `delete` `flock` + `unlinkat` + `flock` (its stripe lock).
 #![deny(unsafe_code, missing_docs)]

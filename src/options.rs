@@ -78,17 +78,19 @@ impl FileSystemCacheBuilder {
     /// How many entry headers the automatic expiry step reads; 0 turns it off.
     /// Default: 8.
     ///
-    /// Every 32nd write of a handle runs one bounded step (it never waits) that reads
-    /// up to this many headers, 64 names or 3 shard directories and removes the
-    /// expired and damaged entries it meets, so expired entries go even when the cache
-    /// is below its threshold or unbounded — sessions with `threshold(0)` clean up
-    /// after themselves. At the default, one walk over the 256 shards takes at most
-    /// `32 × (N/8 + 86)` writes (`N` entries), and an expired entry goes within two
-    /// walks; the cost is a quarter header read per write: about 1.3 µs, or 10% of a
-    /// `set`, on tmpfs here. The walk keeps up while the cache grows by fewer than
-    /// `budget / 32` entries per write (a session site in steady state grows by none);
-    /// a cache that grows faster is bounded by its threshold instead. A budget of 0
-    /// saves that and leaves expired entries to eviction steps,
+    /// Now and then a write runs one bounded step (it never waits) that reads up to
+    /// this many headers, 64 names or 9 shard directories and removes the expired and
+    /// damaged entries it meets, and reads another such round while a quarter or more
+    /// of what it read was expired (16 rounds or 2 ms at most), so expired entries go
+    /// even when the cache is below its threshold or unbounded — sessions with
+    /// `threshold(0)` clean up after themselves. Steps come every 32 writes of a handle
+    /// at first, every 8 while they find mostly expired entries, up to every 1,024
+    /// while they find none, and not at all while no entry on disk can have expired
+    /// (see the crate docs, "Expiry without a threshold"). Under any write mix the
+    /// files on disk stay within 2 × the live entries. The cost once an entry has
+    /// expired is 0.05 syscalls per write, amortized, in a cache where nothing more
+    /// expires, and grows with what there is to remove. A budget of 0 saves that and
+    /// leaves expired entries to eviction steps,
     /// [`prune_step`](crate::FileSystemCache::prune_step) and
     /// [`prune`](crate::FileSystemCache::prune).
     pub fn expiry_budget(mut self, entries: usize) -> Self {

@@ -68,8 +68,8 @@ impl FileSystemCache {
     /// walker is replaced by a fresh one, a busy stripe skipped.
     ///
     /// Writes already clean up after themselves (an eviction step when a write takes
-    /// the count past the threshold, an expiry step of [`expiry_budget`] headers every
-    /// 32 writes of a handle), so most programs need not call this. Call it in a loop
+    /// the count past the threshold, adaptive expiry steps of [`expiry_budget`] headers
+    /// a round), so most programs need not call this. Call it in a loop
     /// on a background thread to take eviction off the request path: writes then
     /// seldom find the count past the threshold (measured in `benches/churn.rs`
     /// `--pruner`), or from a cron job where writes are rare and expired entries

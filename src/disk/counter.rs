@@ -16,6 +16,12 @@
 //! offset 32  8 bytes  the threshold of the handle opened last, plus one (0: none
 //!                     recorded, as in a file written before this field existed);
 //!                     for tools such as `fscache stats`, never read by the engine
+//! offset 40  8 bytes  earliest expiry, A: Unix ms, i64; no entry on disk expires
+//!                     before it (i64::MAX: none expires; 0: unknown, as in a file
+//!                     written before this field existed)
+//! offset 48  8 bytes  earliest expiry, B: the same, the other of the pair
+//! offset 56  8 bytes  which of A (even) and B (odd) is in force; the other is a full
+//!                     sweep's scratch while it runs (see `SharedState::expiry_floor`)
 //! rest of the page    zero, reserved
 //! ```
 #![allow(unsafe_code)]
@@ -32,6 +38,8 @@ const COUNT_OFFSET: usize = 8;
 const CHANGES_OFFSET: usize = 16;
 const CURSOR_OFFSET: usize = 24;
 const THRESHOLD_OFFSET: usize = 32;
+const FLOOR_OFFSETS: [usize; 2] = [40, 48];
+const FLOOR_EPOCH_OFFSET: usize = 56;
 
 /// A shared mapping of `fscache.state`.
 pub(crate) struct SharedState {
@@ -55,16 +63,23 @@ impl std::fmt::Debug for SharedState {
     }
 }
 
-/// The bytes of a fresh state file holding `count`.
-pub(crate) fn initial_bytes(count: i64) -> Vec<u8> {
+/// The bytes of a fresh state file holding `count`. `empty`: the directory is new,
+/// so no entry expires before anything is written (else the earliest expiry is
+/// unknown until a full sweep).
+pub(crate) fn initial_bytes(count: i64, empty: bool) -> Vec<u8> {
     let mut page = vec![0u8; STATE_LEN];
     page[..8].copy_from_slice(&STATE_MAGIC);
     page[COUNT_OFFSET..COUNT_OFFSET + 8].copy_from_slice(&count.to_ne_bytes());
+    if empty {
+        for at in FLOOR_OFFSETS {
+            page[at..at + 8].copy_from_slice(&i64::MAX.to_ne_bytes());
+        }
+    }
     page
 }
 
-pub(crate) fn write_initial(file: &mut File, count: i64) -> io::Result<()> {
-    file.write_all(&initial_bytes(count))
+pub(crate) fn write_initial(file: &mut File, count: i64, empty: bool) -> io::Result<()> {
+    file.write_all(&initial_bytes(count, empty))
 }
 
 impl SharedState {
@@ -96,7 +111,7 @@ impl SharedState {
     pub(crate) fn repair_in_place(file: &File, count: i64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         file.set_len(STATE_LEN as u64)?;
-        file.write_all_at(&initial_bytes(count), 0)
+        file.write_all_at(&initial_bytes(count, false), 0)
     }
 
     /// Maps an existing state file. Fails with `InvalidData` if it is not one (wrong
@@ -165,6 +180,55 @@ impl SharedState {
             v if v > 0 => usize::try_from(v - 1).ok(),
             _ => None,
         }
+    }
+
+    /// The expiry floor: no entry on disk expires before this time (Unix ms), so an
+    /// expiry step before it would find nothing. 0 when unknown.
+    ///
+    /// Every write of an entry that expires lowers both cells of the pair to its
+    /// expiry ([`note_expiry`](Self::note_expiry)) *after* its rename committed. Only
+    /// a full sweep raises the floor, under the sweep lock: it resets the cell not in
+    /// force to "none" ([`floor_scan_begin`](Self::floor_scan_begin)), reads every
+    /// header, lowers that cell to the earliest live expiry it saw and puts it in
+    /// force ([`floor_scan_end`](Self::floor_scan_end)). A write that committed before
+    /// the reset is on disk when the sweep lists its shard (the sweep sees it); one
+    /// that noted its expiry after the reset lowered the scratch cell too. Either
+    /// way the new floor is no later than any entry on disk.
+    pub(crate) fn expiry_floor(&self) -> u64 {
+        let epoch = self.cell(FLOOR_EPOCH_OFFSET).load(Ordering::Acquire);
+        let v = self.cell(FLOOR_OFFSETS[(epoch & 1) as usize]).load(Ordering::Acquire);
+        v.max(0) as u64
+    }
+
+    /// Lowers the floor to `expires_ms` (an entry that expires was just committed).
+    pub(crate) fn note_expiry(&self, expires_ms: u64) {
+        let v = i64::try_from(expires_ms).unwrap_or(i64::MAX);
+        for at in FLOOR_OFFSETS {
+            let cell = self.cell(at);
+            // Most writes set an expiry later than the floor: a load, no store.
+            if cell.load(Ordering::Relaxed) > v {
+                cell.fetch_min(v, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// A full sweep starts (the caller holds the sweep lock): resets the scratch cell.
+    pub(crate) fn floor_scan_begin(&self) {
+        let epoch = self.cell(FLOOR_EPOCH_OFFSET).load(Ordering::Acquire);
+        let scratch = FLOOR_OFFSETS[((epoch & 1) ^ 1) as usize];
+        self.cell(scratch).store(i64::MAX, Ordering::SeqCst);
+    }
+
+    /// A full sweep that began with [`floor_scan_begin`](Self::floor_scan_begin)
+    /// saw every header; `earliest` is the earliest expiry of the live entries it
+    /// left (`u64::MAX`: none expires). Puts the scratch cell in force.
+    pub(crate) fn floor_scan_end(&self, earliest: u64) {
+        let epoch_cell = self.cell(FLOOR_EPOCH_OFFSET);
+        let epoch = epoch_cell.load(Ordering::Acquire);
+        let scratch = FLOOR_OFFSETS[((epoch & 1) ^ 1) as usize];
+        let v = i64::try_from(earliest).unwrap_or(i64::MAX);
+        self.cell(scratch).fetch_min(v, Ordering::SeqCst);
+        epoch_cell.fetch_add(1, Ordering::SeqCst);
     }
 
     /// How many times the count has been changed (by `add`), ever, by anyone.
@@ -242,7 +306,7 @@ mod tests {
             .truncate(true)
             .open(&path)
             .unwrap();
-        write_initial(&mut f, 5).unwrap();
+        write_initial(&mut f, 5, true).unwrap();
         SharedState::map(File::options().read(true).write(true).open(&path).unwrap()).unwrap()
     }
 
@@ -276,6 +340,36 @@ mod tests {
         // The count reached the file itself, not only the mappings.
         let bytes = std::fs::read(dir.path().join("s")).unwrap();
         assert_eq!(i64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 20_000);
+    }
+
+    #[test]
+    fn the_expiry_floor_is_lowered_by_writes_and_raised_only_by_a_full_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = mapped(dir.path(), "s");
+        assert_eq!(a.expiry_floor(), i64::MAX as u64, "a new directory: none expires");
+        a.note_expiry(5_000);
+        a.note_expiry(9_000);
+        assert_eq!(a.expiry_floor(), 5_000);
+        // A scan that saw 7,000 as the earliest, while a write of 6,000 landed after
+        // it began: the floor is 6,000, not 7,000.
+        a.floor_scan_begin();
+        assert_eq!(a.expiry_floor(), 5_000, "in force until the scan ends");
+        a.note_expiry(6_000);
+        a.floor_scan_end(7_000);
+        assert_eq!(a.expiry_floor(), 6_000);
+        // The next scan uses the other cell; a scan that saw nothing expiring and no
+        // write meanwhile: none expires.
+        a.floor_scan_begin();
+        a.floor_scan_end(u64::MAX);
+        assert_eq!(a.expiry_floor(), i64::MAX as u64);
+        // A state file from before the field: unknown, so steps run.
+        let path = dir.path().join("old");
+        let mut f = File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        write_initial(&mut f, 0, false).unwrap();
+        let old = SharedState::map(f).unwrap();
+        assert_eq!(old.expiry_floor(), 0);
+        old.note_expiry(5_000);
+        assert_eq!(old.expiry_floor(), 0, "unknown stays unknown until a scan");
     }
 
     #[test]

@@ -60,6 +60,14 @@ impl Codec {
     }
 }
 
+/// The expiry field of entry bytes this process just encoded (0: never).
+pub(crate) fn expiry_of(bytes: &[u8]) -> u64 {
+    bytes
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 /// The fixed-size header, parsed and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {

@@ -240,7 +240,7 @@ fn create_state(
         let mut f = root.create_new(&tmp, file_mode)?;
         // Every user of a shared cache maps this file read-write.
         sys::set_mode(&f, file_mode)?;
-        counter::write_initial(&mut f, count)?;
+        counter::write_initial(&mut f, count, fresh)?;
         drop(f);
         if !root.rename_noreplace(&tmp, STATE)? {
             // Another process created it first.

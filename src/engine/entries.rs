@@ -156,7 +156,7 @@ impl Engine {
             }
         };
         drop(guard);
-        self.committed(path, &tmp, commit)
+        self.committed(path, &tmp, commit, bytes)
     }
 
     /// Stores `bytes` only if `key` has no live entry, committing with a no-replace
@@ -187,7 +187,7 @@ impl Engine {
             .map_err(|e| discard(self.io("add entry", path.rel(), e)))?;
         for _ in 0..4 {
             match self.root.rename_noreplace(&tmp, path.rel()) {
-                Ok(true) => return self.committed(path, &tmp, Commit::Created).map(Some),
+                Ok(true) => return self.committed(path, &tmp, Commit::Created, bytes).map(Some),
                 Ok(false) => {
                     // Taken: by a live entry (a plain set that landed first: it wins),
                     // or by an expired or damaged one, which `has` removes.
@@ -206,11 +206,17 @@ impl Engine {
         )))
     }
 
-    /// Bookkeeping after the rename committed `path`. Nothing here turns the commit
-    /// into an error except a failed directory `fsync` under `Durability::Fsync`.
-    fn committed(&self, path: &EntryPath, tmp: &str, commit: Commit) -> Result<Commit> {
+    /// Bookkeeping after the rename committed `path` with `bytes`. Nothing here turns
+    /// the commit into an error except a failed directory `fsync` under
+    /// `Durability::Fsync`.
+    fn committed(&self, path: &EntryPath, tmp: &str, commit: Commit, bytes: &[u8]) -> Result<Commit> {
         if commit == Commit::Created {
             self.state.add(1);
+        }
+        // After the commit, never before (see `SharedState::expiry_floor`).
+        let expires = entry::expiry_of(bytes);
+        if expires != 0 {
+            self.state.note_expiry(expires);
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         if commit == Commit::Exchanged {

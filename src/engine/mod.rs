@@ -105,6 +105,8 @@ pub(crate) struct Engine {
     eviction_samples: usize,
     /// Writes through this handle, for the expiry step's cadence.
     writes_since_open: AtomicU64,
+    /// Writes between two expiry steps (adapts; see `sweep::EXPIRY_EVERY`).
+    expiry_every: AtomicU64,
     /// The walkers of this handle's bounded steps (see `sweep.rs`).
     walkers: sweep::Walkers,
     stats: StatCounters,
@@ -153,6 +155,7 @@ impl Engine {
             expiry_budget: config.expiry_budget,
             eviction_samples: config.eviction_samples,
             writes_since_open: AtomicU64::new(0),
+            expiry_every: AtomicU64::new(sweep::EXPIRY_EVERY),
             walkers: sweep::Walkers::default(),
             stats: StatCounters::default(),
         })
@@ -232,12 +235,14 @@ impl Engine {
     }
 
     /// After a write outside any stripe lock: if the write made a new name and the
-    /// count is past the threshold, a bounded eviction step; else, every
-    /// [`EXPIRY_EVERY`](sweep::EXPIRY_EVERY)th write of this handle, a bounded expiry
-    /// step. The write is committed, so a failing step is logged and counted in
-    /// `Stats::sweep_errors`, never returned (a retried `inc` would count twice).
-    /// Inside an `update` closure neither runs: they would need a stripe lock.
-    /// `path` is the entry written; its own eviction step spares it.
+    /// count is past the threshold, a bounded eviction step; else, every so many
+    /// writes of this handle (32 at first, adapting between 8 and 1,024 to what the
+    /// steps find: see `sweep::EXPIRY_EVERY`), a bounded expiry step, unless the
+    /// shared expiry floor says no entry can have expired yet. The write is
+    /// committed, so a failing step is logged and counted in `Stats::sweep_errors`,
+    /// never returned (a retried `inc` would count twice). Inside an `update` closure
+    /// neither runs: they would need a stripe lock. `path` is the entry written; its
+    /// own eviction step spares it.
     pub(crate) fn after_write(&self, commit: Commit, path: &EntryPath) {
         // The cheap conditions first: most writes start no step.
         let over = commit == Commit::Created
@@ -246,7 +251,8 @@ impl Engine {
         let step_due = !over
             && self.expiry_budget > 0
             && (self.writes_since_open.fetch_add(1, Ordering::Relaxed) + 1)
-                .is_multiple_of(sweep::EXPIRY_EVERY);
+                .is_multiple_of(self.expiry_every.load(Ordering::Relaxed))
+            && self.state.expiry_floor() <= self.clock.now_ms();
         if (!over && !step_due) || self.locks.held_by_this_thread() {
             return;
         }
@@ -255,7 +261,11 @@ impl Engine {
         let result = result.and_then(|()| if over {
             sweep::evict_step(self, path)
         } else {
-            sweep::expiry_step(self, self.expiry_budget).map(drop)
+            sweep::expiry_step(self, self.expiry_budget).map(|r| {
+                let every = self.expiry_every.load(Ordering::Relaxed);
+                let next = sweep::next_expiry_interval(every, &r);
+                self.expiry_every.store(next, Ordering::Relaxed);
+            })
         });
         if let Err(e) = result {
             self.stats.sweep_errors.fetch_add(1, Ordering::Relaxed);

