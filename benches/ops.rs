@@ -131,6 +131,44 @@ fn ops(c: &mut Criterion) {
         g.finish();
     }
 
+    // The cost of an LRU access stamp (issue 23 item 2): a handle on a manual clock
+    // moved past the stamp resolution before every read, so every read stamps; the
+    // same reads under the default policy beside it. And the common case, a hot key
+    // read again within the resolution (no stamp).
+    let mut g = c.benchmark_group("lru get");
+    g.throughput(Throughput::Elements(1));
+    let value = vec![b'v'; 200];
+    for (name, policy) in [
+        ("nearest expiry", fscache::Eviction::NearestExpiry),
+        (
+            "lru, every read stamps",
+            fscache::Eviction::LeastRecentlyUsed,
+        ),
+    ] {
+        let clock = fscache::ManualClock::new();
+        let c = FileSystemCache::builder(dir.path().join(name))
+            .threshold(100_000_000)
+            .no_default_ttl()
+            .clock(clock.clone())
+            .eviction(policy)
+            .open()
+            .unwrap();
+        c.set_bytes("k", &value).unwrap();
+        let step = fscache::LRU_STAMP_RESOLUTION * 2;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                clock.advance(step);
+                c.get_bytes("k").unwrap().unwrap()
+            })
+        });
+        if policy == fscache::Eviction::LeastRecentlyUsed {
+            g.bench_function("lru, hot key (stamped lately)", |b| {
+                b.iter(|| c.get_bytes("k").unwrap().unwrap())
+            });
+        }
+    }
+    g.finish();
+
     // Read-modify-write under the stripe lock.
     let mut g = c.benchmark_group("rmw");
     g.bench_function("inc", |b| b.iter(|| cache.inc("counter", 1).unwrap()));

@@ -165,6 +165,23 @@
 //!   ([`low_water_percent`](FileSystemCacheBuilder::low_water_percent), 50% of `T` by
 //!   default); nothing runs it automatically.
 //!
+//! **Eviction policies.** [`eviction`](FileSystemCacheBuilder::eviction) picks the
+//! order; the steps, the pool and the bound above are the same for all three:
+//!
+//! | [`Eviction`] | goes first | a step reads per sampled entry | a `get` |
+//! |---|---|---|---|
+//! | `NearestExpiry` (default) | nearest expiry, never-expiring last (cachelib) | its header | nothing more |
+//! | `LeastRecentlyStored` | oldest write (FIFO) | its header and `statx` (mtime) | nothing more |
+//! | `LeastRecentlyUsed` | oldest read or write | its header and `statx` (mtime) | one `futimens`, once per entry per [`LRU_STAMP_RESOLUTION`] per handle |
+//!
+//! The recency policies rank by the entry file's modification time: a write sets it,
+//! and under LRU a read stamps it (the entry's bytes are never rewritten). Measured
+//! (`benches/ops.rs`, tmpfs, 200 B): a `get` that stamps 4.72 µs against 3.96 µs
+//! unstamped; a hot key's repeated reads 3.92 µs. `tests/eviction.rs`: with LRU,
+//! 93 of 100 keys read often survived 600 new keys into a full 1,000 (6 under
+//! least-recently-stored, 55 under nearest-expiry, where they were the oldest
+//! writes). Expired entries go first under every policy.
+//!
 //! Counting is exact under any concurrency in both rename modes; it can drift only
 //! after a crash between a rename and the counter update, or when files are removed by
 //! hand, and the next [`prune`](FileSystemCache::prune), [`len`](FileSystemCache::len)
@@ -268,7 +285,8 @@ unix! {
         Durability, FORCE_PORTABLE_ENV, FileSystemCacheBuilder, MAX_VALUE_SIZE_LIMIT, Ttl,
     };
     pub use engine::{
-        DirReport, EVICT_PER_STEP, EVICTION_SAMPLES, Keys, POOL, PruneReport, RenameMode, STALE_TEMP_AGE,
+        DirReport, EVICT_PER_STEP, EVICTION_SAMPLES, Eviction, Keys, LRU_STAMP_RESOLUTION, POOL, PruneReport,
+        RenameMode, STALE_TEMP_AGE,
     };
     pub use store::Store;
     pub use inspect::{EntryFile, EntryHeader, inspect_entry, inspect_file};

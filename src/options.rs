@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::Format;
 pub use crate::engine::Durability;
-use crate::engine::{Config, EVICTION_SAMPLES, STALE_TEMP_AGE};
+use crate::engine::{Config, EVICTION_SAMPLES, Eviction, STALE_TEMP_AGE};
 use crate::error::{Error, Result};
 
 /// How long an entry lives.
@@ -60,9 +60,35 @@ impl FileSystemCacheBuilder {
                 expiry_budget: 8,
                 existing_only: false,
                 eviction_samples: EVICTION_SAMPLES,
+                eviction: Eviction::NearestExpiry,
             },
             format: Format::Json,
         }
+    }
+
+    /// Which entries go first when the cache is past its threshold. Default:
+    /// [`Eviction::NearestExpiry`], cachelib's order. See [`Eviction`] for what each
+    /// policy costs and how exact its order is.
+    ///
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let tmp = std::env::temp_dir().join(format!("fscache-doc-lru-{}", std::process::id()));
+    /// use fscache::{Eviction, FileSystemCache};
+    /// let thumbnails = FileSystemCache::builder(&tmp)
+    ///     .threshold(10_000)
+    ///     .no_default_ttl()
+    ///     .eviction(Eviction::LeastRecentlyUsed)
+    ///     .open()?;
+    /// thumbnails.set_bytes("img/1.png", b"...")?;
+    /// assert!(thumbnails.get_bytes("img/1.png")?.is_some());
+    /// # drop(thumbnails);
+    /// # std::fs::remove_dir_all(&tmp).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn eviction(mut self, policy: Eviction) -> Self {
+        self.config.eviction = policy;
+        self
     }
 
     /// How many entry headers a write's eviction step reads to refresh its candidate

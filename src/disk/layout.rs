@@ -67,6 +67,13 @@ impl EntryPath {
     }
 
     /// `"ab/ab12…"`.
+    /// 64 bits of the key's hash (the hex digits after the shard's), as a number.
+    pub(crate) fn tag(&self) -> u64 {
+        self.rel[3..19]
+            .iter()
+            .fold(0u64, |t, &c| (t << 4) | u64::from(hex_val(c)))
+    }
+
     pub(crate) fn rel(&self) -> &str {
         std::str::from_utf8(&self.rel).expect("ASCII hex")
     }

@@ -57,6 +57,45 @@ pub enum Durability {
     Fsync,
 }
 
+/// Which entries go first when the cache is past its threshold (see
+/// [`FileSystemCacheBuilder::eviction`](crate::FileSystemCacheBuilder::eviction)).
+///
+/// Expired entries go first under every policy. The order is approximate in the same
+/// way for all three: a write's eviction step evicts the best candidates of a pool
+/// built from the few entries each step samples (Redis's eviction pool), and a full
+/// [`prune`](crate::FileSystemCache::prune) evicts in the exact order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Eviction {
+    /// The entries nearest to expiry first, never-expiring entries last: cachelib's
+    /// order. Reads the entry headers only. The default.
+    #[default]
+    NearestExpiry,
+    /// The entries stored (written) longest ago first: FIFO by the last write. Reads
+    /// each sampled entry's modification time (one `statx` per header the steps read);
+    /// a `get` costs nothing more.
+    LeastRecentlyStored,
+    /// The entries used (read or written) longest ago first. A `get` that finds an
+    /// entry stamps the file's modification time with the time of the read (one
+    /// `futimens` on the descriptor the read opened; the entry's bytes are never
+    /// rewritten), unless this handle stamped the same entry less than
+    /// [`LRU_STAMP_RESOLUTION`] ago: a key read a thousand times a second costs one
+    /// stamp a second, and the order's resolution is that second (and the
+    /// filesystem's timestamp resolution, a few milliseconds on Linux, between entries
+    /// stamped or written further apart). The steps read each sampled entry's
+    /// modification time, as under [`LeastRecentlyStored`](Self::LeastRecentlyStored).
+    /// All handles on a directory should use this policy: reads through one that
+    /// does not stamp do not count as uses.
+    LeastRecentlyUsed,
+}
+
+/// Under [`Eviction::LeastRecentlyUsed`], reads of one entry through one handle
+/// within this long stamp it once.
+pub const LRU_STAMP_RESOLUTION: Duration = Duration::from_millis(1024);
+
+/// The per-handle memory of recent stamps (see `Engine::lru_stamp_due`): slots.
+const LRU_STAMP_SLOTS: usize = 1024;
+
 /// What the engine needs to open a directory (the builder's validated options).
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -74,6 +113,7 @@ pub(crate) struct Config {
     pub(crate) stale_temp_age: Duration,
     pub(crate) expiry_budget: usize,
     pub(crate) eviction_samples: usize,
+    pub(crate) eviction: Eviction,
     /// Open only a directory that is already an fscache, and record nothing in it
     /// (a tool's handle: see `FileSystemCacheBuilder::open_existing`).
     pub(crate) existing_only: bool,
@@ -103,6 +143,10 @@ pub(crate) struct Engine {
     expiry_budget: usize,
     /// Entry headers an eviction step reads.
     eviction_samples: usize,
+    eviction: Eviction,
+    /// Under LRU, which entries this handle stamped lately: per slot (by the key's
+    /// hash), 32 bits of the hash and the time in 16 ms units; empty otherwise.
+    lru_stamps: Box<[AtomicU64]>,
     /// Writes through this handle, for the expiry step's cadence.
     writes_since_open: AtomicU64,
     /// Writes between two expiry steps (adapts; see `sweep::EXPIRY_EVERY`).
@@ -154,6 +198,12 @@ impl Engine {
             stale_temp_age: config.stale_temp_age,
             expiry_budget: config.expiry_budget,
             eviction_samples: config.eviction_samples,
+            eviction: config.eviction,
+            lru_stamps: if config.eviction == Eviction::LeastRecentlyUsed {
+                (0..LRU_STAMP_SLOTS).map(|_| AtomicU64::new(0)).collect()
+            } else {
+                Box::default()
+            },
             writes_since_open: AtomicU64::new(0),
             expiry_every: AtomicU64::new(sweep::EXPIRY_EVERY),
             walkers: sweep::Walkers::default(),
@@ -276,6 +326,26 @@ impl Engine {
         }
     }
 
+    /// Under LRU: whether a read of `path` now stamps it, that is, whether this
+    /// handle has not stamped it within [`LRU_STAMP_RESOLUTION`] (records it if so).
+    /// Two keys sharing a slot only cost an extra stamp.
+    /// Judged by the handle's clock (a test's `ManualClock` decides it).
+    pub(crate) fn lru_stamp_due(&self, path: &EntryPath) -> bool {
+        if self.lru_stamps.is_empty() {
+            return false;
+        }
+        let tag = path.tag();
+        let units = (self.clock.now_ms() / 16) as u32;
+        let slot = &self.lru_stamps[(tag as usize) % self.lru_stamps.len()];
+        let seen = slot.load(Ordering::Relaxed);
+        let window = (LRU_STAMP_RESOLUTION.as_millis() / 16) as u32;
+        if seen >> 32 == tag >> 32 && units.wrapping_sub(seen as u32) < window {
+            return false;
+        }
+        slot.store(((tag >> 32) << 32) | u64::from(units), Ordering::Relaxed);
+        true
+    }
+
     pub(crate) fn lock(&self, path: &EntryPath, op: &'static str) -> Result<LockGuard<'_>> {
         self.locks.stripe(&self.root, path.stripe(), op)
     }
@@ -301,6 +371,7 @@ impl Engine {
             stale_temp_age: STALE_TEMP_AGE,
             expiry_budget: 0,
             eviction_samples: EVICTION_SAMPLES,
+            eviction: Eviction::NearestExpiry,
             existing_only: false,
         })
         .expect("open a test engine")

@@ -178,9 +178,21 @@ pub(super) fn correct_count(
 
 /// What an entry's header says.
 pub(super) enum Peek {
-    Valid(Header, [u8; HEADER_LEN]),
+    /// A valid entry's header, its bytes, and its stamp: the file's modification
+    /// time in nanoseconds when the eviction policy ranks by it (else 0).
+    Valid(Header, [u8; HEADER_LEN], u64),
     Damaged(Fingerprint),
     Gone,
+}
+
+/// A file's modification time in nanoseconds since the epoch (0 if unknown: ranks
+/// first, as the oldest).
+pub(super) fn file_stamp(file: &std::fs::File) -> u64 {
+    file.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1))
 }
 
 pub(super) fn peek(inner: &Engine, path: &EntryPath) -> Result<Peek> {
@@ -205,7 +217,12 @@ pub(super) fn peek(inner: &Engine, path: &EntryPath) -> Result<Peek> {
             if (h.payload_len as usize) <= inner.max_value_size
                 && h.key_len as usize <= MAX_KEY_LEN =>
         {
-            Ok(Peek::Valid(h, prefix.try_into().expect("header length")))
+            let stamp = if inner.eviction == super::Eviction::NearestExpiry {
+                0
+            } else {
+                file_stamp(&file)
+            };
+            Ok(Peek::Valid(h, prefix.try_into().expect("header length"), stamp))
         }
         Ok(_) => {
             inner.report_damage(path.rel(), entry::Damage::TooLarge);
@@ -259,7 +276,7 @@ impl Engine {
         for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
-                if let Peek::Valid(h, _) = peek(self, &path)? {
+                if let Peek::Valid(h, _, _) = peek(self, &path)? {
                     live += usize::from(!h.is_expired(now));
                 }
             }
@@ -280,7 +297,7 @@ impl Engine {
                 names += 1;
                 let fp = match peek(self, &path)? {
                     Peek::Gone => return Ok(()),
-                    Peek::Valid(_, header) => Fingerprint::Header(header),
+                    Peek::Valid(_, header, _) => Fingerprint::Header(header),
                     Peek::Damaged(fp) => fp,
                 };
                 if evict(self, &path, &fp, "clear")? {
@@ -307,8 +324,8 @@ impl Engine {
         let bad = for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             match item {
                 Item::Entry(path) => match peek(self, &path)? {
-                    Peek::Valid(h, _) if h.is_expired(now) => r.expired += 1,
-                    Peek::Valid(h, _) => {
+                    Peek::Valid(h, _, _) if h.is_expired(now) => r.expired += 1,
+                    Peek::Valid(h, _, _) => {
                         r.entries += 1;
                         r.bytes += h.total_len() as u64;
                     }

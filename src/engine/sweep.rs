@@ -33,8 +33,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, SystemTime};
 
-use super::Engine;
 use super::entries::Fingerprint;
+use super::{Engine, Eviction};
 use super::scan::{
     Item, Litter, Peek, classify, correct_count, evict, for_each_item_progress, open_shard, peek, try_evict,
 };
@@ -128,24 +128,39 @@ fn sweep_litter(inner: &Engine, rel: &str, litter: Litter, report: &mut PruneRep
     false
 }
 
-/// A live entry that may be evicted; ordered by expiry, never-expiring last.
+/// A live entry that may be evicted; ordered by rank, the lowest first.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Candidate {
-    expires: u64,
+    /// The policy's rank: the expiry (`u64::MAX`: never) under
+    /// [`Eviction::NearestExpiry`], else the file's modification time (ns).
+    rank: u64,
     write_id: u64,
+    /// The expiry, `u64::MAX` for never.
+    expires: u64,
     path: EntryPath,
     header: [u8; HEADER_LEN],
 }
 
 impl Candidate {
-    fn new(path: EntryPath, h: &Header, header: [u8; HEADER_LEN]) -> Candidate {
+    fn new(
+        policy: Eviction,
+        path: EntryPath,
+        h: &Header,
+        header: [u8; HEADER_LEN],
+        stamp: u64,
+    ) -> Candidate {
+        let expires = if h.expires_at == 0 {
+            u64::MAX
+        } else {
+            h.expires_at
+        };
         Candidate {
-            expires: if h.expires_at == 0 {
-                u64::MAX
-            } else {
-                h.expires_at
+            rank: match policy {
+                Eviction::NearestExpiry => expires,
+                _ => stamp.min(u64::MAX - 1),
             },
             write_id: h.write_id,
+            expires,
             path,
             header,
         }
@@ -183,6 +198,10 @@ fn remove(engine: &Engine, path: &EntryPath, fp: &Fingerprint, wait: bool) -> Re
     }
 }
 
+/// A live entry a sweep or step read: its path, header, header bytes and stamp (see
+/// `Peek::Valid`).
+type Live = (EntryPath, Header, [u8; HEADER_LEN], u64);
+
 /// Removes `item` if it is an expired, damaged or foreign entry or stale litter,
 /// counting into `report` and `own`; returns a live entry's header.
 fn clean_item(
@@ -192,7 +211,7 @@ fn clean_item(
     wait: bool,
     report: &mut PruneReport,
     own: &mut Own,
-) -> Result<Option<(EntryPath, Header, [u8; HEADER_LEN])>> {
+) -> Result<Option<Live>> {
     match item {
         Item::Litter(rel, litter) => {
             if sweep_litter(inner, &rel, litter, report) {
@@ -222,14 +241,14 @@ fn clean_item(
                         own.removed += 1;
                     }
                 }
-                Peek::Valid(h, header) if h.is_expired(now) => {
+                Peek::Valid(h, header, _) if h.is_expired(now) => {
                     if remove(inner, &path, &Fingerprint::Header(header), wait)? {
                         report.expired += 1;
                         own.removed += 1;
                         inner.stats.expired.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Peek::Valid(h, header) => return Ok(Some((path, h, header))),
+                Peek::Valid(h, header, stamp) => return Ok(Some((path, h, header, stamp))),
             }
         }
     }
@@ -261,13 +280,15 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
     let mut earliest = u64::MAX;
     inner.state.floor_scan_begin();
     let bad_shards = for_each_item_progress(&inner.root, &inner.dir, inner.dir_mode, |item| {
-        if let Some((path, h, header)) = clean_item(inner, item, now, true, &mut report, &mut own)? {
+        if let Some((path, h, header, stamp)) =
+            clean_item(inner, item, now, true, &mut report, &mut own)?
+        {
             live += 1;
             if h.expires_at != 0 {
                 earliest = earliest.min(h.expires_at);
             }
             if cap > 0 {
-                heap.push(Candidate::new(path, &h, header));
+                heap.push(Candidate::new(inner.eviction, path, &h, header, stamp));
                 if heap.len() > cap {
                     heap.pop();
                 }
@@ -503,7 +524,8 @@ fn walk(
         // removed by others) or holds only never-expiring entries gets one more
         // sample's worth of headers first, since eviction picks the best of the pool;
         // an empty one is read on until it holds a candidate.
-        let never = |w: &Walker| w.pool.first().is_none_or(|c| c.expires == u64::MAX);
+        // Under a recency policy no rank is u64::MAX: "never" means an empty pool.
+        let never = |w: &Walker| w.pool.first().is_none_or(|c| c.rank == u64::MAX);
         let look_for_expiring = never(walker) && walker.never_only == 0;
         let thin = walker.pool.len() < POOL / 2 || look_for_expiring;
         if !extended && budget.read_past {
@@ -533,7 +555,7 @@ fn walk(
         // never does. If none turns up, a never-expiring entry goes: the bound on
         // the count comes before the order.
         if spare == Some(&c.path) {
-            let expires = c.expires != u64::MAX;
+            let expires = c.rank != u64::MAX;
             busy.push(c);
             if expires && !spare_read && never(walker) {
                 spare_read = true;
@@ -614,10 +636,10 @@ impl Reader<'_> {
                     self.names += 1;
                     let item = classify(shard, &name, kind);
                     let live = clean_item(engine, item, self.now, false, &mut self.report, &mut self.own)?;
-                    if let Some((path, h, header)) = live {
+                    if let Some((path, h, header, stamp)) = live {
                         self.report.remaining += 1;
                         if engine.threshold > 0 {
-                            walker.offer(Candidate::new(path, &h, header));
+                            walker.offer(Candidate::new(engine.eviction, path, &h, header, stamp));
                         }
                     }
                 }
@@ -747,6 +769,7 @@ mod tests {
         let mut header = [0u8; HEADER_LEN];
         header[0] = n;
         Candidate {
+            rank: expires,
             expires,
             write_id: u64::from(n),
             path: EntryPath::for_key(&n.to_string()),
