@@ -74,6 +74,17 @@ pub enum Error {
         /// The configured limit (see `FileSystemCacheBuilder::max_value_size`).
         max: usize,
     },
+    /// An entry larger than the cache's byte budget on its own (see
+    /// `FileSystemCacheBuilder::max_bytes`); nothing was written.
+    #[non_exhaustive]
+    OverByteBudget {
+        /// The key it was to be stored under.
+        key: String,
+        /// The entry file's length in bytes (value, key, header and checksum).
+        size: u64,
+        /// The byte budget.
+        max_bytes: u64,
+    },
     /// A value could not be serialized; nothing was written.
     #[non_exhaustive]
     Serialize {
@@ -403,6 +414,15 @@ impl fmt::Display for Error {
                 f,
                 "value for key {key:?} encodes to {size} bytes, over the limit of {max} \
                  (raise it with FileSystemCacheBuilder::max_value_size)"
+            ),
+            Error::OverByteBudget {
+                key,
+                size,
+                max_bytes,
+            } => write!(
+                f,
+                "the entry for key {key:?} is {size} bytes, larger than the cache's whole \
+                 byte budget of {max_bytes} (FileSystemCacheBuilder::max_bytes)"
             ),
             Error::Serialize { key, .. } => {
                 write!(f, "could not serialize the value for key {key:?}")

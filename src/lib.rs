@@ -165,6 +165,12 @@
 //!   ([`low_water_percent`](FileSystemCacheBuilder::low_water_percent), 50% of `T` by
 //!   default); nothing runs it automatically.
 //!
+//! **Byte budget.** [`max_bytes`](FileSystemCacheBuilder::max_bytes) bounds the total
+//! length of the entry files instead of (or as well as) their number: a write that
+//! leaves the shared total past the budget runs the same bounded step, which evicts
+//! until the total is back under it. The total is kept in `fscache.state` beside the
+//! count; see the method for its cost and exactness.
+//!
 //! **Eviction policies.** [`eviction`](FileSystemCacheBuilder::eviction) picks the
 //! order; the steps, the pool and the bound above are the same for all three:
 //!

@@ -46,6 +46,7 @@ impl FileSystemCacheBuilder {
             config: Config {
                 dir: dir.to_path_buf(),
                 threshold: 500,
+                max_bytes: 0,
                 low_water_percent: 50,
                 default_ttl: Some(Duration::from_secs(300)),
                 codec: Format::Json.codec(),
@@ -156,6 +157,60 @@ impl FileSystemCacheBuilder {
     /// the bound on overshoot, the latency and how exact the order is.
     pub fn threshold(mut self, entries: usize) -> Self {
         self.config.threshold = entries;
+        self
+    }
+
+    /// A byte budget: the cache keeps the total length of its entry files (the
+    /// encoded values plus their keys and 52 bytes of header and checksum each) at or
+    /// under `bytes`. 0 (the default) means none. Works alone or with
+    /// [`threshold`](Self::threshold); each write that leaves the total past the budget
+    /// runs the same bounded eviction step as one past the threshold (no write scans
+    /// the directory), in the [`eviction`](Self::eviction) order.
+    ///
+    /// - **Overshoot.** The total exceeds the budget by at most what writes in flight
+    ///   add (each write past it runs a step that evicts up to
+    ///   [`EVICT_PER_STEP`](crate::EVICT_PER_STEP) entries until the total is back
+    ///   under): 20 MiB of 4 KiB values written into a 1 MiB budget by one writer
+    ///   never left more than the budget on disk; with four writer threads the total
+    ///   was at most 11.6 KiB (under 3 entries) past it at any instant
+    ///   (`tests/byte_budget.rs`).
+    /// - **Per handle, like the threshold.** A handle enforces its own budget; a
+    ///   handle without one evicts nothing for it (it keeps the total, below).
+    /// - **Shared.** The total lives in the state file beside the count. The first
+    ///   handle opened with a budget counts the files already there; from then on
+    ///   every handle on the directory keeps the total, with a budget or not (an
+    ///   overwrite or a delete then costs one `fstatat` more, for the replaced file's
+    ///   length). It is exact per operation, except that a delete racing an
+    ///   overwrite of the same key may miscount by the difference; a quiet
+    ///   [`len`](crate::FileSystemCache::len) or
+    ///   [`prune`](crate::FileSystemCache::prune) corrects it.
+    /// - **Lengths, not blocks.** The filesystem rounds each file up to its block size
+    ///   (4 KiB on most); budget for that with small values.
+    /// - A value whose entry alone is larger than the budget is refused with
+    ///   [`Error::OverByteBudget`](crate::Error::OverByteBudget).
+    ///
+    /// [`Stats::bytes`](crate::Stats::bytes) and `fscache stats` report the total
+    /// against the budget; [`prune`](crate::FileSystemCache::prune) evicts down to
+    /// [`low_water_percent`](Self::low_water_percent) of it.
+    ///
+    /// ```
+    /// # fn main() -> fscache::Result<()> {
+    /// # let tmp = std::env::temp_dir().join(format!("fscache-doc-bytes-{}", std::process::id()));
+    /// use fscache::{Eviction, FileSystemCache};
+    /// let artifacts = FileSystemCache::builder(&tmp)
+    ///     .threshold(0)
+    ///     .max_bytes(64 << 20)
+    ///     .eviction(Eviction::LeastRecentlyUsed)
+    ///     .open()?;
+    /// artifacts.set_bytes("build/abc123", &[0u8; 4096])?;
+    /// assert!(artifacts.stats().bytes.unwrap() >= 4096);
+    /// # drop(artifacts);
+    /// # std::fs::remove_dir_all(&tmp).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_bytes = bytes;
         self
     }
 

@@ -103,6 +103,32 @@ fn stats_reports_every_kind_of_file_and_changes_nothing() -> TestResult {
         assert!(out.contains(line), "{line:?} not in:\n{out}");
     }
     assert!(out.contains("threshold    123 entries"), "{out}");
+    assert!(out.contains("byte budget  none recorded"), "{out}");
+    assert_eq!(v["max_bytes"], serde_json::Value::Null, "{v}");
+    Ok(())
+}
+
+#[test]
+fn stats_reports_the_total_against_the_byte_budget() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("cache");
+    let c = FileSystemCache::builder(&dir)
+        .threshold(0)
+        .max_bytes(1 << 20)
+        .open()?;
+    for i in 0..10 {
+        c.set_bytes(&format!("k{i}"), &[0u8; 10_000])?;
+    }
+    let total = c.stats().bytes.unwrap();
+    assert!(total > 100_000);
+    let v = json_out(&run(&["stats", s(&dir), "--json"]));
+    assert_eq!(v["max_bytes"], 1 << 20, "{v}");
+    assert_eq!(v["counted_bytes"], total, "{v}");
+    let out = text(&run(&["stats", s(&dir)]).stdout);
+    assert!(
+        out.contains("byte budget  ") && out.contains("of 1.0 MiB (10%)"),
+        "{out}"
+    );
     Ok(())
 }
 

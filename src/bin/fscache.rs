@@ -218,6 +218,8 @@ fn stats(as_json: bool, dir: &Path) -> Outcome {
             "foreign": r.foreign,
             "counted": r.counted,
             "threshold": r.threshold,
+            "counted_bytes": r.counted_bytes,
+            "max_bytes": r.max_bytes,
             "rename_mode": mode_name(r.rename_mode),
         }));
     }
@@ -237,6 +239,15 @@ fn stats(as_json: bool, dir: &Path) -> Outcome {
         r.counted
     );
     println!("threshold    {threshold}");
+    match (r.counted_bytes, r.max_bytes) {
+        (Some(total), Some(max)) => println!(
+            "byte budget  {} of {} ({:.0}%), as last opened",
+            human_bytes(total),
+            human_bytes(max),
+            total as f64 * 100.0 / max.max(1) as f64
+        ),
+        _ => println!("byte budget  none recorded"),
+    }
     println!("rename mode  {}", mode_name(r.rename_mode));
     Ok(())
 }

@@ -68,6 +68,12 @@ pub struct Stats {
     /// Replaced entries a committed write could not remove (left as litter for the
     /// next sweep, logged at warn).
     pub litter: u64,
+    /// The shared total length of the entry files, kept once a handle with a byte
+    /// budget opened the directory (see
+    /// [`max_bytes`](crate::FileSystemCacheBuilder::max_bytes)); `None` before.
+    pub bytes: Option<u64>,
+    /// This handle's byte budget, if it has one.
+    pub max_bytes: Option<u64>,
     /// How this directory commits writes (chosen when it was opened).
     pub rename_mode: RenameMode,
 }
@@ -138,6 +144,8 @@ impl FileSystemCache {
             stale_temp: l(&s.stale_temp),
             sweep_errors: l(&s.sweep_errors),
             litter: l(&s.litter),
+            bytes: self.inner.bytes(),
+            max_bytes: Some(self.inner.max_bytes()).filter(|&m| m > 0),
             rename_mode: self.inner.rename_mode(),
         }
     }

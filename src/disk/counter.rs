@@ -22,6 +22,11 @@
 //! offset 48  8 bytes  earliest expiry, B: the same, the other of the pair
 //! offset 56  8 bytes  which of A (even) and B (odd) is in force; the other is a full
 //!                     sweep's scratch while it runs (see `SharedState::expiry_floor`)
+//! offset 64  8 bytes  total length of the entry files, i64 (atomic); kept only
+//!                     once offset 72 is set
+//! offset 72  8 bytes  the byte budget of the handle that set it last, plus one (0:
+//!                     no handle ever had one, and offset 64 is not kept)
+//! offset 80  8 bytes  number of changes ever made to offset 64 (atomic), as offset 16
 //! rest of the page    zero, reserved
 //! ```
 #![allow(unsafe_code)]
@@ -40,6 +45,9 @@ const CURSOR_OFFSET: usize = 24;
 const THRESHOLD_OFFSET: usize = 32;
 const FLOOR_OFFSETS: [usize; 2] = [40, 48];
 const FLOOR_EPOCH_OFFSET: usize = 56;
+const BYTES_OFFSET: usize = 64;
+const BYTE_BUDGET_OFFSET: usize = 72;
+const BYTES_CHANGES_OFFSET: usize = 80;
 
 /// A shared mapping of `fscache.state`.
 pub(crate) struct SharedState {
@@ -229,6 +237,71 @@ impl SharedState {
         let v = i64::try_from(earliest).unwrap_or(i64::MAX);
         self.cell(scratch).fetch_min(v, Ordering::SeqCst);
         epoch_cell.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether the total length of the entry files is kept (some handle on this
+    /// directory ever had a byte budget). Once set, every handle keeps it.
+    pub(crate) fn bytes_kept(&self) -> bool {
+        self.cell(BYTE_BUDGET_OFFSET).load(Ordering::Acquire) != 0
+    }
+
+    /// The total length of the entry files, as kept per operation.
+    pub(crate) fn bytes(&self) -> i64 {
+        self.cell(BYTES_OFFSET).load(Ordering::Relaxed)
+    }
+
+    /// Adds `delta` to the total length.
+    pub(crate) fn add_bytes(&self, delta: i64) {
+        if delta != 0 {
+            self.cell(BYTES_CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
+            self.cell(BYTES_OFFSET).fetch_add(delta, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts keeping the total length at `total` (a count of the files just made),
+    /// recording `budget`; if another handle started first, only records `budget`.
+    pub(crate) fn keep_bytes(&self, total: i64, budget: u64) {
+        let recorded = i64::try_from(budget).unwrap_or(i64::MAX - 1) + 1;
+        let flag = self.cell(BYTE_BUDGET_OFFSET);
+        if flag.load(Ordering::Acquire) == 0 {
+            self.cell(BYTES_CHANGES_OFFSET).fetch_add(1, Ordering::SeqCst);
+            self.cell(BYTES_OFFSET).store(total, Ordering::SeqCst);
+        }
+        flag.store(recorded, Ordering::Release);
+    }
+
+    /// The byte budget the last handle that had one opened with.
+    pub(crate) fn recorded_byte_budget(&self) -> Option<u64> {
+        match self.cell(BYTE_BUDGET_OFFSET).load(Ordering::Relaxed) {
+            v if v > 0 => u64::try_from(v - 1).ok(),
+            _ => None,
+        }
+    }
+
+    /// The number of changes made to the total length, for [`correct_bytes`](Self::correct_bytes).
+    pub(crate) fn bytes_changes(&self) -> i64 {
+        self.cell(BYTES_CHANGES_OFFSET).load(Ordering::SeqCst)
+    }
+
+    /// Sets the total length to `value` if no change was made to it since
+    /// `expected_changes` was read (beyond `own` changes of the caller's).
+    pub(crate) fn correct_bytes(&self, expected_changes: i64, value: i64) -> bool {
+        let current = self.cell(BYTES_OFFSET).load(Ordering::SeqCst);
+        if self
+            .cell(BYTES_CHANGES_OFFSET)
+            .compare_exchange(
+                expected_changes,
+                expected_changes.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.cell(BYTES_OFFSET)
+            .fetch_add(value.wrapping_sub(current), Ordering::SeqCst);
+        true
     }
 
     /// How many times the count has been changed (by `add`), ever, by anyone.

@@ -68,6 +68,12 @@ pub(crate) fn expiry_of(bytes: &[u8]) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+/// The file length a header declares (header, key, payload, checksum).
+pub(crate) fn total_len_of(header: &[u8; HEADER_LEN]) -> u64 {
+    let le = |at: usize| u64::from(u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes")));
+    (HEADER_LEN + CHECKSUM_LEN) as u64 + le(24) + le(28)
+}
+
 /// The fixed-size header, parsed and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {

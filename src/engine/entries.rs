@@ -136,6 +136,14 @@ impl Engine {
             // off, until the next quiet scan corrects it.
             None
         };
+        // The portable mode's plain rename over an entry says nothing of what it
+        // replaced: when the total length is kept, read the old length first (the
+        // stripe lock is held, so nothing else replaces it in between).
+        let old_len = if self.root.mode() == RenameMode::Portable && self.bytes_kept() {
+            self.file_len(path.rel())
+        } else {
+            0
+        };
         let mut commit = self.root.rename_commit(&tmp, path.rel());
         if let Err(e) = &commit
             && self.root.mode() == RenameMode::Portable
@@ -156,7 +164,7 @@ impl Engine {
             }
         };
         drop(guard);
-        self.committed(path, &tmp, commit, bytes)
+        self.committed(path, &tmp, commit, bytes, old_len)
     }
 
     /// Stores `bytes` only if `key` has no live entry, committing with a no-replace
@@ -187,7 +195,7 @@ impl Engine {
             .map_err(|e| discard(self.io("add entry", path.rel(), e)))?;
         for _ in 0..4 {
             match self.root.rename_noreplace(&tmp, path.rel()) {
-                Ok(true) => return self.committed(path, &tmp, Commit::Created, bytes).map(Some),
+                Ok(true) => return self.committed(path, &tmp, Commit::Created, bytes, 0).map(Some),
                 Ok(false) => {
                     // Taken: by a live entry (a plain set that landed first: it wins),
                     // or by an expired or damaged one, which `has` removes.
@@ -209,9 +217,26 @@ impl Engine {
     /// Bookkeeping after the rename committed `path` with `bytes`. Nothing here turns
     /// the commit into an error except a failed directory `fsync` under
     /// `Durability::Fsync`.
-    fn committed(&self, path: &EntryPath, tmp: &str, commit: Commit, bytes: &[u8]) -> Result<Commit> {
+    /// `old_len`: the length of the entry a [`Commit::Replaced`] replaced.
+    fn committed(
+        &self,
+        path: &EntryPath,
+        tmp: &str,
+        commit: Commit,
+        bytes: &[u8],
+        old_len: u64,
+    ) -> Result<Commit> {
         if commit == Commit::Created {
             self.state.add(1);
+        }
+        if self.bytes_kept() {
+            let replaced = match commit {
+                Commit::Created => 0,
+                // The exchange left the old entry at the temp name.
+                Commit::Exchanged => self.file_len(tmp),
+                Commit::Replaced => old_len,
+            };
+            self.state.add_bytes(bytes.len() as i64 - replaced as i64);
         }
         // After the commit, never before (see `SharedState::expiry_floor`).
         let expires = entry::expiry_of(bytes);
@@ -233,6 +258,12 @@ impl Engine {
             })?;
         }
         Ok(commit)
+    }
+
+    /// The length of the file at `rel` (0 if it cannot be read: a miscount that a
+    /// quiet `len` corrects).
+    pub(crate) fn file_len(&self, rel: &str) -> u64 {
+        self.root.lstat(rel).map_or(0, |st| st.st_size.max(0) as u64)
     }
 
     /// Removes the entry an exchange moved to `tmp`. If that fails (a directory was
@@ -264,12 +295,20 @@ impl Engine {
             Some(_) => None,
             None => Some(self.lock(path, "delete")?),
         };
+        // Its length, when the total is kept (an overwrite committing between this
+        // and the unlink makes it off by the difference, until a quiet `len`).
+        let len = if self.bytes_kept() {
+            self.file_len(path.rel())
+        } else {
+            0
+        };
         let removed = self
             .root
             .unlink(path.rel())
             .map_err(|e| self.io("delete entry", path.rel(), e))?;
         if removed {
             self.state.add(-1);
+            self.state.add_bytes(-(len as i64));
             self.stats.deletes.fetch_add(1, Ordering::Relaxed);
             if self.durability == Durability::Fsync {
                 self.root
@@ -492,6 +531,11 @@ impl Engine {
                 Err(e) => return Err(self.io("restore entry", path.rel(), e)),
             }
         }
+        let len = match fp {
+            _ if !self.bytes_kept() => 0,
+            Fingerprint::Header(h) if same => entry::total_len_of(h),
+            _ => self.file_len(&aside),
+        };
         let unlinked = self
             .root
             .remove_tree(&aside)
@@ -500,6 +544,7 @@ impl Engine {
             return Ok(false);
         }
         self.state.add(-1);
+        self.state.add_bytes(-(len as i64));
         if self.durability == Durability::Fsync {
             self.root
                 .sync_dir(path.shard_rel())

@@ -101,6 +101,8 @@ const LRU_STAMP_SLOTS: usize = 1024;
 pub(crate) struct Config {
     pub(crate) dir: PathBuf,
     pub(crate) threshold: usize,
+    /// The byte budget (0: none).
+    pub(crate) max_bytes: u64,
     pub(crate) low_water_percent: u8,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) codec: Codec,
@@ -127,6 +129,8 @@ pub(crate) struct Engine {
     state: SharedState,
     locks: Locks,
     threshold: usize,
+    /// The byte budget: the total length of the entry files it keeps to (0: none).
+    max_bytes: u64,
     low_water_percent: u8,
     default_ttl: Option<Duration>,
     codec: Codec,
@@ -180,12 +184,13 @@ impl Engine {
         if !config.existing_only {
             opened.state.record_threshold(config.threshold);
         }
-        Ok(Engine {
+        let engine = Engine {
             dir: config.dir,
             root: opened.root,
             state: opened.state,
             locks: opened.locks,
             threshold: config.threshold,
+            max_bytes: config.max_bytes,
             low_water_percent: config.low_water_percent,
             default_ttl: config.default_ttl,
             codec: config.codec,
@@ -208,7 +213,40 @@ impl Engine {
             expiry_every: AtomicU64::new(sweep::EXPIRY_EVERY),
             walkers: sweep::Walkers::default(),
             stats: StatCounters::default(),
-        })
+        };
+        if engine.max_bytes > 0 && !config.existing_only {
+            // The first handle with a budget counts what is there; from then on every
+            // handle (with a budget or not) keeps the total per operation.
+            let total = if engine.state.bytes_kept() {
+                0
+            } else {
+                engine.entry_bytes()?.1 as i64
+            };
+            engine.state.keep_bytes(total, engine.max_bytes);
+        }
+        Ok(engine)
+    }
+
+    /// Whether writes and deletes keep the shared total length (see
+    /// `FileSystemCacheBuilder::max_bytes`).
+    pub(crate) fn bytes_kept(&self) -> bool {
+        self.max_bytes > 0 || self.state.bytes_kept()
+    }
+
+    /// The shared total length of the entry files, if it is kept.
+    pub(crate) fn bytes(&self) -> Option<u64> {
+        self.state
+            .bytes_kept()
+            .then(|| self.state.bytes().max(0) as u64)
+    }
+
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Whether the total length is past the byte budget.
+    pub(crate) fn over_bytes(&self) -> bool {
+        self.max_bytes > 0 && self.state.bytes() > self.max_bytes as i64
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -271,7 +309,8 @@ impl Engine {
         EntryWriter::start(codec, expires, layout::next_write_id(), key, capacity)
     }
 
-    /// The finished entry bytes, or [`Error::ValueTooLarge`].
+    /// The finished entry bytes, or [`Error::ValueTooLarge`] or
+    /// [`Error::OverByteBudget`].
     pub(crate) fn finish_entry(&self, key: &str, w: EntryWriter) -> Result<Vec<u8>> {
         let size = w.payload_len();
         if size > self.max_value_size {
@@ -281,7 +320,15 @@ impl Engine {
                 max: self.max_value_size,
             });
         }
-        Ok(w.finish())
+        let bytes = w.finish();
+        if self.max_bytes > 0 && bytes.len() as u64 > self.max_bytes {
+            return Err(Error::OverByteBudget {
+                key: key.to_owned(),
+                size: bytes.len() as u64,
+                max_bytes: self.max_bytes,
+            });
+        }
+        Ok(bytes)
     }
 
     /// After a write outside any stripe lock: if the write made a new name and the
@@ -295,9 +342,10 @@ impl Engine {
     /// own eviction step spares it.
     pub(crate) fn after_write(&self, commit: Commit, path: &EntryPath) {
         // The cheap conditions first: most writes start no step.
-        let over = commit == Commit::Created
+        let over = (commit == Commit::Created
             && self.threshold > 0
-            && self.state.load() > self.threshold as i64;
+            && self.state.load() > self.threshold as i64)
+            || self.over_bytes();
         let step_due = !over
             && self.expiry_budget > 0
             && (self.writes_since_open.fetch_add(1, Ordering::Relaxed) + 1)
@@ -359,6 +407,7 @@ impl Engine {
         Engine::open(Config {
             dir: dir.to_path_buf(),
             threshold: 0,
+            max_bytes: 0,
             low_water_percent: 50,
             default_ttl: None,
             codec: Codec::Raw,

@@ -269,21 +269,43 @@ pub(super) fn try_evict(engine: &Engine, path: &EntryPath, fp: &Fingerprint) -> 
 impl Engine {
     /// The exact number of live entries; corrects the shared count if no other
     /// writer changed it during the scan.
+    /// Also corrects the shared total length, if it is kept and nobody changed it.
     pub(crate) fn len(&self) -> Result<usize> {
         let now = self.clock.now_ms();
         let start_changes = self.state.changes();
-        let (mut names, mut live) = (0usize, 0usize);
+        let start_bytes = self.state.bytes_changes();
+        let (mut names, mut live, mut bytes) = (0usize, 0usize, 0u64);
         for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
                 if let Peek::Valid(h, _, _) = peek(self, &path)? {
                     live += usize::from(!h.is_expired(now));
+                    bytes += h.total_len() as u64;
                 }
             }
             Ok(())
         })?;
         correct_count(self, start_changes, (0, 0), names);
+        if self.state.bytes_kept() {
+            self.state.correct_bytes(start_bytes, bytes as i64);
+        }
         Ok(live)
+    }
+
+    /// Entry names and the total length of the valid entry files (a first count
+    /// when a byte budget starts being kept).
+    pub(crate) fn entry_bytes(&self) -> Result<(usize, u64)> {
+        let (mut names, mut bytes) = (0usize, 0u64);
+        for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
+            if let Item::Entry(path) = item {
+                names += 1;
+                if let Peek::Valid(h, _, _) = peek(self, &path)? {
+                    bytes += h.total_len() as u64;
+                }
+            }
+            Ok(())
+        })?;
+        Ok((names, bytes))
     }
 
     /// Removes every entry present when it runs, each only if unchanged since it was
@@ -291,6 +313,7 @@ impl Engine {
     pub(crate) fn clear(&self) -> Result<usize> {
         self.locks.ensure_not_held("clear")?;
         let start_changes = self.state.changes();
+        let start_bytes = self.state.bytes_changes();
         let (mut names, mut removed) = (0usize, 0usize);
         for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             if let Item::Entry(path) = item {
@@ -308,6 +331,12 @@ impl Engine {
             Ok(())
         })?;
         correct_count(self, start_changes, (removed, 0), names);
+        if removed == names && self.state.bytes_kept() {
+            // Everything listed is gone, and if the only changes to the total were
+            // this clear's own removals (one each), nothing else is there.
+            self.state
+                .correct_bytes(start_bytes.wrapping_add(removed as i64), 0);
+        }
         Ok(removed)
     }
 
@@ -318,6 +347,8 @@ impl Engine {
         let mut r = DirReport {
             counted: self.state.load(),
             threshold: self.state.recorded_threshold(),
+            counted_bytes: self.bytes(),
+            max_bytes: self.state.recorded_byte_budget(),
             rename_mode: self.root.mode(),
             ..DirReport::default()
         };
@@ -376,6 +407,11 @@ pub struct DirReport {
     /// The threshold of the handle that opened the directory last, if one recorded
     /// it (tools that use `open_existing` do not).
     pub threshold: Option<usize>,
+    /// The shared total length of the entry files (`fscache.state`), kept once a
+    /// handle with a byte budget has opened the directory; `None` before.
+    pub counted_bytes: Option<u64>,
+    /// The byte budget of the handle with one that opened the directory last.
+    pub max_bytes: Option<u64>,
     /// How this directory commits writes.
     pub rename_mode: RenameMode,
 }

@@ -107,12 +107,18 @@ fn sweep_litter(inner: &Engine, rel: &str, litter: Litter, report: &mut PruneRep
     if litter != Litter::Old && !is_stale_temp(inner, rel) {
         return false;
     }
+    let len = if litter == Litter::Evict && inner.bytes_kept() {
+        inner.file_len(rel)
+    } else {
+        0
+    };
     match inner.root.remove_tree(rel) {
         Ok(true) => {
             report.stale_temp += 1;
             inner.stats.stale_temp.fetch_add(1, Ordering::Relaxed);
             if litter == Litter::Evict {
                 inner.state.add(-1);
+                inner.state.add_bytes(-(len as i64));
                 return true;
             }
         }
@@ -139,6 +145,8 @@ struct Candidate {
     expires: u64,
     path: EntryPath,
     header: [u8; HEADER_LEN],
+    /// The entry file's length.
+    len: u64,
 }
 
 impl Candidate {
@@ -163,6 +171,7 @@ impl Candidate {
             expires,
             path,
             header,
+            len: h.total_len() as u64,
         }
     }
 }
@@ -265,7 +274,12 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
     let keep = low_water(threshold, inner.low_water_percent);
     // The heap keeps the `cap` nearest-expiry live entries seen: memory is bounded by
     // how many may need evicting, not by the number of entries.
-    let cap = if threshold == 0 {
+    let start_bytes = inner.state.bytes_changes();
+    let cap = if inner.max_bytes > 0 {
+        // How many go depends on their lengths: every live entry is a candidate
+        // (one small record each, for the length of the sweep).
+        usize::MAX
+    } else if threshold == 0 {
         0
     } else {
         (start_count.max(0) as usize)
@@ -275,7 +289,7 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
     let mut report = PruneReport::default();
     let mut own = Own::default();
-    let mut live = 0usize;
+    let (mut live, mut live_bytes) = (0usize, 0u64);
     // The earliest expiry among the entries left: the new expiry floor.
     let mut earliest = u64::MAX;
     inner.state.floor_scan_begin();
@@ -284,6 +298,7 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
             clean_item(inner, item, now, true, &mut report, &mut own)?
         {
             live += 1;
+            live_bytes += h.total_len() as u64;
             if h.expires_at != 0 {
                 earliest = earliest.min(h.expires_at);
             }
@@ -302,17 +317,40 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
         // for writes since the scan began, which lowered the scratch cell themselves.
         inner.state.floor_scan_end(earliest);
     }
-    if threshold > 0 && live > threshold {
-        // The nearest-expiry `live - keep`, grouped by stripe so each stripe lock is
-        // taken once per sweep rather than once per eviction.
+    let max_bytes = inner.max_bytes;
+    let need = if threshold > 0 && live > threshold {
+        live - keep
+    } else {
+        0
+    };
+    let need_bytes = if max_bytes > 0 && live_bytes > max_bytes {
+        let keep_bytes = low_water(usize::try_from(max_bytes).unwrap_or(usize::MAX), inner.low_water_percent);
+        live_bytes - keep_bytes as u64
+    } else {
+        0
+    };
+    if need > 0 || need_bytes > 0 {
+        // The first in the policy's order until both are met, grouped by stripe so
+        // each stripe lock is taken once per sweep rather than once per eviction.
         let mut chosen = heap.into_sorted_vec();
-        chosen.truncate(live - keep);
+        let (mut taken, mut taken_bytes) = (0usize, 0u64);
+        let n = chosen
+            .iter()
+            .take_while(|c| {
+                let more = taken < need || taken_bytes < need_bytes;
+                taken += 1;
+                taken_bytes += c.len;
+                more
+            })
+            .count();
+        chosen.truncate(n);
         chosen.sort_by_key(|c| c.path.stripe());
         for group in chosen.chunk_by(|a, b| a.path.stripe() == b.path.stripe()) {
             let _guard = inner.lock(&group[0].path, "prune")?;
             for c in group {
                 if inner.evict_if_same(&c.path, &Fingerprint::Header(c.header))? {
                     live -= 1;
+                    live_bytes -= c.len;
                     own.removed += 1;
                     report.evicted += 1;
                     inner.stats.evicted.fetch_add(1, Ordering::Relaxed);
@@ -326,6 +364,14 @@ pub(crate) fn sweep(inner: &Engine, progress: &mut dyn FnMut(usize)) -> Result<P
         (own.removed, own.aside),
         own.names_seen,
     );
+    if inner.state.bytes_kept() {
+        // As for the count: only if every change to the total since the start was
+        // one of this sweep's removals (one each).
+        let own_changes = (own.removed + own.aside) as i64;
+        inner
+            .state
+            .correct_bytes(start_bytes.wrapping_add(own_changes), live_bytes as i64);
+    }
     report.remaining = live;
     if report.removed() > 0 {
         log::debug!("fscache: sweep of {}: {report:?}", inner.dir.display());
@@ -418,9 +464,11 @@ struct Budget {
     names: usize,
     /// Shard directories to open.
     shards: usize,
-    /// Entries to evict, at most; only while the count is past `target`.
+    /// Entries to evict, at most; only while the count is past `target` or the
+    /// total length past `bytes_target`.
     evict: usize,
     target: i64,
+    bytes_target: i64,
     /// May read past `headers` to find something evictable (a write's step; a
     /// `prune_step` keeps to its budget).
     read_past: bool,
@@ -436,6 +484,7 @@ impl Budget {
             shards: 1 + headers / 4,
             evict: 0,
             target: i64::MAX,
+            bytes_target: i64::MAX,
             read_past: false,
         }
     }
@@ -517,7 +566,10 @@ fn walk(
             read_on = true;
             r.read(walker, usize::MAX, budget.names, budget.shards, |_| true)?;
         }
-        if r.report.removed() >= budget.evict || engine.state.load() <= budget.target {
+        if r.report.removed() >= budget.evict
+            || (engine.state.load() <= budget.target
+                && (budget.bytes_target == i64::MAX || engine.state.bytes() <= budget.bytes_target))
+        {
             break;
         }
         // A pool that is thin (the first steps, or after the entries it held were
@@ -638,7 +690,7 @@ impl Reader<'_> {
                     let live = clean_item(engine, item, self.now, false, &mut self.report, &mut self.own)?;
                     if let Some((path, h, header, stamp)) = live {
                         self.report.remaining += 1;
-                        if engine.threshold > 0 {
+                        if engine.threshold > 0 || engine.max_bytes > 0 {
                             walker.offer(Candidate::new(engine.eviction, path, &h, header, stamp));
                         }
                     }
@@ -654,15 +706,23 @@ impl Reader<'_> {
 /// `eviction_samples` more headers per entry to evict into the pool. It never
 /// evicts `written`, the entry that write made (another writer's step may).
 pub(super) fn evict_step(engine: &Engine, written: &EntryPath) -> Result<()> {
-    let threshold = engine.threshold as i64;
-    let over = engine.state.load() - threshold;
-    if over <= 0 {
+    let (target, bytes_target) = engine.targets();
+    let over = engine.state.load() - target;
+    let over_bytes = engine.over_bytes();
+    if over <= 0 && !over_bytes {
         return Ok(());
     }
-    let evict = (over as usize).min(EVICT_PER_STEP);
+    // Past the byte budget: up to the most a step evicts, until the total is back
+    // under it; past the threshold alone: what the count is past it.
+    let evict = if over_bytes {
+        EVICT_PER_STEP
+    } else {
+        (over as usize).min(EVICT_PER_STEP)
+    };
     let budget = Budget {
         evict,
-        target: threshold,
+        target,
+        bytes_target,
         // See `walk`: a step that finds nothing evictable may read on through one
         // full cycle of shards (a sparse cache has fewer entries than shards).
         shards: SHARDS,
@@ -722,12 +782,38 @@ pub(crate) fn headroom_target(threshold: usize) -> usize {
 
 impl Engine {
     /// A bounded step for background cleanup: see `FileSystemCache::prune_step`.
+    /// The count and total length a write's eviction step evicts down to (`i64::MAX`
+    /// where there is no bound).
+    fn targets(&self) -> (i64, i64) {
+        let count = if self.threshold > 0 {
+            self.threshold as i64
+        } else {
+            i64::MAX
+        };
+        let bytes = if self.max_bytes > 0 {
+            i64::try_from(self.max_bytes).unwrap_or(i64::MAX - 1)
+        } else {
+            i64::MAX
+        };
+        (count, bytes)
+    }
+
     pub(crate) fn prune_step(&self, budget: usize) -> Result<PruneReport> {
         self.locks.ensure_not_held("prune_step")?;
-        let b = if self.threshold > 0 {
+        let b = if self.threshold > 0 || self.max_bytes > 0 {
+            let (count, bytes) = self.targets();
             Budget {
                 evict: budget,
-                target: headroom_target(self.threshold) as i64,
+                target: if self.threshold > 0 {
+                    headroom_target(self.threshold) as i64
+                } else {
+                    count
+                },
+                bytes_target: if self.max_bytes > 0 {
+                    bytes - bytes / 100
+                } else {
+                    bytes
+                },
                 ..Budget::reading(budget)
             }
         } else {
@@ -774,6 +860,7 @@ mod tests {
             write_id: u64::from(n),
             path: EntryPath::for_key(&n.to_string()),
             header,
+            len: 0,
         }
     }
 
