@@ -23,12 +23,14 @@ def open_system(system, path, threshold=None):
         if threshold is None:
             threshold = 500 if system == "cachelib" else 0
         return FileSystemCache(path, threshold=threshold, default_timeout=0)
-    if system == "diskcache":
+    if system in ("diskcache", "diskcache-lru"):
         import diskcache
+        policy = "least-recently-used" if system == "diskcache-lru" else "least-recently-stored"
         if threshold is None:
-            return diskcache.Cache(path)
+            return diskcache.Cache(path, eviction_policy=policy)
         # diskcache bounds bytes, not entries: the same bound in bytes.
-        return diskcache.Cache(path, size_limit=threshold * VALUE_LEN, cull_limit=10)
+        return diskcache.Cache(path, size_limit=threshold * VALUE_LEN, cull_limit=10,
+                               eviction_policy=policy)
     raise SystemExit(f"unknown system {system}")
 
 
@@ -73,10 +75,46 @@ def churn(argv):
         c.close()
 
 
+def lru_get(argv):
+    """lruget SYSTEM DIR N SIZE CAP: N entries, each read once in a shuffled order
+    (the Rust driver's order), every read timed; prints LAT as churn does."""
+    global VALUE_LEN
+    system, path, n, size, cap = argv[0], argv[1], int(argv[2]), int(argv[3]), float(argv[4])
+    val = value(size)
+    VALUE_LEN = len(val)
+    c = open_system(system, path, threshold=n * 2)
+    for i in range(n):
+        c.set(f"session:{i:08}", val)
+    order = list(range(n))
+    x = 0x9E3779B97F4A7C15
+    mask = (1 << 64) - 1
+    for i in range(n - 1, 0, -1):
+        x ^= (x << 13) & mask
+        x ^= x >> 7
+        x ^= (x << 17) & mask
+        j = x % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    lat = []
+    start = time.perf_counter()
+    for done, i in enumerate(order):
+        t = time.perf_counter_ns()
+        assert c.get(f"session:{i:08}") is not None
+        lat.append(time.perf_counter_ns() - t)
+        if done % 64 == 0 and time.perf_counter() - start > cap:
+            break
+    lat.sort()
+    pct = lambda p: lat[min(len(lat), max(1, math.ceil(len(lat) * p))) - 1] / 1e3
+    mean = sum(lat) / len(lat) / 1e3
+    print(f"LAT {len(lat)} {mean:.2f} {pct(0.5):.2f} {pct(0.99):.2f} {pct(0.999):.2f} {lat[-1] / 1e3:.2f} {int(len(lat) < n)}", flush=True)
+    c.close()
+
+
 def main():
     global VALUE_LEN
     if sys.argv[1] == "churn":
         return churn(sys.argv[2:])
+    if sys.argv[1] == "lruget":
+        return lru_get(sys.argv[2:])
     system, path, n, size, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
     val = value(size)
     VALUE_LEN = len(val)

@@ -30,11 +30,11 @@ use crate::error::{Error, Result};
 use super::layout::{self, STRIPES, SWEEP_LOCK};
 use super::sys::{DirId, Root};
 
-/// A lock file and the process that opened it.
+/// A lock file and the fork generation (plus one) of the process that opened it.
 #[derive(Debug)]
 struct Opened {
     file: File,
-    pid: u32,
+    pid: u64,
 }
 
 #[derive(Debug)]
@@ -182,7 +182,8 @@ impl Locks {
             path: self.dir.join(rel),
             source,
         };
-        let pid = std::process::id();
+        // The fork generation, not the pid: no syscall per lock (see `fork.rs`).
+        let pid = super::fork::generation().wrapping_add(1);
         if guard.as_ref().is_none_or(|o| o.pid != pid) {
             // None yet, or inherited across fork: open our own description. Dropping
             // an inherited descriptor only closes our copy; the parent's lock stays.

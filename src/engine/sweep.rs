@@ -426,9 +426,9 @@ pub(crate) struct Walkers {
 /// nearest-expiry live entries it has seen.
 #[derive(Debug, Default)]
 struct Walker {
-    /// The process that opened `stream`: a forked child must not share its parent's
+    /// The fork generation (plus one) that opened `stream`: a forked child must not share its parent's
     /// directory offset.
-    pid: u32,
+    pid: u64,
     shard: u8,
     stream: Option<DirStream>,
     /// Sorted, nearest expiry first; at most [`POOL`].
@@ -529,7 +529,8 @@ fn walk(
     spare: Option<&EntryPath>,
 ) -> Result<PruneReport> {
     engine.stats.steps.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
+    // The fork generation (plus one: 0 is a fresh walker), not the pid: no syscall.
+    let pid = crate::disk::fork::generation().wrapping_add(1);
     if walker.pid != pid {
         *walker = Walker {
             pid,
@@ -712,13 +713,17 @@ pub(super) fn evict_step(engine: &Engine, written: &EntryPath) -> Result<()> {
     if over <= 0 && !over_bytes {
         return Ok(());
     }
-    // Past the byte budget: up to the most a step evicts, until the total is back
-    // under it; past the threshold alone: what the count is past it.
-    let evict = if over_bytes {
-        EVICT_PER_STEP
+    // What the count is past the threshold, or the entries of average length the
+    // total is past the budget (at least one), whichever is more, at most
+    // EVICT_PER_STEP: the step reads `eviction_samples` headers per entry to evict.
+    let by_bytes = if over_bytes {
+        let (total, names) = (engine.state.bytes(), engine.state.load().max(1));
+        let average = (total / names).max(1);
+        ((total - bytes_target + average - 1) / average).max(1)
     } else {
-        (over as usize).min(EVICT_PER_STEP)
+        0
     };
+    let evict = (over.max(by_bytes) as usize).min(EVICT_PER_STEP);
     let budget = Budget {
         evict,
         target,

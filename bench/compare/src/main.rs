@@ -154,12 +154,20 @@ fn churn(args: &[String]) {
     let inserts: usize = inserts.parse().unwrap();
     let value = value(size.parse().unwrap());
     let cap = Duration::from_secs_f64(cap.parse().unwrap());
-    let bound = if system == "fscache-plain" { 0 } else { threshold };
-    let cache = fscache::FileSystemCache::builder(dir)
-        .threshold(bound)
-        .no_default_ttl()
-        .open()
-        .unwrap();
+    // fscache-bytes: the bound as a byte budget (the same entry count, in the
+    // length of its entry files: 52 bytes of header and checksum, the key, the value),
+    // as diskcache's size_limit bounds it; fscache-lru: the threshold in LRU order.
+    let entry_len = (52 + "session:00000000".len() + value.len()) as u64;
+    let mut builder = fscache::FileSystemCache::builder(dir).no_default_ttl();
+    builder = match system.as_str() {
+        "fscache-plain" => builder.threshold(0),
+        "fscache-bytes" => builder.threshold(0).max_bytes(threshold as u64 * entry_len),
+        "fscache-lru" => builder
+            .threshold(threshold)
+            .eviction(fscache::Eviction::LeastRecentlyUsed),
+        _ => builder.threshold(threshold),
+    };
+    let cache = builder.open().unwrap();
     for i in 0..threshold {
         cache.set_bytes(&format!("fill:{i:08}"), &value).unwrap();
     }
@@ -193,10 +201,65 @@ fn churn(args: &[String]) {
     report_latencies(lat, capped);
 }
 
+/// `lruget SYSTEM DIR N SIZE CAP`: N entries, then each read once in a shuffled
+/// order, every read timed (under LRU each such read stamps its entry).
+fn lru_get(args: &[String]) {
+    let [system, dir, n, size, cap] = args else {
+        eprintln!("usage: fscache-compare lruget SYSTEM DIR N SIZE CAP_SECONDS");
+        std::process::exit(2);
+    };
+    let n: usize = n.parse().unwrap();
+    let value = value(size.parse().unwrap());
+    let cap = Duration::from_secs_f64(cap.parse().unwrap());
+    let policy = if system == "fscache-lru" {
+        fscache::Eviction::LeastRecentlyUsed
+    } else {
+        fscache::Eviction::NearestExpiry
+    };
+    let cache = fscache::FileSystemCache::builder(dir)
+        .threshold(n * 2)
+        .no_default_ttl()
+        .eviction(policy)
+        .open()
+        .unwrap();
+    for i in 0..n {
+        cache.set_bytes(&format!("session:{i:08}"), &value).unwrap();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    shuffle(&mut order);
+    let start = Instant::now();
+    let mut lat = Vec::with_capacity(n);
+    for (done, i) in order.into_iter().enumerate() {
+        let key = format!("session:{i:08}");
+        let t = Instant::now();
+        assert!(cache.get_bytes(&key).unwrap().is_some());
+        lat.push(t.elapsed().as_nanos() as u64);
+        if done % 64 == 0 && start.elapsed() > cap {
+            break;
+        }
+    }
+    let capped = lat.len() < n;
+    report_latencies(lat, capped);
+}
+
+/// A fixed-seed Fisher–Yates shuffle (xorshift), so every run reads in one order.
+fn shuffle(v: &mut [usize]) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("churn") {
         return churn(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("lruget") {
+        return lru_get(&args[2..]);
     }
     let [_, system, dir, n, size, cap] = &args[..] else {
         eprintln!("usage: fscache-compare SYSTEM DIR N SIZE CAP_SECONDS");
