@@ -9,7 +9,8 @@
 //! "end"): count the syscalls between them in `strace -o` output
 //! (`.ci/syscall-budget.sh` does). `--setup-only` as a fourth argument runs only the
 //! setup.
-//! Operations: set-new, overwrite, get, miss, has, delete, inc, churn (threshold 1000).
+//! Operations: set-new, overwrite, get, miss, has, delete, inc, churn (threshold 1000;
+//! the default TTL), churn-never (the same, entries without a TTL).
 //! Set `FSCACHE_FSYNC=1` for `Durability::Fsync`, `FSCACHE_EXPIRY_BUDGET=0` to leave out
 //! the automatic expiry step, `FSCACHE_EXPIRED_ONCE=1` to let one entry expire before
 //! counting (so the expiry steps run: see `FileSystemCacheBuilder::expiry_budget`).
@@ -35,7 +36,8 @@ fn main() -> fscache::Result<()> {
             std::process::exit(2);
         });
     let dir = work.path();
-    let threshold = if op == "churn" { 1000 } else { n * 10 };
+    let churn = op.starts_with("churn");
+    let threshold = if churn { 1000 } else { n * 10 };
     let durability = if std::env::var_os("FSCACHE_FSYNC").is_some() {
         fscache::Durability::Fsync
     } else {
@@ -47,7 +49,12 @@ fn main() -> fscache::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
-    let cache = FileSystemCache::builder(dir)
+    let mut builder = FileSystemCache::builder(dir);
+    if op == "churn-never" {
+        // Entries without a TTL (the default is 300 s).
+        builder = builder.no_default_ttl();
+    }
+    let cache = builder
         .expiry_budget(expiry_budget)
         .threshold(threshold)
         .durability(durability)
@@ -87,7 +94,7 @@ fn main() -> fscache::Result<()> {
     eprintln!("fscache-syscalls: begin");
     for k in &keys {
         match op {
-            "set-new" | "overwrite" | "churn" => cache.set_bytes(k, &value)?,
+            "set-new" | "overwrite" | "churn" | "churn-never" => cache.set_bytes(k, &value)?,
             "get" => assert!(cache.get_bytes(k)?.is_some()),
             "miss" => assert!(cache.get_bytes(k)?.is_none()),
             "has" => assert!(cache.has(k)?),

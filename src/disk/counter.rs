@@ -208,6 +208,11 @@ impl SharedState {
         v.max(0) as u64
     }
 
+    /// Whether no entry on disk expires (the floor is "none").
+    pub(crate) fn nothing_expires(&self) -> bool {
+        self.expiry_floor() == i64::MAX as u64
+    }
+
     /// Lowers the floor to `expires_ms` (an entry that expires was just committed).
     pub(crate) fn note_expiry(&self, expires_ms: u64) {
         let v = i64::try_from(expires_ms).unwrap_or(i64::MAX);

@@ -579,7 +579,11 @@ fn walk(
         // an empty one is read on until it holds a candidate.
         // Under a recency policy no rank is u64::MAX: "never" means an empty pool.
         let never = |w: &Walker| w.pool.first().is_none_or(|c| c.rank == u64::MAX);
-        let look_for_expiring = never(walker) && walker.never_only == 0;
+        // Not where no entry on disk expires (the shared expiry floor says so): such
+        // a read-on would find nothing, and cost a pass over the names budget.
+        let look_for_expiring = never(walker)
+            && walker.never_only == 0
+            && !engine.state.nothing_expires();
         let thin = walker.pool.len() < POOL / 2 || look_for_expiring;
         if !extended && budget.read_past {
             extended = true;
