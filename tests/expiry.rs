@@ -222,7 +222,7 @@ fn sessions_expired_an_hour_ago_go_while_new_visitors_log_in() -> TestResult {
 }
 
 /// The bound under the worst write mix: every write a new key that expires soon
-/// (here after 2,000 writes), 30,000 writes. The files on disk stay within 2 × the
+/// (here after 2,000 writes), 12,000 writes. The files on disk stay within 2 × the
 /// live entries at every point, the documented bound (the steps read on while a
 /// quarter or more of what they read is expired, so about a quarter of the files are
 /// expired on average; measured 1.1–1.65 ×).
@@ -233,11 +233,11 @@ fn files_on_disk_stay_within_a_factor_of_the_live_entries_under_short_lived_new_
     let clock = ManualClock::new();
     let c = open(&dir, &clock, 8);
     let mut worst = 0.0f64;
-    for i in 0..30_000u64 {
+    for i in 0..12_000u64 {
         // One millisecond per write, a 2-second lifetime: 2,000 live entries.
         clock.advance(Duration::from_millis(1));
         c.set_with_ttl(&format!("k{i}"), &i, Ttl::After(Duration::from_secs(2)))?;
-        if i >= 4_000 && i % 1_000 == 0 {
+        if i >= 4_000 && i % 500 == 0 {
             let files = entry_files(&dir).len();
             let live = c.len()?;
             worst = worst.max(files as f64 / live as f64);
