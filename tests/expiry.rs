@@ -296,3 +296,46 @@ fn writes_run_no_expiry_step_before_anything_can_have_expired() -> TestResult {
     );
     Ok(())
 }
+
+/// A clock that moves 1 ms each time it is read: an expiry step that finds only
+/// expired entries stops at its time cap (2 ms by the handle's clock) after a few
+/// rounds, where the manual clock above lets it read all 16.
+#[derive(Debug)]
+struct Ticking(std::sync::atomic::AtomicU64);
+
+impl fscache::Clock for Ticking {
+    fn now_ms(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn an_expiry_step_stops_at_its_time_cap() -> TestResult {
+    let rounds_of = |ticking: bool| -> fscache::Result<u64> {
+        let (_tmp, dir) = temp_cache_dir();
+        let clock = ManualClock::new();
+        let c = open(&dir, &clock, 8);
+        abandon(&c, &clock, 2_000)?;
+        drop(c);
+        let mut b = FileSystemCache::builder(&dir).threshold(0).expiry_budget(8);
+        b = if ticking {
+            // Far past every expiry, then 1 ms per read.
+            b.clock(Ticking(std::sync::atomic::AtomicU64::new(
+                fscache::Clock::now_ms(&clock) + 10_000,
+            )))
+        } else {
+            b.clock(clock.clone())
+        };
+        let c = b.open()?;
+        // The 32nd write runs the first step.
+        for i in 0..32 {
+            c.set_with_ttl(&format!("w{i}"), &i, Ttl::Never)?;
+        }
+        Ok(c.stats().steps)
+    };
+    let (free, capped) = (rounds_of(false)?, rounds_of(true)?);
+    eprintln!("rounds of the first step: {free} with a still clock, {capped} with a ticking one");
+    assert_eq!(free, 16, "every round found only expired entries");
+    assert!(capped < 16, "{capped}");
+    Ok(())
+}
