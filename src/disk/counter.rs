@@ -289,24 +289,9 @@ impl SharedState {
     }
 
     /// Sets the total length to `value` if no change was made to it since
-    /// `expected_changes` was read (beyond `own` changes of the caller's).
+    /// `expected_changes` was read (beyond the caller's own, which it counted in).
     pub(crate) fn correct_bytes(&self, expected_changes: i64, value: i64) -> bool {
-        let current = self.cell(BYTES_OFFSET).load(Ordering::SeqCst);
-        if self
-            .cell(BYTES_CHANGES_OFFSET)
-            .compare_exchange(
-                expected_changes,
-                expected_changes.wrapping_add(1),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
-            .is_err()
-        {
-            return false;
-        }
-        self.cell(BYTES_OFFSET)
-            .fetch_add(value.wrapping_sub(current), Ordering::SeqCst);
-        true
+        self.correct_cell(BYTES_OFFSET, BYTES_CHANGES_OFFSET, expected_changes, value)
     }
 
     /// How many times the count has been changed (by `add`), ever, by anyone.
@@ -341,11 +326,17 @@ impl SharedState {
     /// Sets the count to `value` if the change number is still `expected_changes`,
     /// that is, if no `add` ran (in any process) beyond those the caller accounted for.
     pub(crate) fn correct(&self, expected_changes: i64, value: i64) -> bool {
-        // `add` bumps the change number before the count, so if the number is still
+        self.correct_cell(COUNT_OFFSET, CHANGES_OFFSET, expected_changes, value)
+    }
+
+    /// Sets the cell at `value_at` to `value` if the change number at `changes_at`
+    /// is still `expected_changes`.
+    fn correct_cell(&self, value_at: usize, changes_at: usize, expected_changes: i64, value: i64) -> bool {
+        // Changes bump the change number before the value, so if the number is still
         // the expected one after this read, the read saw every completed change.
-        let current = self.count_cell().load(Ordering::SeqCst);
+        let current = self.cell(value_at).load(Ordering::SeqCst);
         if self
-            .cell(CHANGES_OFFSET)
+            .cell(changes_at)
             .compare_exchange(
                 expected_changes,
                 expected_changes.wrapping_add(1),
@@ -356,8 +347,8 @@ impl SharedState {
         {
             return false;
         }
-        // Relative, so an `add` that starts after the exchange is kept.
-        self.count_cell()
+        // Relative, so a change that starts after the exchange is kept.
+        self.cell(value_at)
             .fetch_add(value.wrapping_sub(current), Ordering::SeqCst);
         true
     }

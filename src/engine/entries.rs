@@ -393,13 +393,11 @@ impl Engine {
             Err(e) if sys::is_not_a_file_error(&e) => return not_a_file(),
             Err(e) => return Err(self.io("read entry", path.rel(), e)),
         };
-        if self.eviction == super::Eviction::LeastRecentlyUsed {
+        if self.lru_stamp_due(path) {
             // The access stamp (see `Eviction::LeastRecentlyUsed`): best effort, on
             // the descriptor already open; the entry's bytes are not touched.
-            if self.lru_stamp_due(path) {
-                let now = std::time::SystemTime::now();
-                let _ = file.set_times(std::fs::FileTimes::new().set_modified(now));
-            }
+            let now = std::time::SystemTime::now();
+            let _ = file.set_times(std::fs::FileTimes::new().set_modified(now));
         }
         drop(file);
         let entry = match entry::decode(&bytes, self.max_value_size) {

@@ -195,7 +195,9 @@ pub(super) fn file_stamp(file: &std::fs::File) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1))
 }
 
-pub(super) fn peek(inner: &Engine, path: &EntryPath) -> Result<Peek> {
+/// Reads an entry's header; with `stamp`, under a recency policy, also its stamp
+/// (one `statx`; only eviction needs it, so scans that count or list pass `false`).
+pub(super) fn peek(inner: &Engine, path: &EntryPath, stamp: bool) -> Result<Peek> {
     let io_err = |op, e| Error::io(op, inner.dir.join(path.rel()), e);
     let not_a_file = || {
         inner.report_damage(path.rel(), "not a regular file");
@@ -217,10 +219,10 @@ pub(super) fn peek(inner: &Engine, path: &EntryPath) -> Result<Peek> {
             if (h.payload_len as usize) <= inner.max_value_size
                 && h.key_len as usize <= MAX_KEY_LEN =>
         {
-            let stamp = if inner.eviction == super::Eviction::NearestExpiry {
-                0
-            } else {
+            let stamp = if stamp && inner.eviction != super::Eviction::NearestExpiry {
                 file_stamp(&file)
+            } else {
+                0
             };
             Ok(Peek::Valid(h, prefix.try_into().expect("header length"), stamp))
         }
@@ -278,7 +280,7 @@ impl Engine {
         for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
-                if let Peek::Valid(h, _, _) = peek(self, &path)? {
+                if let Peek::Valid(h, _, _) = peek(self, &path, false)? {
                     live += usize::from(!h.is_expired(now));
                     bytes += h.total_len() as u64;
                 }
@@ -299,7 +301,7 @@ impl Engine {
         for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
-                if let Peek::Valid(h, _, _) = peek(self, &path)? {
+                if let Peek::Valid(h, _, _) = peek(self, &path, false)? {
                     bytes += h.total_len() as u64;
                 }
             }
@@ -318,7 +320,7 @@ impl Engine {
         for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             if let Item::Entry(path) = item {
                 names += 1;
-                let fp = match peek(self, &path)? {
+                let fp = match peek(self, &path, false)? {
                     Peek::Gone => return Ok(()),
                     Peek::Valid(_, header, _) => Fingerprint::Header(header),
                     Peek::Damaged(fp) => fp,
@@ -354,7 +356,7 @@ impl Engine {
         };
         let bad = for_each_item(&self.root, &self.dir, self.dir_mode, |item| {
             match item {
-                Item::Entry(path) => match peek(self, &path)? {
+                Item::Entry(path) => match peek(self, &path, false)? {
                     Peek::Valid(h, _, _) if h.is_expired(now) => r.expired += 1,
                     Peek::Valid(h, _, _) => {
                         r.entries += 1;

@@ -69,6 +69,16 @@ pub struct PruneReport {
 }
 
 impl PruneReport {
+    /// Adds `other`'s figures to these (the rounds of one step).
+    pub(crate) fn absorb(&mut self, other: &PruneReport) {
+        self.expired += other.expired;
+        self.evicted += other.evicted;
+        self.damaged += other.damaged;
+        self.stale_temp += other.stale_temp;
+        self.remaining += other.remaining;
+        self.examined += other.examined;
+    }
+
     /// Everything removed: expired, evicted, damaged and stale temp files.
     pub fn removed(&self) -> usize {
         self.expired + self.evicted + self.damaged + self.stale_temp
@@ -242,7 +252,7 @@ fn clean_item(
         Item::Entry(path) => {
             own.names_seen += 1;
             report.examined += 1;
-            match peek(inner, &path)? {
+            match peek(inner, &path, true)? {
                 Peek::Gone => {}
                 Peek::Damaged(fp) => {
                     if remove(inner, &path, &fp, wait)? {
@@ -569,8 +579,7 @@ fn walk(
             r.read(walker, usize::MAX, budget.names, budget.shards, |_| true)?;
         }
         if r.report.removed() >= budget.evict
-            || (engine.state.load() <= budget.target
-                && (budget.bytes_target == i64::MAX || engine.state.bytes() <= budget.bytes_target))
+            || (engine.state.load() <= budget.target && engine.state.bytes() <= budget.bytes_target)
         {
             break;
         }
@@ -759,12 +768,7 @@ pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport
         let mut total = PruneReport::default();
         for _ in 0..EXPIRY_ROUNDS {
             let r = walk(engine, w, budget, None)?;
-            total.expired += r.expired;
-            total.evicted += r.evicted;
-            total.damaged += r.damaged;
-            total.stale_temp += r.stale_temp;
-            total.remaining += r.remaining;
-            total.examined += r.examined;
+            total.absorb(&r);
             let found = total.expired + total.damaged;
             let spent = engine.clock.now_ms().saturating_sub(start);
             if found == 0 || found * 4 < total.examined || spent >= cap {
