@@ -38,6 +38,10 @@ pub enum Point {
     /// the key and before it writes over it with `cas`. The path is the store key
     /// (as given to `insert`), not a directory.
     InsertOverTombstone,
+    /// In the axum layer (`fscache::axum`), after a save queued behind a save of the
+    /// same turn (another request's save of that session is being written). The
+    /// path is the session's store key.
+    SaveQueued,
 }
 
 #[cfg(feature = "test-hooks")]

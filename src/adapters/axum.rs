@@ -44,6 +44,14 @@
 //! Service Unavailable` (`500` for other errors) and the handler's response is
 //! dropped, so a client never sees a success whose change was not stored.
 //!
+//! Concurrent saves of one session in this process take turns: a save that finds
+//! its session's turn free is written at once; the saves that come while it is
+//! written queue and are then written together, in the order they came, with one
+//! merge (one store call for the batch). Each request still gets its own outcome:
+//! if the merged write fails, each queued save is written alone, so an
+//! [`update`](Session::update) closure that fails on the stored value fails only
+//! its own request.
+//!
 //! # Where store calls run
 //! [`StoreCalls`], picked by measurement (BENCHMARKS.md):
 //! - Redis: awaited on the request's task through the redis crate's async
@@ -107,20 +115,63 @@ enum Mode {
 }
 
 /// How many save turns [`Shared`] keeps (see `Shared::turn`).
-#[cfg(feature = "redis")]
 const TURNS: usize = 256;
 
-/// What a turn knows: a store key and what the last save wrote there.
+/// What a Redis turn knows: a store key and what the last save wrote there.
 #[cfg(feature = "redis")]
-type Turn = crate::store::redis::Known;
+type Known = crate::store::redis::Known;
+#[cfg(not(feature = "redis"))]
+type Known = ();
+
+/// A save's view, given back with its outcome (a failed save is retried with it).
+type Saved = (session::Session, Result<SaveOutcome>);
+
+/// The saves of the sessions whose ids pick one turn (see `Shared::turn`).
+#[derive(Default)]
+struct Turn {
+    /// A save of this turn is being written; saves that come meanwhile queue.
+    busy: bool,
+    /// The queued saves, in the order they came, and where each outcome goes.
+    queue: Vec<(session::Session, tokio::sync::oneshot::Sender<Saved>)>,
+    /// On Redis, what the last save of this turn wrote: the next merges onto it
+    /// without a load.
+    known: Option<Known>,
+}
 
 struct Shared<S: Store> {
     sessions: Sessions<S>,
     mode: Mode,
-    /// Saves on Redis take turns per session in this process; each turn keeps
-    /// what the last save in it wrote (see `AsyncRedis`).
-    #[cfg(feature = "redis")]
-    turns: Box<[tokio::sync::Mutex<Option<Turn>>]>,
+    /// Saves of one session in this process take turns (see `Shared::turn`).
+    turns: Box<[std::sync::Mutex<Turn>]>,
+}
+
+/// Ends a write of a turn (when dropped, also if the write was cancelled or
+/// panicked): the queue's saves go next, in one task, or the turn is free.
+struct TurnGuard<S: Store + 'static> {
+    shared: Arc<Shared<S>>,
+    slot: usize,
+    /// What the write leaves known (`None` unless it succeeded).
+    known: Option<Known>,
+}
+
+impl<S: Store + 'static> Drop for TurnGuard<S> {
+    fn drop(&mut self) {
+        let mut turn = self.shared.lock_turn(self.slot);
+        turn.known = self.known.take();
+        if turn.queue.is_empty() {
+            turn.busy = false;
+            return;
+        }
+        drop(turn);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(Arc::clone(&self.shared).write_queue(self.slot));
+            }
+            // No runtime (it is shutting down): the queued saves' requests are
+            // being dropped too, and their replies with them.
+            Err(_) => self.shared.lock_turn(self.slot).busy = false,
+        }
+    }
 }
 
 impl<S: Store + 'static> Shared<S> {
@@ -145,40 +196,138 @@ impl<S: Store + 'static> Shared<S> {
             .await
     }
 
-    /// The turn of the session with id `id`: one of [`TURNS`] fair (FIFO) locks,
-    /// picked by the id. On Redis, concurrent saves of one session in this process
-    /// take turns instead of racing: each compare-and-set of a racing save would
-    /// otherwise mostly lose to the next request's, and under a burst of requests
-    /// on one session (a page firing parallel calls) a save could lose many times
-    /// in a row. A turn also keeps what its last save wrote, so the next save
-    /// merges onto it without a load. Saves of other processes still race, and
-    /// the compare-and-set settles those.
-    #[cfg(feature = "redis")]
-    fn turn(&self, id: &str) -> &tokio::sync::Mutex<Option<Turn>> {
+    /// The turn of the session with id `id`: one of [`TURNS`], picked by the id.
+    ///
+    /// Concurrent saves of one session in this process take turns instead of
+    /// racing: on an optimistic store (Redis), a compare-and-set of racing saves
+    /// mostly loses to the next request's, and under a burst of requests on one
+    /// session (a page firing parallel calls) a save could lose many times in a
+    /// row; on the file store they would wait for the session's lock, holding a
+    /// worker. A save that finds its turn free is written at once, alone; the saves
+    /// that come while it is written queue, and are then written together, in the
+    /// order they came, with one merge ([`Sessions::save_all_with`]): under a burst
+    /// on one session the store sees one call per batch, not one per request. On
+    /// Redis a turn also keeps what its last save wrote, so the next save merges onto
+    /// it without a load. Saves of other processes still race, and the store's
+    /// atomic update settles those.
+    fn turn(&self, id: &str) -> usize {
         let h = id
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        &self.turns[(h % TURNS as u64) as usize]
+        (h % TURNS as u64) as usize
     }
 
-    /// One attempt to save `session`: the outer error is the blocking task's.
-    async fn save_once(
+    fn lock_turn(&self, slot: usize) -> std::sync::MutexGuard<'_, Turn> {
+        self.turns[slot]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One attempt to save `session`: the outer error is the task's that wrote it.
+    async fn save_once(self: &Arc<Self>, session: session::Session) -> Result<Saved> {
+        let slot = self.turn(session.id());
+        let queued = {
+            let mut turn = self.lock_turn(slot);
+            if turn.busy {
+                let (reply, saved) = tokio::sync::oneshot::channel();
+                #[cfg(feature = "test-hooks")]
+                let key = self.sessions.store_key(session.id());
+                turn.queue.push((session, reply));
+                drop(turn);
+                #[cfg(feature = "test-hooks")]
+                let _ = crate::hooks::run(crate::hooks::Point::SaveQueued, std::path::Path::new(&key));
+                Err(saved)
+            } else {
+                turn.busy = true;
+                Ok((session, turn.known.take()))
+            }
+        };
+        let (session, known) = match queued {
+            Ok(leads) => leads,
+            Err(saved) => {
+                return saved.await.map_err(|_| {
+                    Error::callback(std::io::Error::other(
+                        "the task writing this session's saves failed (did an update \
+                         closure panic?)",
+                    ))
+                });
+            }
+        };
+        let mut guard = TurnGuard {
+            shared: Arc::clone(self),
+            slot,
+            known: None,
+        };
+        let Some((mut sessions, mut results, known)) = self.write(vec![session], known).await
+        else {
+            return Err(Error::callback(std::io::Error::other(
+                "the blocking session task failed",
+            )));
+        };
+        guard.known = known;
+        match (sessions.pop(), results.pop()) {
+            (Some(session), Some(result)) => Ok((session, result)),
+            _ => Err(Error::callback(std::io::Error::other("a save went missing"))),
+        }
+    }
+
+    /// Writes the saves queued on turn `slot` (spawned by [`TurnGuard`]).
+    async fn write_queue(self: Arc<Self>, slot: usize) {
+        let mut guard = TurnGuard {
+            shared: Arc::clone(&self),
+            slot,
+            known: None,
+        };
+        let (queue, known) = {
+            let mut turn = self.lock_turn(slot);
+            (std::mem::take(&mut turn.queue), turn.known.take())
+        };
+        let (sessions, replies): (Vec<_>, Vec<_>) = queue.into_iter().unzip();
+        // None: the blocking task failed; the replies are dropped, which their
+        // requests see as an error.
+        let Some((sessions, results, known)) = self.write(sessions, known).await else {
+            return;
+        };
+        guard.known = known;
+        for ((session, reply), result) in sessions.into_iter().zip(replies).zip(results) {
+            // A request that went away (its client disconnected) still had its
+            // save written; only the reply has no one to go to.
+            let _ = reply.send((session, result));
+        }
+    }
+
+    /// Saves `sessions` in order (see [`Sessions::save_all_with`]) where
+    /// [`StoreCalls`] says; also returns what is known afterwards (on Redis, if
+    /// every save succeeded). `None` if the blocking task failed.
+    async fn write(
         self: &Arc<Self>,
-        mut session: session::Session,
-    ) -> Result<(session::Session, Result<SaveOutcome>)> {
+        mut sessions: Vec<session::Session>,
+        known: Option<Known>,
+    ) -> Option<(Vec<session::Session>, Vec<Result<SaveOutcome>>, Option<Known>)> {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.redis() {
-            let mut turn = self.turn(session.id()).lock().await;
-            let redis = crate::store::redis::AsyncRedis::new(redis, turn.take());
-            let result = self.sessions.save_with(&redis, &mut session).await;
-            *turn = result.is_ok().then(|| redis.into_known()).flatten();
-            return Ok((session, result));
+            let redis = crate::store::redis::AsyncRedis::new(redis, known);
+            let results = self.sessions.save_all_with(&redis, &mut sessions).await;
+            let known = results.iter().all(Result::is_ok).then(|| redis.into_known());
+            return Some((sessions, results, known.flatten()));
         }
-        self.run(move |sessions| {
-            let result = sessions.save(&mut session);
-            Ok((session, result))
-        })
-        .await
+        let _ = known;
+        let n = sessions.len();
+        let saved = self
+            .run(move |all| {
+                let results = all.save_all(&mut sessions)?;
+                Ok((sessions, results))
+            })
+            .await;
+        match saved {
+            Ok((sessions, results)) => Some((sessions, results, None)),
+            // `save_all` cannot fail through the sync store (its calls are ready at
+            // once); a failed blocking task lost the views.
+            Err(e) => {
+                log::error!("fscache: {n} session saves not written: {}", e.report());
+                None
+            }
+        }
     }
 
     /// Runs a store call where [`StoreCalls`] says.
@@ -271,8 +420,7 @@ impl<S: Store + 'static> SessionLayer<S> {
             shared: Arc::new(Shared {
                 sessions,
                 mode,
-                #[cfg(feature = "redis")]
-                turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(None)).collect(),
+                turns: (0..TURNS).map(|_| std::sync::Mutex::default()).collect(),
             }),
         }
     }

@@ -309,7 +309,10 @@ impl Session {
     /// per lost race), so it must be a pure function.
     ///
     /// # Errors
-    /// [`Error::Deserialize`] / [`Error::Serialize`] when the value does not fit `T`.
+    /// [`Error::Deserialize`] / [`Error::Serialize`] when the value does not fit `T`
+    /// (here, or at the save when the stored value does not); at the save,
+    /// [`Error::Callback`] when `f` panics replayed on the stored value (nothing of
+    /// this save is written).
     ///
     /// ```
     /// # use fscache::{FileSystemCache, session::{SessionConfig, Sessions}};
@@ -1011,7 +1014,7 @@ impl<S: Store> Sessions<S> {
                     untie: session.untied.is_some(),
                     indexed: session.indexed,
                 };
-                self.merge(calls, &key, ttl, &session.changes, how).await?
+                self.merge(calls, &key, ttl, &[(&session.changes, how)]).await?
             }
         };
         session.version = None;
@@ -1037,6 +1040,143 @@ impl<S: Store> Sessions<S> {
         }
     }
 
+    /// Saves views of one or more sessions, in order, as [`save`](Self::save) would
+    /// one after the other, with one outcome per view. Consecutive views of one
+    /// stored session that only change its data (no login, logout, regenerate or
+    /// destroy among them) are merged with one atomic update of the store: one
+    /// round trip for the lot where [`save`](Self::save) would take one each. This
+    /// is how the axum layer writes the saves that concurrent requests of one
+    /// session queue while a save of that session is under way.
+    ///
+    /// If that update fails, each of its views is saved alone, so a view whose
+    /// [`Session::update`] closure fails gets the error and the others are kept. A
+    /// save that failed can be retried with the same view, as with `save`.
+    #[cfg(feature = "axum")]
+    pub(crate) async fn save_all_with<C: Calls>(
+        &self,
+        calls: &C,
+        sessions: &mut [Session],
+    ) -> Vec<Result<SaveOutcome>> {
+        let mut outcomes = Vec::with_capacity(sessions.len());
+        let mut rest = sessions;
+        while !rest.is_empty() {
+            let run = match rest[0].stored_id.clone() {
+                Some(id) if self.batchable(&rest[0]) => rest
+                    .iter()
+                    .take_while(|s| s.stored_id.as_deref() == Some(&id) && self.batchable(s))
+                    .count(),
+                _ => 1,
+            };
+            let (batch, tail) = rest.split_at_mut(run);
+            rest = tail;
+            if run > 1 {
+                if let Ok(done) = self.merge_batch(calls, batch).await {
+                    outcomes.extend(done.into_iter().map(Ok));
+                    continue;
+                }
+                log::debug!("fscache: a merged save of {run} requests failed; saving each alone");
+            }
+            for session in batch {
+                outcomes.push(self.save_with(calls, session).await);
+            }
+        }
+        outcomes
+    }
+
+    /// [`save_all_with`](Self::save_all_with) through the sync store.
+    #[cfg(feature = "axum")]
+    pub(crate) fn save_all(&self, sessions: &mut [Session]) -> Result<Vec<Result<SaveOutcome>>> {
+        calls::ready(async { Ok(self.save_all_with(&SyncCalls(&self.store), sessions).await) })
+    }
+
+    /// Whether `session`'s save is a plain merge into its stored record, with
+    /// nothing to do before or after it (see [`save_all_with`](Self::save_all_with)).
+    #[cfg(feature = "axum")]
+    fn batchable(&self, session: &Session) -> bool {
+        #[cfg(feature = "flask")]
+        if self.config.flask.is_some() {
+            return false;
+        }
+        session.stored_id.is_some()
+            && !session.foreign
+            && !session.destroyed
+            && session.retired_id.is_none()
+            && !session.user_changed
+            && session.untied.is_none()
+            && session.pending_index.is_none()
+            && (session.modified || self.refresh_due(session))
+            && (session.user.is_none() || !self.index_renewal_due(session.indexed))
+            && self.ttl(session).is_some()
+    }
+
+    /// Merges the changes of `sessions` (all [`batchable`](Self::batchable), of one
+    /// stored session, in order) with one atomic update; the stored expiry is the
+    /// last view's, as if each had been saved in turn.
+    #[cfg(feature = "axum")]
+    async fn merge_batch<C: Calls>(
+        &self,
+        calls: &C,
+        sessions: &mut [Session],
+    ) -> Result<Vec<SaveOutcome>> {
+        let (Some(last), Some(id)) = (sessions.last(), sessions[0].stored_id.clone()) else {
+            return Ok(Vec::new());
+        };
+        let ttl = self.ttl(last).unwrap_or(Duration::ZERO);
+        let key = self.store_key(&id);
+        let now = self.now();
+        for session in sessions.iter_mut() {
+            if session.save_id.is_none()
+                && session.changes.iter().any(|c| matches!(c, Change::Update(..)))
+            {
+                session.save_id = Some(id::save_id()?);
+            }
+        }
+        let plays: Vec<(&[Change], Replay)> = sessions
+            .iter()
+            .map(|s| {
+                let how = Replay {
+                    permanent: s.permanent_changed.then_some(s.permanent),
+                    now,
+                    save_id: s.save_id,
+                    user: None,
+                    untie: false,
+                    indexed: s.indexed,
+                };
+                (&s.changes[..], how)
+            })
+            .collect();
+        let (merged, found) = self.merge(calls, &key, ttl, &plays).await?;
+        drop(plays);
+        let slides = self.config.refresh_each_request || self.config.idle_timeout.is_some();
+        let mut outcomes = Vec::with_capacity(sessions.len());
+        for session in sessions.iter_mut() {
+            let vary_cookie = session.was_accessed();
+            session.version = None;
+            let resend = session.permanent_changed || (session.permanent && slides);
+            let Some(record) = &merged else {
+                outcomes.push(self.gone(session, found, vary_cookie)?);
+                continue;
+            };
+            session.data = record.data.clone();
+            session.permanent = record.permanent;
+            session.touched = record.touched;
+            session.saves = record.saves.clone();
+            session.user = record.user.clone();
+            session.label = record.label.clone();
+            session.indexed = record.indexed;
+            reset(session);
+            let set_cookie = resend
+                .then(|| self.ttl(session))
+                .flatten()
+                .map(|ttl| self.cookie(session, ttl));
+            outcomes.push(SaveOutcome {
+                set_cookie,
+                vary_cookie,
+            });
+        }
+        Ok(outcomes)
+    }
+
     /// Replays this request's changes on the stored record with the store's atomic
     /// merge (run again by optimistic stores when another writer wins). Returns the
     /// record stored afterwards (`None`: removed or gone) and whether there was one
@@ -1046,17 +1186,8 @@ impl<S: Store> Sessions<S> {
         calls: &C,
         key: &str,
         ttl: Duration,
-        changes: &[Change],
-        how: Replay,
+        plays: &[(&[Change], Replay)],
     ) -> Result<(Option<Record>, bool)> {
-        let Replay {
-            permanent,
-            now,
-            save_id,
-            user,
-            untie,
-            indexed,
-        } = how;
         let mut found = false;
         let mut result = None;
         let mut replay = |current: Option<&[u8]>| {
@@ -1067,49 +1198,14 @@ impl<S: Store> Sessions<S> {
                 return Ok(Merge::Keep);
             };
             found = true;
-            if let Some(id) = save_id
-                && record.saves.contains(&id)
-            {
-                // This save already landed (an earlier attempt whose reply was
-                // lost): replaying it would apply its updates twice.
+            let mut replayed = false;
+            for (changes, how) in plays {
+                replayed |= replay_onto(&mut record, changes, how)?;
+            }
+            if !replayed {
                 result = Some(record);
                 return Ok(Merge::Keep);
             }
-            for change in changes {
-                match change {
-                    Change::Insert(k, v) => {
-                        record.data.insert(k.clone(), v.clone());
-                    }
-                    Change::Remove(k) => {
-                        record.data.remove(k);
-                    }
-                    Change::Clear => {
-                        record.data.clear();
-                        if untie {
-                            record.user = None;
-                            record.label = None;
-                        }
-                    }
-                    Change::Update(k, f) => {
-                        let f = f.lock().unwrap_or_else(PoisonError::into_inner);
-                        if let Some(v) = f(record.data.remove(k))? {
-                            record.data.insert(k.clone(), v);
-                        }
-                    }
-                }
-            }
-            if let Some(p) = permanent {
-                record.permanent = p;
-            }
-            record.touched = now;
-            if let Some(id) = save_id {
-                record.saves = remember_save(&record.saves, id);
-            }
-            if let Some((u, l)) = &user {
-                record.user = Some(u.clone());
-                record.label = l.clone();
-            }
-            record.indexed = record.indexed.max(indexed);
             if record.data.is_empty() && record.user.is_none() {
                 return Ok(Merge::Delete);
             }
@@ -1193,6 +1289,64 @@ impl<S: Store> Sessions<S> {
             .build()
             .to_string()
     }
+}
+
+/// Replays one save's changes (`how` says what else it sets) onto `record`.
+/// Returns `false`, changing nothing, when that save already landed (an earlier
+/// attempt whose reply was lost: replaying it would apply its updates twice).
+fn replay_onto(record: &mut Record, changes: &[Change], how: &Replay) -> Result<bool> {
+    if let Some(id) = how.save_id
+        && record.saves.contains(&id)
+    {
+        return Ok(false);
+    }
+    for change in changes {
+        match change {
+            Change::Insert(k, v) => {
+                record.data.insert(k.clone(), v.clone());
+            }
+            Change::Remove(k) => {
+                record.data.remove(k);
+            }
+            Change::Clear => {
+                record.data.clear();
+                if how.untie {
+                    record.user = None;
+                    record.label = None;
+                }
+            }
+            Change::Update(k, f) => {
+                let f = f.lock().unwrap_or_else(PoisonError::into_inner);
+                let current = record.data.remove(k);
+                // A closure that panics fails its save (and, in a merged write of
+                // several saves, only its own: see `save_all_with`), not the
+                // thread or the task that writes the others.
+                let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(current)))
+                    .map_err(|_| {
+                        Error::callback(std::io::Error::other(format!(
+                            "the Session::update closure of key {k:?} panicked when \
+                             replayed on the stored value"
+                        )))
+                    })?;
+                if let Some(v) = replayed? {
+                    record.data.insert(k.clone(), v);
+                }
+            }
+        }
+    }
+    if let Some(p) = how.permanent {
+        record.permanent = p;
+    }
+    record.touched = how.now;
+    if let Some(id) = how.save_id {
+        record.saves = remember_save(&record.saves, id);
+    }
+    if let Some((u, l)) = &how.user {
+        record.user = Some(u.clone());
+        record.label = l.clone();
+    }
+    record.indexed = record.indexed.max(how.indexed);
+    Ok(true)
 }
 
 fn reset(session: &mut Session) {

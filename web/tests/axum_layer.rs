@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use fscache::Store;
 use fscache::axum::{Session, SessionLayer, StoreCalls};
+use fscache::hooks::Point;
 use fscache::session::{SessionConfig, Sessions};
 use tokio::sync::Notify;
 use ureq::Agent;
@@ -68,6 +69,18 @@ async fn set(
 async fn bump(session: Session, Path(key): Path<String>) -> Result<String, fscache::Error> {
     let n = session
         .update(&key, |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+        .await?;
+    Ok(n.unwrap_or(0).to_string())
+}
+
+/// A bump whose closure panics when it meets 5 (as it may when replayed on the
+/// stored value).
+async fn boom(session: Session, Path(key): Path<String>) -> Result<String, fscache::Error> {
+    let n = session
+        .update(&key, |n: Option<u64>| {
+            assert_ne!(n, Some(5), "boom");
+            Some(n.unwrap_or(0) + 1)
+        })
         .await?;
     Ok(n.unwrap_or(0).to_string())
 }
@@ -141,6 +154,7 @@ fn serve<S: Store + 'static>(sessions: Sessions<S>, calls: StoreCalls) -> App {
         .route("/dump", get(dump))
         .route("/set/{key}/{value}", post(set))
         .route("/bump/{key}", post(bump))
+        .route("/boom/{key}", post(boom))
         .route("/slow/{op}/{key}", post(slow))
         .route("/logout", post(logout))
         .route("/plain", get(plain))
@@ -391,6 +405,125 @@ fn inline_and_blocking_store_calls_both_merge() {
         slow.join().unwrap();
         assert_eq!(dump_of(&app, &cookie)["n"], 2, "{calls:?}");
     }
+}
+
+/// Saves of one session that come while another save of it is being written queue
+/// behind it and are then written together, with one merge. Forced: the first
+/// save is held in the store until eight more requests of the session have queued
+/// theirs. All nine changes are kept and the eight cost the store one write. Then
+/// the same with a queued save whose `update` fails on the merged value (the held
+/// save turned its number into text): that request gets its error, the six others
+/// are kept (the merged write failed, so each was written alone).
+#[test]
+fn saves_queued_behind_a_save_of_their_session_are_written_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty::new(
+        fscache::FileSystemCache::open(tmp.path()).unwrap(),
+    ));
+    let prefix = format!("batch-{}:", fscache::session::new_id().unwrap());
+    let config = SessionConfig::default()
+        .cookie_name("id")
+        .key_prefix(prefix.clone());
+    let app = serve(
+        Sessions::new(Arc::clone(&store), config).unwrap(),
+        StoreCalls::Blocking,
+    );
+    let cookie = log_in(&app);
+    let (queued_tx, queued) = mpsc::channel::<()>();
+    let queued_tx = Mutex::new(queued_tx);
+    fscache::hooks::set_hook(Point::SaveQueued, move |key| {
+        if key.to_str().is_some_and(|k| k.starts_with(&prefix)) {
+            queued_tx.lock().unwrap().send(()).unwrap();
+        }
+        Ok(())
+    });
+    let post = |path: &str| {
+        let (url, cookie) = (format!("{}{path}", app.base), cookie.clone());
+        std::thread::spawn(move || call(&agent(), "POST", &url, &cookie))
+    };
+    // Runs `first`, holds its write in the store until `then` have all queued
+    // their saves, and returns the replies.
+    let held = |first: &str, then: &[&str]| {
+        let (held_tx, held) = mpsc::channel::<()>();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let hold = Mutex::new(Some((held_tx, release)));
+        store.before(Some(Box::new(move |op, _key| {
+            if op != "compare_and_set" && op != "update" {
+                return;
+            }
+            let taken = hold.lock().unwrap().take();
+            if let Some((held, release)) = taken {
+                held.send(()).unwrap();
+                release.recv_timeout(Duration::from_secs(30)).unwrap();
+            }
+        })));
+        let first = post(first);
+        held.recv_timeout(Duration::from_secs(10))
+            .expect("the first save reached the store");
+        let rest: Vec<_> = then.iter().map(|p| post(p)).collect();
+        for _ in then {
+            queued
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a save queued behind the held one");
+        }
+        store.take_calls();
+        release_tx.send(()).unwrap();
+        let first = first.join().unwrap();
+        let rest: Vec<Reply> = rest.into_iter().map(|t| t.join().unwrap()).collect();
+        store.before(None);
+        (first, rest)
+    };
+
+    let (first, rest) = held("/set/s/first", &["/bump/n"; 8]);
+    assert_eq!(first.status, 200, "{}", first.body);
+    for r in &rest {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(
+        store.take_calls(),
+        ["compare_and_set", "update"],
+        "the held save, then the eight queued ones in one write"
+    );
+    let all = dump_of(&app, &cookie);
+    assert_eq!(
+        (all["n"].clone(), all["s"].clone()),
+        (8.into(), "first".into()),
+        "{all}"
+    );
+
+    call(&agent(), "POST", &format!("{}/bump/t", app.base), &cookie);
+    let then = [
+        "/bump/n", "/bump/n", "/bump/n", "/bump/t", "/bump/n", "/bump/n", "/bump/n",
+    ];
+    let (first, rest) = held("/set/t/text", &then);
+    assert_eq!(first.status, 200, "{}", first.body);
+    for (path, r) in then.iter().zip(&rest) {
+        let expected = if *path == "/bump/t" { 500 } else { 200 };
+        assert_eq!(r.status, expected, "{path}: {}", r.body);
+    }
+    let all = dump_of(&app, &cookie);
+    assert_eq!(
+        (all["n"].clone(), all["t"].clone()),
+        (14.into(), "text".into()),
+        "{all}"
+    );
+
+    // An update closure that panics replayed on the stored value fails its own
+    // request; the others are kept and the turn is free for the next save.
+    for _ in 0..4 {
+        call(&agent(), "POST", &format!("{}/bump/p", app.base), &cookie);
+    }
+    let then = ["/bump/n", "/boom/p", "/bump/n"];
+    let (first, rest) = held("/bump/p", &then);
+    assert_eq!(first.body, "5");
+    for (path, r) in then.iter().zip(&rest) {
+        let expected = if *path == "/boom/p" { 500 } else { 200 };
+        assert_eq!(r.status, expected, "{path}: {}", r.body);
+    }
+    let r = call(&agent(), "POST", &format!("{}/bump/n", app.base), &cookie);
+    assert_eq!((r.status, r.body.as_str()), (200, "17"));
+    assert_eq!(dump_of(&app, &cookie)["p"], 5);
+    fscache::hooks::clear_hooks();
 }
 
 /// What a request costs in store calls: nothing when the handler does not use the
