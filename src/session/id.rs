@@ -29,12 +29,12 @@ fn fill(bytes: &mut [u8], op: &'static str) -> Result<()> {
         .map_err(|e| Error::io(op, "getrandom", std::io::Error::other(e.to_string())))
 }
 
-/// A random save id (see `Record::saves`): 64 bits, so that two saves of one
-/// session never share one in practice.
+/// A save id (see `Record::saves`): unique within the process (a forked child
+/// draws a new sequence) and 64 bits from a randomly seeded one, so two saves of one
+/// session never share one in practice. No syscall: it is drawn on every save that
+/// replays an update, and an OS randomness read there cost a request one.
 pub(crate) fn save_id() -> Result<u64> {
-    let mut bytes = [0u8; 8];
-    fill(&mut bytes, "read OS randomness for a save id")?;
-    Ok(u64::from_le_bytes(bytes))
+    Ok(crate::disk::layout::next_write_id())
 }
 
 fn encode(bytes: &[u8; ID_BYTES]) -> String {
