@@ -44,11 +44,13 @@
 //! Service Unavailable` (`500` for other errors) and the handler's response is
 //! dropped, so a client never sees a success whose change was not stored.
 //!
-//! Concurrent saves of one session in this process take turns: a save that finds
-//! its session's turn free is written at once; the saves that come while it is
-//! written queue and are then written together, in the order they came, with one
-//! merge (one store call for the batch). Each request still gets its own outcome:
-//! if the merged write fails, each queued save is written alone, so an
+//! Concurrent saves of one session in this process take turns, and are written in
+//! batches: a save that finds its session's turn free lets the requests that are
+//! ready to run go first (one yield to the runtime), then writes its own save and
+//! every save of the turn that queued meanwhile, in the order they came, with one
+//! merge (one store call for the batch); the saves that queue while that write is
+//! under way go in the next batch. Each request still gets its own outcome: if
+//! the merged write fails, each of its saves is written alone, so an
 //! [`update`](Session::update) closure that fails on the stored value fails only
 //! its own request.
 //!
@@ -203,9 +205,10 @@ impl<S: Store + 'static> Shared<S> {
     /// mostly loses to the next request's, and under a burst of requests on one
     /// session (a page firing parallel calls) a save could lose many times in a
     /// row; on the file store they would wait for the session's lock, holding a
-    /// worker. A save that finds its turn free is written at once, alone; the saves
-    /// that come while it is written queue, and are then written together, in the
-    /// order they came, with one merge ([`Sessions::save_all_with`]): under a burst
+    /// worker. A save that finds its turn free writes, after one yield to the
+    /// runtime, its own save and the saves that queued meanwhile, together, in the
+    /// order they came, with one merge ([`Sessions::save_all_with`]); the saves
+    /// that queue during that write go next, in a task of their own: under a burst
     /// on one session the store sees one call per batch, not one per request. On
     /// Redis a turn also keeps what its last save wrote, so the next save merges onto
     /// it without a load. Saves of other processes still race, and the store's
@@ -226,58 +229,43 @@ impl<S: Store + 'static> Shared<S> {
     /// One attempt to save `session`: the outer error is the task's that wrote it.
     async fn save_once(self: &Arc<Self>, session: session::Session) -> Result<Saved> {
         let slot = self.turn(session.id());
-        let queued = {
+        let (reply, saved) = tokio::sync::oneshot::channel();
+        let lead = {
             let mut turn = self.lock_turn(slot);
-            if turn.busy {
-                let (reply, saved) = tokio::sync::oneshot::channel();
-                #[cfg(feature = "test-hooks")]
-                let key = self.sessions.store_key(session.id());
-                turn.queue.push((session, reply));
-                drop(turn);
-                #[cfg(feature = "test-hooks")]
+            #[cfg(feature = "test-hooks")]
+            let key = self.sessions.store_key(session.id());
+            turn.queue.push((session, reply));
+            let lead = !std::mem::replace(&mut turn.busy, true);
+            drop(turn);
+            #[cfg(feature = "test-hooks")]
+            if !lead {
                 let _ = crate::hooks::run(crate::hooks::Point::SaveQueued, std::path::Path::new(&key));
-                Err(saved)
-            } else {
-                turn.busy = true;
-                Ok((session, turn.known.take()))
             }
+            lead
         };
-        let (session, known) = match queued {
-            Ok(leads) => leads,
-            Err(saved) => {
-                return saved.await.map_err(|_| {
-                    Error::callback(std::io::Error::other(
-                        "the task writing this session's saves failed (did an update \
-                         closure panic?)",
-                    ))
-                });
-            }
-        };
-        let mut guard = TurnGuard {
-            shared: Arc::clone(self),
-            slot,
-            known: None,
-        };
-        let Some((mut sessions, mut results, known)) = self.write(vec![session], known).await
-        else {
-            return Err(Error::callback(std::io::Error::other(
-                "the blocking session task failed",
-            )));
-        };
-        guard.known = known;
-        match (sessions.pop(), results.pop()) {
-            (Some(session), Some(result)) => Ok((session, result)),
-            _ => Err(Error::callback(std::io::Error::other("a save went missing"))),
+        if lead {
+            // This request writes the queue, its own save first; if it goes away
+            // meanwhile, the turn's guard hands the queue to a task.
+            Arc::clone(self).write_queue(slot).await;
         }
+        saved.await.map_err(|_| {
+            Error::callback(std::io::Error::other(
+                "the task writing this session's saves failed",
+            ))
+        })
     }
 
-    /// Writes the saves queued on turn `slot` (spawned by [`TurnGuard`]).
+    /// Writes the saves queued on turn `slot`, which must be busy: run by the save
+    /// that found the turn free, then by a task [`TurnGuard`] spawns for the saves
+    /// that queued meanwhile. It yields to the runtime first, so that requests of
+    /// the session that are ready to save queue theirs and go in the same write.
     async fn write_queue(self: Arc<Self>, slot: usize) {
         let mut guard = TurnGuard {
             shared: Arc::clone(&self),
             slot,
             known: None,
         };
+        tokio::task::yield_now().await;
         let (queue, known) = {
             let mut turn = self.lock_turn(slot);
             (std::mem::take(&mut turn.queue), turn.known.take())
