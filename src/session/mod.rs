@@ -1357,3 +1357,66 @@ fn reset(session: &mut Session) {
     session.destroyed = false;
     session.user_changed = false;
 }
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use super::*;
+    use crate::FileSystemCache;
+
+    /// A stored session: its `Cookie` header.
+    fn stored(sessions: &Sessions<FileSystemCache>) -> String {
+        let mut view = sessions.load(None).unwrap();
+        view.insert("seed", &0).unwrap();
+        let cookie = sessions.save(&mut view).unwrap().set_cookie.unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
+    fn bump(view: &mut Session) {
+        view.update("n", |n: Option<u64>| Some(n.unwrap_or(0) + 1))
+            .unwrap();
+    }
+
+    /// `save_all` does what saving each view in turn would: views of two sessions
+    /// interleaved (the runs of one session merged), then a destroy between
+    /// saves of one session, which the save after it does not undo.
+    #[test]
+    fn save_all_is_saving_each_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FileSystemCache::open(dir.path()).unwrap();
+        let sessions = Sessions::new(cache, SessionConfig::default()).unwrap();
+        let (a, b) = (stored(&sessions), stored(&sessions));
+        let load = |cookie: &str| sessions.load(Some(cookie)).unwrap();
+
+        let mut views = vec![load(&a), load(&a), load(&b), load(&a)];
+        views[0].insert("x", &1).unwrap();
+        bump(&mut views[1]);
+        views[2].insert("y", &2).unwrap();
+        bump(&mut views[3]);
+        for outcome in sessions.save_all(&mut views).unwrap() {
+            // A permanent session's cookie slides with its expiry.
+            let cookie = outcome.unwrap().set_cookie.unwrap();
+            assert!(!cookie.contains("Max-Age=0"), "{cookie}");
+        }
+        let now = load(&a);
+        assert_eq!(now.get::<u64>("x").unwrap(), Some(1));
+        assert_eq!(now.get::<u64>("n").unwrap(), Some(2), "both bumps count");
+        assert_eq!(load(&b).get::<u64>("y").unwrap(), Some(2));
+        assert_eq!(load(&b).get::<u64>("n").unwrap(), None);
+
+        let mut views = vec![load(&a), load(&a), load(&a)];
+        bump(&mut views[0]);
+        views[1].destroy();
+        views[2].insert("z", &3).unwrap();
+        let outcomes: Vec<_> = sessions
+            .save_all(&mut views)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.unwrap().set_cookie)
+            .collect();
+        assert!(!outcomes[0].as_deref().unwrap().contains("Max-Age=0"));
+        assert!(outcomes[1].as_deref().unwrap().contains("Max-Age=0"));
+        assert_eq!(outcomes[2], None, "a save after the logout sends no cookie");
+        assert!(load(&a).is_new(), "the logout stays a logout");
+        assert_eq!(load(&b).get::<u64>("y").unwrap(), Some(2));
+    }
+}
