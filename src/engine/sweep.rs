@@ -753,7 +753,8 @@ pub(super) fn evict_step(engine: &Engine, written: &EntryPath) -> Result<()> {
 
 /// An expiry step (no eviction): rounds of `headers` headers (and up to `1 + headers`
 /// shard directories, so a sparse cache is read too), on while a quarter or more of
-/// what the step read was expired or damaged, for at most [`EXPIRY_ROUNDS`] rounds
+/// what the step read was expired or damaged, or while it has read fewer than
+/// `headers` headers in all (a sparse cache), for at most [`EXPIRY_ROUNDS`] rounds
 /// or [`EXPIRY_STEP_TIME`].
 pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport> {
     // Timed with the handle's clock (millisecond resolution), so a test's manual
@@ -771,7 +772,11 @@ pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport
             total.absorb(&r);
             let found = total.expired + total.damaged;
             let spent = engine.clock.now_ms().saturating_sub(start);
-            if found == 0 || found * 4 < total.examined || spent >= cap {
+            // In a sparse cache (fewer entries than shards) a round may read only
+            // a header or two, or none: too few to say that little is expired.
+            // Read on until the step has read a round's worth of headers.
+            let told = total.examined >= headers;
+            if spent >= cap || (told && (found == 0 || found * 4 < total.examined)) {
                 break;
             }
         }
@@ -782,7 +787,10 @@ pub(super) fn expiry_step(engine: &Engine, headers: usize) -> Result<PruneReport
 /// The next interval between expiry steps after a step that read `r`, from `every`.
 pub(super) fn next_expiry_interval(every: u64, r: &PruneReport) -> u64 {
     let found = r.expired + r.damaged;
-    if found == 0 {
+    if r.examined == 0 {
+        // Read only empty shard directories: nothing learned.
+        every
+    } else if found == 0 {
         (every * 2).min(EXPIRY_EVERY_MAX)
     } else if found * 4 >= r.examined {
         (every / 2).max(EXPIRY_EVERY_MIN)
