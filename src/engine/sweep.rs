@@ -859,6 +859,24 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// The adaptive cadence: halved (to 8) when a step found mostly expired
+    /// entries, kept when some, doubled (to 1,024) when none, and kept when the step
+    /// read no header at all (only empty directories: nothing learned).
+    #[test]
+    fn the_expiry_interval_follows_what_a_step_read() {
+        let read = |examined, expired| PruneReport {
+            examined,
+            expired,
+            ..PruneReport::default()
+        };
+        assert_eq!(next_expiry_interval(32, &read(8, 2)), 16);
+        assert_eq!(next_expiry_interval(EXPIRY_EVERY_MIN, &read(8, 8)), EXPIRY_EVERY_MIN);
+        assert_eq!(next_expiry_interval(32, &read(8, 1)), 32);
+        assert_eq!(next_expiry_interval(32, &read(8, 0)), 64);
+        assert_eq!(next_expiry_interval(EXPIRY_EVERY_MAX, &read(8, 0)), EXPIRY_EVERY_MAX);
+        assert_eq!(next_expiry_interval(32, &read(0, 0)), 32);
+    }
+
     #[test]
     fn low_water_and_headroom() {
         assert_eq!(low_water(1, 50), 1);

@@ -33,8 +33,8 @@ fn fill(bytes: &mut [u8], op: &'static str) -> Result<()> {
 /// draws a new sequence) and 64 bits from a randomly seeded one, so two saves of one
 /// session never share one in practice. No syscall: it is drawn on every save that
 /// replays an update, and an OS randomness read there cost a request one.
-pub(crate) fn save_id() -> Result<u64> {
-    Ok(crate::disk::layout::next_write_id())
+pub(crate) fn save_id() -> u64 {
+    crate::disk::layout::next_write_id()
 }
 
 fn encode(bytes: &[u8; ID_BYTES]) -> String {

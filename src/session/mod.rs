@@ -134,6 +134,24 @@ struct Replay {
     indexed: u64,
 }
 
+impl Replay {
+    /// What a save of `session` at `now` sets besides its changes (its save id as
+    /// [`Session::save_id_for_updates`] drew it).
+    fn of(session: &Session, now: u64) -> Replay {
+        Replay {
+            permanent: session.permanent_changed.then_some(session.permanent),
+            now,
+            save_id: session.save_id,
+            user: session
+                .user_changed
+                .then(|| session.user.clone().map(|u| (u, session.label.clone())))
+                .flatten(),
+            untie: session.untied.is_some(),
+            indexed: session.indexed,
+        }
+    }
+}
+
 /// How many save ids a record remembers (see `Record::saves`): a retried save is
 /// recognized as long as fewer than this many other saves that replay updates
 /// landed on the same session in between.
@@ -425,6 +443,17 @@ impl Session {
     /// Whether this request read or changed the session (then responses vary by cookie).
     pub fn was_accessed(&self) -> bool {
         self.accessed.get() || self.modified
+    }
+
+    /// The id of this view's save if it replays update closures: drawn once and
+    /// kept until a save succeeds, so every retry carries the same one, which the
+    /// record remembers (a retry after a lost reply finds it and does not replay
+    /// the closures a second time).
+    fn save_id_for_updates(&mut self) -> Option<u64> {
+        if !self.changes.iter().any(|c| matches!(c, Change::Update(..))) {
+            return None;
+        }
+        Some(*self.save_id.get_or_insert_with(id::save_id))
     }
 
     fn touch(&mut self) {
@@ -951,22 +980,7 @@ impl<S: Store> Sessions<S> {
             return outcome(resend.then(|| self.cookie(session, ttl)));
         }
         let now = self.now();
-        let permanent = session.permanent_changed.then_some(session.permanent);
-        // A save that replays update closures carries an id, the same on every retry,
-        // which the record remembers: a retry after a lost reply finds it and does
-        // not replay them a second time.
-        let save_id = if session
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::Update(..)))
-        {
-            if session.save_id.is_none() {
-                session.save_id = Some(id::save_id()?);
-            }
-            session.save_id
-        } else {
-            None
-        };
+        let save_id = session.save_id_for_updates();
         // Fast path: the stored record is still the one this view was loaded from,
         // so the view (loaded record + this request's changes) is the merge.
         let merged = match session.version.clone() {
@@ -1003,17 +1017,7 @@ impl<S: Store> Sessions<S> {
         let (merged, found) = match merged {
             Some(record) => (record, true),
             None => {
-                let how = Replay {
-                    permanent,
-                    now,
-                    save_id,
-                    user: session
-                        .user_changed
-                        .then(|| session.user.clone().map(|u| (u, session.label.clone())))
-                        .flatten(),
-                    untie: session.untied.is_some(),
-                    indexed: session.indexed,
-                };
+                let how = Replay::of(session, now);
                 self.merge(calls, &key, ttl, &[(&session.changes, how)]).await?
             }
         };
@@ -1023,14 +1027,7 @@ impl<S: Store> Sessions<S> {
         let resend = session.permanent_changed || (session.permanent && slides);
         match merged {
             Some(record) => {
-                session.data = record.data;
-                session.permanent = record.permanent;
-                session.touched = record.touched;
-                session.saves = record.saves;
-                session.user = record.user;
-                session.label = record.label;
-                session.indexed = record.indexed;
-                reset(session);
+                adopt(session, record);
                 if !self.confirm_index(calls, session).await? {
                     return self.gone(session, false, vary_cookie);
                 }
@@ -1060,12 +1057,14 @@ impl<S: Store> Sessions<S> {
         let mut outcomes = Vec::with_capacity(sessions.len());
         let mut rest = sessions;
         while !rest.is_empty() {
-            let run = match rest[0].stored_id.clone() {
-                Some(id) if self.batchable(&rest[0]) => rest
+            let id = rest[0].stored_id.as_deref();
+            let run = match rest.len() {
+                1 => 1,
+                _ => rest
                     .iter()
-                    .take_while(|s| s.stored_id.as_deref() == Some(&id) && self.batchable(s))
-                    .count(),
-                _ => 1,
+                    .take_while(|s| id.is_some() && s.stored_id.as_deref() == id && self.batchable(s))
+                    .count()
+                    .max(1),
             };
             let (batch, tail) = rest.split_at_mut(run);
             rest = tail;
@@ -1118,32 +1117,22 @@ impl<S: Store> Sessions<S> {
         calls: &C,
         sessions: &mut [Session],
     ) -> Result<Vec<SaveOutcome>> {
-        let (Some(last), Some(id)) = (sessions.last(), sessions[0].stored_id.clone()) else {
+        let (Some(first), Some(last)) = (sessions.first(), sessions.last()) else {
             return Ok(Vec::new());
         };
-        let ttl = self.ttl(last).unwrap_or(Duration::ZERO);
-        let key = self.store_key(&id);
+        let (Some(id), Some(ttl)) = (first.stored_id.as_deref(), self.ttl(last)) else {
+            return Err(Error::callback(std::io::Error::other(
+                "merge_batch: a view that is not batchable",
+            )));
+        };
+        let key = self.store_key(id);
         let now = self.now();
         for session in sessions.iter_mut() {
-            if session.save_id.is_none()
-                && session.changes.iter().any(|c| matches!(c, Change::Update(..)))
-            {
-                session.save_id = Some(id::save_id()?);
-            }
+            session.save_id_for_updates();
         }
         let plays: Vec<(&[Change], Replay)> = sessions
             .iter()
-            .map(|s| {
-                let how = Replay {
-                    permanent: s.permanent_changed.then_some(s.permanent),
-                    now,
-                    save_id: s.save_id,
-                    user: None,
-                    untie: false,
-                    indexed: s.indexed,
-                };
-                (&s.changes[..], how)
-            })
+            .map(|s| (&s.changes[..], Replay::of(s, now)))
             .collect();
         let (merged, found) = self.merge(calls, &key, ttl, &plays).await?;
         drop(plays);
@@ -1157,14 +1146,7 @@ impl<S: Store> Sessions<S> {
                 outcomes.push(self.gone(session, found, vary_cookie)?);
                 continue;
             };
-            session.data = record.data.clone();
-            session.permanent = record.permanent;
-            session.touched = record.touched;
-            session.saves = record.saves.clone();
-            session.user = record.user.clone();
-            session.label = record.label.clone();
-            session.indexed = record.indexed;
-            reset(session);
+            adopt(session, record.clone());
             let set_cookie = resend
                 .then(|| self.ttl(session))
                 .flatten()
@@ -1347,6 +1329,19 @@ fn replay_onto(record: &mut Record, changes: &[Change], how: &Replay) -> Result<
     }
     record.indexed = record.indexed.max(how.indexed);
     Ok(true)
+}
+
+/// `session` after a save wrote `record`: its view is the record, with no
+/// changes pending.
+fn adopt(session: &mut Session, record: Record) {
+    session.data = record.data;
+    session.permanent = record.permanent;
+    session.touched = record.touched;
+    session.saves = record.saves;
+    session.user = record.user;
+    session.label = record.label;
+    session.indexed = record.indexed;
+    reset(session);
 }
 
 fn reset(session: &mut Session) {

@@ -439,7 +439,7 @@ impl UserIndex<'_> {
         // that expired leave the index, so it follows the live sessions.
         let mut dead = Vec::new();
         for _ in 0..CHECKS_PER_LOGIN.min(others.len()) {
-            let i = (super::id::save_id()? % others.len() as u64) as usize;
+            let i = (super::id::save_id() % others.len() as u64) as usize;
             let h = others.swap_remove(i);
             if !self.is_live(calls, &h).await? {
                 dead.push(h);
