@@ -23,7 +23,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -608,61 +607,6 @@ fn cluster_survives_a_reshard_and_a_killed_master() -> TestResult {
     Ok(())
 }
 
-/// Forwards client connections to `upstream`; when `drop_reply` is set, the reply
-/// to the next `EVALSHA` is swallowed and both connections are closed (the server
-/// ran the script; the client never hears of it).
-fn lossy_proxy(upstream: u16, drop_reply: Arc<AtomicBool>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(mut client) = client else { return };
-            let drop_reply = drop_reply.clone();
-            thread::spawn(move || {
-                let mut server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-                let mut to_server = server.try_clone().unwrap();
-                let mut from_client = client.try_clone().unwrap();
-                let drop_next = Arc::new(AtomicBool::new(false));
-                let armed = drop_next.clone();
-                thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    loop {
-                        let n = match from_client.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        // The reply to drop is the one to the next compare-and-set.
-                        if buf[..n].windows(7).any(|w| w == b"EVALSHA")
-                            && drop_reply.swap(false, Ordering::SeqCst)
-                        {
-                            armed.store(true, Ordering::SeqCst);
-                        }
-                        if to_server.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut buf = [0u8; 65536];
-                loop {
-                    let n = match server.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if drop_next.swap(false, Ordering::SeqCst) {
-                        let _ = client.shutdown(std::net::Shutdown::Both);
-                        let _ = server.shutdown(std::net::Shutdown::Both);
-                        break;
-                    }
-                    if client.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn a_compare_and_set_whose_reply_is_lost_is_resent_and_merges_once() -> TestResult {
     let Some(url) = common::stores::engine_url("FSCACHE_TEST_REDIS") else {
@@ -675,7 +619,7 @@ fn a_compare_and_set_whose_reply_is_lost_is_resent_and_merges_once() -> TestResu
         .and_then(|p| p.parse().ok())
         .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
     let drop_reply = Arc::new(AtomicBool::new(false));
-    let proxy = lossy_proxy(port, drop_reply.clone());
+    let proxy = common::lossy_proxy::lossy_proxy(port, drop_reply.clone());
     let store = RedisStore::open(&format!("redis://127.0.0.1:{proxy}/0"))?;
     let key = format!("cas-lost-reply:{}", std::process::id());
     store.save(&key, b"0", TTL)?;

@@ -724,16 +724,19 @@ impl RedisStoreBuilder {
 impl RedisStore {
     /// The [`CAS`] script's call: replace `expected` under `key` with `new` (or
     /// delete the key when `new` is `None`), for `ttl`, as attempt `attempt`.
+    ///
+    /// `attempt` is the attempt's id for the marker that makes sending it again
+    /// safe; `None` when it is sent once only (no marker is written).
     fn cas_call(
         &self,
         key: &str,
         expected: &[u8],
         new: Option<&[u8]>,
         ttl: Duration,
-        attempt: &str,
+        attempt: Option<&str>,
     ) -> redis::ScriptInvocation<'_> {
         let mut call = self.cas.key(key);
-        if let Some(marker) = marker_key(key) {
+        if let Some(marker) = attempt.and_then(|_| marker_key(key)) {
             call.key(marker);
         }
         call.arg(expected);
@@ -741,7 +744,7 @@ impl RedisStore {
             Some(v) => call.arg("1").arg(v).arg(millis(ttl)),
             None => call.arg("0").arg("").arg(0),
         };
-        call.arg(attempt);
+        call.arg(attempt.unwrap_or(""));
         call
     }
 
@@ -927,10 +930,14 @@ impl RedisStore {
         }))
     }
 
-    /// Whether the axum layer can take the async path (a single-server URL).
+    /// Whether the axum layer can take the async path: a single-server URL
+    /// without `wait_replicas` (the async path has no `WAIT`: on its one
+    /// multiplexed connection a `WAIT` would hold every request's commands behind
+    /// it, so those stores take the sync client, whose pooled connections each
+    /// wait for their own writes).
     #[cfg(feature = "axum")]
     pub(crate) fn has_async_client(&self) -> bool {
-        self.client.is_some()
+        self.client.is_some() && self.wait.is_none()
     }
 
     /// Runs a write on a pooled connection, then `WAIT`s if the URL asked for it.
@@ -1023,7 +1030,7 @@ impl Store for RedisStore {
             return Err(foreign_version(key));
         };
         let attempt = attempt_id();
-        let call = self.cas_call(key, expected, new, ttl, &attempt);
+        let call = self.cas_call(key, expected, new, ttl, Some(&attempt));
         let dropped = std::cell::Cell::new(false);
         let send = |c: &mut Conn| {
             let (won, _): (i64, Option<Vec<u8>>) = call.invoke(c).map_err(|e| {
@@ -1127,6 +1134,11 @@ impl<'a> AsyncRedis<'a> {
 
     /// The compare-and-set script that returns the current value when it loses:
     /// `Ok(None)` when it wrote, `Ok(Some(current))` when not.
+    ///
+    /// Sent once, without the script's marker: the connection manager never sends
+    /// a command again, so the marker would never be read. A save that fails
+    /// here is retried by the layer as a new save, and the session record's save
+    /// ids (not this call) keep that retry from applying its changes twice.
     async fn cas_or_get(
         &self,
         key: &str,
@@ -1134,10 +1146,9 @@ impl<'a> AsyncRedis<'a> {
         new: Option<&[u8]>,
         ttl: Duration,
     ) -> Result<Option<Option<Vec<u8>>>> {
-        let attempt = attempt_id();
         let (won, found): (i64, Option<Vec<u8>>) = self
             .store
-            .cas_call(key, expected, new, ttl, &attempt)
+            .cas_call(key, expected, new, ttl, None)
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(|e| engine_error("compare-and-set", e))?;

@@ -129,4 +129,5 @@ pub fn server_bin() -> PathBuf {
     bin
 }
 pub mod faulty;
+pub mod lossy_proxy;
 pub mod stores;

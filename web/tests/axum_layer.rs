@@ -22,6 +22,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "../../tests/common/faulty.rs"]
 mod faulty;
+#[path = "../../tests/common/lossy_proxy.rs"]
+mod lossy_proxy;
 
 use faulty::{Faulty, When};
 
@@ -361,6 +363,39 @@ fn redis_connection_killed_between_load_and_save_is_retried() {
     let all = dump_of(&app, &cookie);
     assert_eq!(all["a"], "slow", "{all}");
     assert_eq!(all["user"], "ann", "{all}");
+}
+
+/// The async path's compare-and-set reaches Redis and runs, but its reply is
+/// lost with the connection: the layer retries the save (a new save, on a new
+/// connection), and the record's save ids keep the retried bump from counting
+/// twice, as the compare-and-set's marker does for the sync client's resend.
+#[test]
+fn a_lost_reply_to_an_async_save_is_retried_and_counts_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(url) = redis_url() else { return };
+    let (port, db) = url
+        .trim_start_matches("redis://127.0.0.1:")
+        .split_once('/')
+        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
+    let drop_reply = Arc::new(AtomicBool::new(false));
+    let proxy = lossy_proxy::lossy_proxy(port.parse().unwrap(), Arc::clone(&drop_reply));
+    let store = fscache::store::open(&format!("redis://127.0.0.1:{proxy}/{db}")).unwrap();
+    let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Async);
+    let cookie = log_in(&app);
+    // A bump first, so the layer's connection has loaded the script (a NOSCRIPT
+    // reply is not what this test drops).
+    let bump = || call(&agent(), "POST", &format!("{}/bump/n", app.base), &cookie);
+    assert_eq!(bump().body, "1");
+    drop_reply.store(true, Ordering::SeqCst);
+    let r = bump();
+    assert!(!drop_reply.load(Ordering::SeqCst), "no reply was dropped");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        dump_of(&app, &cookie)["n"],
+        2,
+        "the lost-reply bump counted once"
+    );
+    assert_eq!(bump().body, "3");
 }
 
 fn redis_url() -> Option<String> {
@@ -719,4 +754,29 @@ fn auto_takes_the_async_client_for_redis_but_not_through_a_wrapper() {
         StoreCalls::Blocking,
     );
     assert!(mode(&layer).contains("Blocking"), "{layer:?}");
+}
+
+/// A Redis URL with `wait_replicas` keeps its `WAIT` behind the layer: `Auto`
+/// (and `Async`) take the sync client for it, so on a server with no replica
+/// every save fails (503 after its retry) instead of being acknowledged
+/// unreplicated by the async path, which has no `WAIT`.
+#[test]
+fn wait_replicas_holds_behind_the_layer() {
+    let Some(url) = redis_url() else { return };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let waiting = format!("{url}{sep}wait_replicas=1&wait_timeout_ms=20");
+    assert_eq!(
+        redis_command(&url, &["WAIT", "1", "20"]),
+        ":0",
+        "the test server has no replica"
+    );
+    for calls in [StoreCalls::Auto, StoreCalls::Async] {
+        let sessions = Sessions::new(fscache::store::open(&waiting).unwrap(), config()).unwrap();
+        let layer = SessionLayer::with_store_calls(sessions, calls);
+        assert!(format!("{layer:?}").contains("Blocking"), "{layer:?}");
+        let sessions = Sessions::new(fscache::store::open(&waiting).unwrap(), config()).unwrap();
+        let app = serve(sessions, calls);
+        let r = call(&agent(), "POST", &format!("{}/login", app.base), "");
+        assert_eq!(r.status, 503, "a save no replica acknowledged: {}", r.body);
+    }
 }

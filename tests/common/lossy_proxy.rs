@@ -1,0 +1,63 @@
+//! A TCP proxy in front of a Redis server that can lose a reply: what a
+//! connection dropped after the server ran a command looks like to the client.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+/// Forwards client connections to `upstream`; when `drop_reply` is set, the reply
+/// to the next `EVALSHA` is swallowed and both connections are closed (the server
+/// ran the script; the client never hears of it).
+pub fn lossy_proxy(upstream: u16, drop_reply: Arc<AtomicBool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let drop_reply = drop_reply.clone();
+            thread::spawn(move || {
+                let mut server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let mut to_server = server.try_clone().unwrap();
+                let mut from_client = client.try_clone().unwrap();
+                let drop_next = Arc::new(AtomicBool::new(false));
+                let armed = drop_next.clone();
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        let n = match from_client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        // The reply to drop is the one to the next compare-and-set.
+                        if buf[..n].windows(7).any(|w| w == b"EVALSHA")
+                            && drop_reply.swap(false, Ordering::SeqCst)
+                        {
+                            armed.store(true, Ordering::SeqCst);
+                        }
+                        if to_server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if drop_next.swap(false, Ordering::SeqCst) {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
