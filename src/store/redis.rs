@@ -24,6 +24,8 @@ use crate::error::{EngineErrorKind, Error, Result};
 /// attempt, reports that it wrote. So a call sent again after its connection
 /// dropped (by the store, or by the cluster client, which resends on its own) does
 /// not turn a success into a conflict that would make `update` run the merge twice.
+/// The axum layer's async path sends it once, with no marker key (see
+/// `AsyncRedis::cas_or_get`).
 const CAS: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then
