@@ -42,18 +42,25 @@ struct Driver {
 
 impl Driver {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A WebDriver command; its error (e.g. a script run while a page unloads) as
+    /// an `Err`.
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut resp = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
             ("DELETE", _) => self.agent.delete(&url).call(),
             (_, b) => self.agent.post(&url).send_json(b.unwrap_or(json!({}))),
         }
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let v: Value = resp.body_mut().read_json().unwrap();
+        .map_err(|e| e.to_string())?;
+        let v: Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
         if let Some(err) = v["value"].get("error") {
-            panic!("{method} {path}: {err}: {}", v["value"]["message"]);
+            return Err(format!("{err}: {}", v["value"]["message"]));
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     fn find(&self, css: &str) -> String {
@@ -72,6 +79,34 @@ impl Driver {
     fn click(&self, css: &str) {
         let id = self.find(css);
         self.call("POST", &format!("/element/{id}/click"), None);
+    }
+
+    /// Clicks a form's button and waits (up to 10 s) until the page it loads has
+    /// replaced this one: a check of the text alone cannot tell the old page from
+    /// the new when both show it.
+    fn click_and_load(&self, css: &str) {
+        let script = |s: &str| {
+            self.try_call(
+                "POST",
+                "/execute/sync",
+                Some(json!({"script": s, "args": []})),
+            )
+        };
+        script("window.__fscacheOldPage = true; return true").unwrap();
+        self.click(css);
+        let start = Instant::now();
+        // A script sent while the old page unloads may fail: that is not the new page
+        // yet, so it is asked again.
+        while script(
+            "return window.__fscacheOldPage === undefined && document.readyState === 'complete'",
+        ) != Ok(Value::Bool(true))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "clicking {css} never loaded a new page"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn text(&self) -> String {
@@ -357,7 +392,9 @@ fn log_out_other_devices_and_everywhere_with_two_browsers() {
 
     // "Log out other devices" on the laptop: the phone's next page is logged out.
     laptop.open(&format!("{site}/"));
-    laptop.click("form[action='/logout-others'] button");
+    // (The page before the click shows "Logged in as Ann" too: wait for the new one,
+    // or the phone may load its page before the laptop's request has run.)
+    laptop.click_and_load("form[action='/logout-others'] button");
     laptop.wait_text("the page again", |t| t.contains("Logged in as Ann"));
     phone.open(&format!("{site}/"));
     let t = phone.wait_text("the login form", |t| !t.contains("Logged in as"));
