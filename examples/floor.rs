@@ -9,8 +9,10 @@
 //! (alternating which goes first); the table gives the median over rounds of the
 //! mean time per operation, and the ratio fscache / floor. The floor is:
 //! set = open temp (O_EXCL) + write + close + rename; get = open + read to EOF +
-//! close; miss = one failed open; delete = unlink — on pre-built paths and bytes,
-//! laid out like fscache's shards. The full criterion suite lives in `benches/`.
+//! close; miss = one failed open; delete = unlink; evict = rename aside + unlink
+//! (what removing an entry costs when a rewrite made meanwhile must survive), and
+//! the churn floor, a set plus an evict — on pre-built paths and bytes, laid out
+//! like fscache's shards. The full criterion suite lives in `benches/`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -90,6 +92,16 @@ impl Floor {
             std::fs::remove_file(path).unwrap();
         }
     }
+
+    /// What an eviction that never removes a rewrite it did not decide on needs at
+    /// least: move the name aside (the decision point), then unlink what was moved.
+    /// (fscache also reads the moved file's header, and samples candidates.)
+    fn evict(&self) {
+        for (path, tmp) in self.paths.iter().zip(&self.temps) {
+            std::fs::rename(path, tmp).unwrap();
+            std::fs::remove_file(tmp).unwrap();
+        }
+    }
 }
 
 fn per_op(n: usize, f: impl FnOnce()) -> Duration {
@@ -146,6 +158,7 @@ fn main() {
     ];
     let mut results: Vec<[Vec<Duration>; 2]> = names.iter().map(|_| [vec![], vec![]]).collect();
     let mut buf = Vec::with_capacity(4096);
+    let mut evict_floor = Vec::new();
 
     for round in 0..rounds {
         for pass in 0..2 {
@@ -186,6 +199,10 @@ fn main() {
                     per_op(n, || floor.delete()),
                 ]
             };
+            if !fscache_turn {
+                floor.set(&value);
+                evict_floor.push(per_op(n, || floor.evict()));
+            }
             for (i, d) in r.into_iter().enumerate() {
                 results[i][usize::from(fscache_turn)].push(d);
             }
@@ -200,6 +217,7 @@ fn main() {
         "{:<15} {:>10} {:>10} {:>7}",
         "operation", "floor µs", "fscache µs", "ratio"
     );
+    let set_floor = median(results[0][0].clone());
     for (name, [f, c]) in names.iter().zip(results) {
         let (f, c) = (median(f), median(c));
         println!(
@@ -209,6 +227,21 @@ fn main() {
             c.as_secs_f64() / f.as_secs_f64()
         );
     }
+
+    // The floor of an insert into a full cache: a set and an eviction.
+    let evict_floor = median(evict_floor);
+    println!(
+        "{:<15} {:>10.2} {:>10} {:>7}   (rename aside + unlink; fscache: see churn)",
+        "evict",
+        evict_floor.as_secs_f64() * 1e6,
+        "—",
+        "",
+    );
+    println!(
+        "churn floor: set + evict = {:.2} µs = {:.2}× the set floor",
+        (set_floor + evict_floor).as_secs_f64() * 1e6,
+        (set_floor + evict_floor).as_secs_f64() / set_floor.as_secs_f64()
+    );
 
     // Threshold churn: insert 10× the threshold; amortized cost per insert against
     // the same number of plain sets of new keys into an unbounded cache, same run.
