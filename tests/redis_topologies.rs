@@ -656,6 +656,47 @@ fn a_compare_and_set_whose_reply_is_lost_is_resent_and_merges_once() -> TestResu
     Ok(())
 }
 
+/// A new session's insert (`SET … NX`) runs on Redis but its reply is lost: the
+/// save fails with a retryable error, and the retry finds the record that insert
+/// wrote and keeps it (the same id; before, "the id is taken" made it store the
+/// session again under a new id, leaving the first record behind until its TTL).
+#[test]
+fn a_new_sessions_insert_whose_reply_is_lost_is_kept_by_the_retry() -> TestResult {
+    use fscache::session::{SessionConfig, Sessions};
+    let Some(url) = common::stores::engine_url("FSCACHE_TEST_REDIS") else {
+        return Ok(());
+    };
+    let port: u16 = url
+        .trim_start_matches("redis://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
+    let drop_reply = Arc::new(AtomicBool::new(false));
+    let proxy = common::lossy_proxy::lossy_proxy_on(port, drop_reply.clone(), b"\r\nNX\r\n");
+    let store = RedisStore::open(&format!("redis://127.0.0.1:{proxy}/0"))?;
+    let prefix = format!("insert-lost-{}:", fscache::session::new_id()?);
+    let sessions = Sessions::new(store, SessionConfig::default().key_prefix(prefix))?;
+    let mut s = sessions.load(None)?;
+    s.insert("user", &"ada")?;
+    let id = s.id().to_owned();
+    drop_reply.store(true, Ordering::SeqCst);
+    let first = sessions.save(&mut s);
+    assert!(!drop_reply.load(Ordering::SeqCst), "the reply was dropped");
+    let err = first.expect_err("the insert's reply was lost");
+    assert!(err.is_retryable(), "{err}");
+    let cookie = sessions.save(&mut s)?.set_cookie.expect("a cookie");
+    assert_eq!(
+        s.id(),
+        id,
+        "the retry kept the record its first attempt wrote"
+    );
+    let back = sessions.load(Some(cookie.split(';').next().unwrap()))?;
+    assert_eq!(back.id(), id);
+    assert_eq!(back.get::<String>("user")?.as_deref(), Some("ada"));
+    Ok(())
+}
+
 /// The example server on a `redis-sentinel://` URL (`--store`, as on any store),
 /// over HTTP: a login made before the master is SIGKILLed is still logged in
 /// after the failover, and a failed request during the switch is an error

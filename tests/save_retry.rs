@@ -205,11 +205,14 @@ fn a_new_session_whose_insert_failed_is_stored_by_the_retry() -> TestResult {
             let s = sessions(&*subject.store, "new")?;
             let mut session = s.load(None)?;
             session.insert("user", &"bob")?;
+            let id = session.id().to_owned();
             s.store().fail_next(1, &["insert"], when);
             let (outcome, failed) = save_retrying(&s, &mut session);
             assert_eq!(failed, 1, "{n}");
             // After a lost reply the first id's record exists already: the retry
-            // stores the session under a fresh id (the orphan expires with its TTL).
+            // finds this session in it and keeps it, rather than storing the
+            // session again under a new id and leaving that record behind.
+            assert_eq!(session.id(), id, "{n} {when:?}: one record, the first id");
             let c = cookie(&outcome);
             let again = s.load(Some(&c))?;
             assert_eq!(

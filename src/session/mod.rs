@@ -574,6 +574,30 @@ impl<S: Store> Sessions<S> {
     }
 
     /// A stored record, or `None` for bytes that are not one.
+    /// Whether the record stored under the new session id `id` is the one an
+    /// insert of `fields` wrote (all but its write time, which a retry sets anew).
+    async fn holds_insert<C: Calls>(&self, calls: &C, id: &str, fields: &Record) -> Result<bool> {
+        let Some(stored) = calls.load(&self.store_key(id)).await? else {
+            return Ok(false);
+        };
+        let Some(r) = self.decode_record(&stored.value) else {
+            return Ok(false);
+        };
+        // Flask's records hold only the data and the permanent flag.
+        #[cfg(feature = "flask")]
+        let flask = self.config.flask.is_some();
+        #[cfg(not(feature = "flask"))]
+        let flask = false;
+        Ok(r.data == fields.data
+            && r.permanent == fields.permanent
+            && (flask
+                || (r.created == fields.created
+                    && r.saves.is_empty()
+                    && r.user == fields.user
+                    && r.label == fields.label
+                    && r.indexed == fields.indexed)))
+    }
+
     fn decode_record(&self, bytes: &[u8]) -> Option<Record> {
         #[cfg(feature = "flask")]
         if let Some(format) = self.config.flask {
@@ -916,7 +940,7 @@ impl<S: Store> Sessions<S> {
                 reset(session);
                 return outcome(cookie);
             }
-            let record = self.encode_record(&Record {
+            let fields = Record {
                 data: session.data.clone(),
                 permanent: session.permanent,
                 created: session.created,
@@ -925,13 +949,22 @@ impl<S: Store> Sessions<S> {
                 user: session.user.clone(),
                 label: session.label.clone(),
                 indexed: session.indexed,
-            })?;
+            };
+            let record = self.encode_record(&fields)?;
             // Insert only if absent: a new session never overwrites a stored one.
             let mut attempts = 0;
             while !calls
                 .insert(&self.store_key(&session.id), &record, ttl)
                 .await?
             {
+                // The id is random and was never sent in a cookie: a record under it
+                // that holds this session is this save's own, from an attempt whose
+                // reply was lost (a retry; or an engine client that sent the insert
+                // again). Taken as written, not stored again under a new id, which
+                // would leave it behind until its TTL.
+                if self.holds_insert(calls, &session.id, &fields).await? {
+                    break;
+                }
                 attempts += 1;
                 if attempts == INSERT_ATTEMPTS {
                     return Err(Error::Conflict {

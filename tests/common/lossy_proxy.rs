@@ -11,6 +11,13 @@ use std::thread;
 /// to the next `EVALSHA` is swallowed and both connections are closed (the server
 /// ran the script; the client never hears of it).
 pub fn lossy_proxy(upstream: u16, drop_reply: Arc<AtomicBool>) -> u16 {
+    lossy_proxy_on(upstream, drop_reply, b"EVALSHA")
+}
+
+/// As [`lossy_proxy`], for the next command whose bytes contain `trigger` (e.g.
+/// `b"\r\nNX\r\n"`: a `SET … NX`).
+#[allow(dead_code)] // not every test crate that includes this file uses it
+pub fn lossy_proxy_on(upstream: u16, drop_reply: Arc<AtomicBool>, trigger: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
@@ -30,8 +37,8 @@ pub fn lossy_proxy(upstream: u16, drop_reply: Arc<AtomicBool>) -> u16 {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        // The reply to drop is the one to the next compare-and-set.
-                        if buf[..n].windows(7).any(|w| w == b"EVALSHA")
+                        // The reply to drop is the one to the next matching command.
+                        if buf[..n].windows(trigger.len()).any(|w| w == trigger)
                             && drop_reply.swap(false, Ordering::SeqCst)
                         {
                             armed.store(true, Ordering::SeqCst);

@@ -398,6 +398,44 @@ fn a_lost_reply_to_an_async_save_is_retried_and_counts_once() {
     assert_eq!(bump().body, "3");
 }
 
+/// A new session's insert (`SET … NX`) reaches Redis and runs, but its reply is
+/// lost with the connection: the layer's retry finds the record its first attempt
+/// wrote and keeps it, instead of taking "the id is taken" and storing the session
+/// again under a new id (which left the first record behind, unreachable, until
+/// its TTL).
+#[test]
+fn a_lost_reply_to_a_new_sessions_insert_leaves_one_record() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(url) = redis_url() else { return };
+    let (port, db) = url
+        .trim_start_matches("redis://127.0.0.1:")
+        .split_once('/')
+        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
+    let drop_reply = Arc::new(AtomicBool::new(false));
+    let proxy = lossy_proxy::lossy_proxy_on(
+        port.parse().unwrap(),
+        Arc::clone(&drop_reply),
+        b"\r\nNX\r\n",
+    );
+    let prefix = format!("insert-{}:", fscache::session::new_id().unwrap());
+    let store = fscache::store::open(&format!("redis://127.0.0.1:{proxy}/{db}")).unwrap();
+    let config = SessionConfig::default()
+        .cookie_name("id")
+        .key_prefix(prefix.clone());
+    let app = serve(Sessions::new(store, config).unwrap(), StoreCalls::Async);
+    drop_reply.store(true, Ordering::SeqCst);
+    let r = call(&agent(), "POST", &format!("{}/login", app.base), "");
+    assert!(!drop_reply.load(Ordering::SeqCst), "no reply was dropped");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cookie = pair(&r.cookie.expect("login sets the cookie"));
+    assert_eq!(
+        call(&agent(), "GET", &format!("{}/me", app.base), &cookie).body,
+        "ann"
+    );
+    let keys = redis_command(&url, &["KEYS", &format!("{prefix}*")]);
+    assert_eq!(keys, "*1", "one session record under {prefix}");
+}
+
 fn redis_url() -> Option<String> {
     match std::env::var("FSCACHE_TEST_REDIS") {
         Ok(url) if !url.is_empty() && cfg!(feature = "redis") => Some(url),
