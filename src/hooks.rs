@@ -42,6 +42,11 @@ pub enum Point {
     /// same turn (another request's save of that session is being written). The
     /// path is the session's store key.
     SaveQueued,
+    /// In the axum layer, when a turn's write is about to go to the store, after it
+    /// took the saves queued on its turn (saves that come now queue behind it). The
+    /// path is the store key of its first session. A hook that waits here runs on a
+    /// runtime worker: it should wait inside `tokio::task::block_in_place`.
+    SaveWriting,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -321,6 +321,11 @@ impl<S: Store + 'static> Shared<S> {
             (std::mem::take(&mut turn.queue), turn.known.take())
         };
         let (sessions, replies): (Vec<_>, Vec<_>) = queue.into_iter().unzip();
+        #[cfg(feature = "test-hooks")]
+        if let Some(first) = sessions.first() {
+            let key = self.sessions.store_key(first.id());
+            let _ = crate::hooks::run(crate::hooks::Point::SaveWriting, std::path::Path::new(&key));
+        }
         // None: the blocking task failed; the replies are dropped, which their
         // requests see as an error.
         let Some((sessions, results, known)) = self.write(sessions, known).await else {

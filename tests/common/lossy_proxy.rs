@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 /// Forwards client connections to `upstream`; when `drop_reply` is set, the reply
@@ -18,12 +18,29 @@ pub fn lossy_proxy(upstream: u16, drop_reply: Arc<AtomicBool>) -> u16 {
 /// `b"\r\nNX\r\n"`: a `SET … NX`).
 #[allow(dead_code)] // not every test crate that includes this file uses it
 pub fn lossy_proxy_on(upstream: u16, drop_reply: Arc<AtomicBool>, trigger: &'static [u8]) -> u16 {
+    proxy(upstream, drop_reply, trigger, Arc::new(AtomicUsize::new(0)))
+}
+
+/// A proxy that loses nothing and counts the commands whose bytes contain
+/// `trigger` into `count` (commands sent whole in one write, as the redis crate
+/// does, each counted once).
+#[allow(dead_code)]
+pub fn counting_proxy(upstream: u16, trigger: &'static [u8], count: Arc<AtomicUsize>) -> u16 {
+    proxy(upstream, Arc::new(AtomicBool::new(false)), trigger, count)
+}
+
+fn proxy(
+    upstream: u16,
+    drop_reply: Arc<AtomicBool>,
+    trigger: &'static [u8],
+    count: Arc<AtomicUsize>,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { return };
-            let drop_reply = drop_reply.clone();
+            let (drop_reply, count) = (drop_reply.clone(), count.clone());
             thread::spawn(move || {
                 let mut server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
                 let mut to_server = server.try_clone().unwrap();
@@ -37,10 +54,13 @@ pub fn lossy_proxy_on(upstream: u16, drop_reply: Arc<AtomicBool>, trigger: &'sta
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
+                        let seen = buf[..n]
+                            .windows(trigger.len())
+                            .filter(|w| *w == trigger)
+                            .count();
+                        count.fetch_add(seen, Ordering::SeqCst);
                         // The reply to drop is the one to the next matching command.
-                        if buf[..n].windows(trigger.len()).any(|w| w == trigger)
-                            && drop_reply.swap(false, Ordering::SeqCst)
-                        {
+                        if seen > 0 && drop_reply.swap(false, Ordering::SeqCst) {
                             armed.store(true, Ordering::SeqCst);
                         }
                         if to_server.write_all(&buf[..n]).is_err() {

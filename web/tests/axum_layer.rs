@@ -463,6 +463,97 @@ fn redis_command(url: &str, args: &[&str]) -> String {
     line.trim_end().to_owned()
 }
 
+/// On Redis's async path, as on the file store: saves of one session that come
+/// while another save of it is being written queue behind it and go to Redis in
+/// one compare-and-set. Forced: the first save is held just before its write (a
+/// test hook, waiting in `block_in_place` so the runtime keeps serving the other
+/// requests) until eight more requests of the session have queued theirs; a proxy
+/// counts the `EVALSHA`s that reach Redis.
+#[test]
+fn redis_saves_queued_behind_a_save_in_flight_go_in_one_compare_and_set() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _hooks = HOOKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(url) = redis_url() else { return };
+    let (port, db) = url
+        .trim_start_matches("redis://127.0.0.1:")
+        .split_once('/')
+        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
+    let scripts = Arc::new(AtomicUsize::new(0));
+    let proxy =
+        lossy_proxy::counting_proxy(port.parse().unwrap(), b"EVALSHA", Arc::clone(&scripts));
+    let store = fscache::store::open(&format!("redis://127.0.0.1:{proxy}/{db}")).unwrap();
+    let prefix = format!("redis-batch-{}:", fscache::session::new_id().unwrap());
+    let config = SessionConfig::default()
+        .cookie_name("id")
+        .key_prefix(prefix.clone());
+    let app = serve(Sessions::new(store, config).unwrap(), StoreCalls::Async);
+    let cookie = log_in(&app);
+    // A bump first, so the connection has loaded the script (NOSCRIPT, SCRIPT
+    // LOAD and the call again would count twice).
+    let r = call(&agent(), "POST", &format!("{}/bump/n", app.base), &cookie);
+    assert_eq!(r.body, "1");
+
+    let (queued_tx, queued) = mpsc::channel::<()>();
+    let queued_tx = Mutex::new(queued_tx);
+    let mine = prefix.clone();
+    fscache::hooks::set_hook(Point::SaveQueued, move |key| {
+        if key.to_str().is_some_and(|k| k.starts_with(&mine)) {
+            queued_tx.lock().unwrap().send(()).unwrap();
+        }
+        Ok(())
+    });
+    let (held_tx, held) = mpsc::channel::<()>();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let hold = Mutex::new(Some((held_tx, release)));
+    let mine = prefix.clone();
+    fscache::hooks::set_hook(Point::SaveWriting, move |key| {
+        if !key.to_str().is_some_and(|k| k.starts_with(&mine)) {
+            return Ok(());
+        }
+        let taken = hold.lock().unwrap().take();
+        if let Some((held, release)) = taken {
+            held.send(()).unwrap();
+            tokio::task::block_in_place(|| release.recv_timeout(Duration::from_secs(30))).unwrap();
+        }
+        Ok(())
+    });
+    let post = |path: &str| {
+        let (url, cookie) = (format!("{}{path}", app.base), cookie.clone());
+        std::thread::spawn(move || call(&agent(), "POST", &url, &cookie))
+    };
+    let first = post("/set/s/first");
+    held.recv_timeout(Duration::from_secs(10))
+        .expect("the first save reached its write");
+    let rest: Vec<_> = (0..8).map(|_| post("/bump/n")).collect();
+    for _ in 0..8 {
+        queued
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a save queued behind the held one");
+    }
+    scripts.store(0, Ordering::SeqCst);
+    release_tx.send(()).unwrap();
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    for r in rest {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    fscache::hooks::clear_hooks();
+    assert_eq!(
+        scripts.load(Ordering::SeqCst),
+        2,
+        "the held save's compare-and-set, then one for the eight queued saves"
+    );
+    let all = dump_of(&app, &cookie);
+    assert_eq!(
+        (all["n"].clone(), all["s"].clone()),
+        (9.into(), "first".into()),
+        "{all}"
+    );
+}
+
 /// Both ways of running store calls keep the merge (the file store picks inline
 /// by default; here each is forced).
 #[test]
@@ -487,8 +578,14 @@ fn inline_and_blocking_store_calls_both_merge() {
 /// the same with a queued save whose `update` fails on the merged value (the held
 /// save turned its number into text): that request gets its error, the six others
 /// are kept (the merged write failed, so each was written alone).
+/// The test hooks are process-wide: the tests that set them take turns.
+static HOOKS: Mutex<()> = Mutex::new(());
+
 #[test]
 fn saves_queued_behind_a_save_of_their_session_are_written_together() {
+    let _hooks = HOOKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(Faulty::new(
         fscache::FileSystemCache::open(tmp.path()).unwrap(),
