@@ -68,6 +68,11 @@ async fn set(
     Ok("set")
 }
 
+async fn remove(session: Session, Path(key): Path<String>) -> Result<&'static str, fscache::Error> {
+    session.remove(&key).await?;
+    Ok("removed")
+}
+
 async fn bump(session: Session, Path(key): Path<String>) -> Result<String, fscache::Error> {
     let n = session
         .update(&key, |n: Option<u64>| Some(n.unwrap_or(0) + 1))
@@ -156,6 +161,7 @@ fn serve<S: Store + 'static>(sessions: Sessions<S>, calls: StoreCalls) -> App {
         .route("/dump", get(dump))
         .route("/set/{key}/{value}", post(set))
         .route("/bump/{key}", post(bump))
+        .route("/remove/{key}", post(remove))
         .route("/boom/{key}", post(boom))
         .route("/slow/{op}/{key}", post(slow))
         .route("/logout", post(logout))
@@ -434,6 +440,33 @@ fn a_lost_reply_to_a_new_sessions_insert_leaves_one_record() {
     );
     let keys = redis_command(&url, &["KEYS", &format!("{prefix}*")]);
     assert_eq!(keys, "*1", "one session record under {prefix}");
+}
+
+/// A session whose last value a request removes is deleted from Redis by its
+/// save's compare-and-set (the script's delete branch), on the async path and on
+/// the blocking one.
+#[test]
+fn redis_a_session_left_empty_is_deleted_on_both_paths() {
+    let Some(url) = redis_url() else { return };
+    for calls in [StoreCalls::Async, StoreCalls::Blocking] {
+        let prefix = format!("emptied-{}:", fscache::session::new_id().unwrap());
+        let config = SessionConfig::default()
+            .cookie_name("id")
+            .key_prefix(prefix.clone());
+        let store = fscache::store::open(&url).unwrap();
+        let app = serve(Sessions::new(store, config).unwrap(), calls);
+        let r = call(&agent(), "POST", &format!("{}/set/x/1", app.base), "");
+        let cookie = pair(&r.cookie.expect("a new session sets the cookie"));
+        let keys = || redis_command(&url, &["KEYS", &format!("{prefix}*")]);
+        assert_eq!(keys(), "*1", "{calls:?}: the new session's record");
+        let r = call(&agent(), "POST", &format!("{}/remove/x", app.base), &cookie);
+        assert_eq!((r.status, r.body.as_str()), (200, "removed"), "{calls:?}");
+        assert_eq!(
+            keys(),
+            "*0",
+            "{calls:?}: the emptied session's record is gone"
+        );
+    }
 }
 
 fn redis_url() -> Option<String> {
