@@ -573,7 +573,6 @@ impl<S: Store> Sessions<S> {
         id::verify(value, &self.config.signing_keys)
     }
 
-    /// A stored record, or `None` for bytes that are not one.
     /// Whether the record stored under the new session id `id` is the one an
     /// insert of `fields` wrote (all but its write time, which a retry sets anew).
     async fn holds_insert<C: Calls>(&self, calls: &C, id: &str, fields: &Record) -> Result<bool> {
@@ -598,6 +597,7 @@ impl<S: Store> Sessions<S> {
                     && r.indexed == fields.indexed)))
     }
 
+    /// A stored record, or `None` for bytes that are not one.
     fn decode_record(&self, bytes: &[u8]) -> Option<Record> {
         #[cfg(feature = "flask")]
         if let Some(format) = self.config.flask {

@@ -24,8 +24,8 @@ use crate::error::{EngineErrorKind, Error, Result};
 /// attempt, reports that it wrote. So a call sent again after its connection
 /// dropped (by the store, or by the cluster client, which resends on its own) does
 /// not turn a success into a conflict that would make `update` run the merge twice.
-/// The axum layer's async path sends [`CAS_OR_GET`] instead, once, with no
-/// marker (see `AsyncRedis::cas_or_get`).
+/// The axum layer's async path sends `CAS_OR_GET` instead, once, with no marker
+/// (see `AsyncRedis::cas_or_get`).
 const CAS: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur ~= ARGV[1] then
@@ -1181,11 +1181,12 @@ impl<'a> AsyncRedis<'a> {
             redis::Value::Int(1) => Ok(None),
             redis::Value::Nil => Ok(Some(None)),
             redis::Value::BulkString(current) => Ok(Some(Some(current))),
-            other => Err(Error::engine(
+            // (Not shown: a reply may hold a session's data.)
+            _ => Err(Error::engine(
                 "redis",
                 "compare-and-set",
                 false,
-                format!("unexpected reply from the compare-and-set script: {other:?}"),
+                "the compare-and-set script answered neither 1 nor a value",
             )),
         }
     }
