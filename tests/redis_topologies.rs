@@ -612,15 +612,8 @@ fn a_compare_and_set_whose_reply_is_lost_is_resent_and_merges_once() -> TestResu
     let Some(url) = common::stores::engine_url("FSCACHE_TEST_REDIS") else {
         return Ok(());
     };
-    let port: u16 = url
-        .trim_start_matches("redis://127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
     let drop_reply = Arc::new(AtomicBool::new(false));
-    let proxy = common::lossy_proxy::lossy_proxy(port, drop_reply.clone());
-    let store = RedisStore::open(&format!("redis://127.0.0.1:{proxy}/0"))?;
+    let store = RedisStore::open(&common::lossy_proxy::lossy_proxy(&url, drop_reply.clone()))?;
     let key = format!("cas-lost-reply:{}", std::process::id());
     store.save(&key, b"0", TTL)?;
     // A losing call first, so the script is loaded (a NOSCRIPT reply is not what
@@ -666,15 +659,9 @@ fn a_new_sessions_insert_whose_reply_is_lost_is_kept_by_the_retry() -> TestResul
     let Some(url) = common::stores::engine_url("FSCACHE_TEST_REDIS") else {
         return Ok(());
     };
-    let port: u16 = url
-        .trim_start_matches("redis://127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
     let drop_reply = Arc::new(AtomicBool::new(false));
-    let proxy = common::lossy_proxy::lossy_proxy_on(port, drop_reply.clone(), b"\r\nNX\r\n");
-    let store = RedisStore::open(&format!("redis://127.0.0.1:{proxy}/0"))?;
+    let proxied = common::lossy_proxy::lossy_proxy_on(&url, drop_reply.clone(), b"\r\nNX\r\n");
+    let store = RedisStore::open(&proxied)?;
     let prefix = format!("insert-lost-{}:", fscache::session::new_id()?);
     let sessions = Sessions::new(store, SessionConfig::default().key_prefix(prefix))?;
     let mut s = sessions.load(None)?;

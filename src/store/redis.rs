@@ -51,7 +51,7 @@ return {1, false}
 /// never sends (see `AsyncRedis::cas_or_get`), and with a leaner reply: the
 /// integer 1 when it stored the new value (ARGV[2], with a TTL of ARGV[3] ms) or
 /// deleted the key (no ARGV[2]), else the current value (nil for an absent key).
-/// Redis runs it in about two thirds of `CAS`'s time (`INFO commandstats`, in
+/// Redis runs it in 0.7–0.8× `CAS`'s time (`INFO commandstats`, in
 /// BENCHMARKS.md).
 #[cfg(feature = "axum")]
 const CAS_OR_GET: &str = r"

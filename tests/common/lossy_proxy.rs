@@ -7,34 +7,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
-/// Forwards client connections to `upstream`; when `drop_reply` is set, the reply
-/// to the next `EVALSHA` is swallowed and both connections are closed (the server
-/// ran the script; the client never hears of it).
-pub fn lossy_proxy(upstream: u16, drop_reply: Arc<AtomicBool>) -> u16 {
-    lossy_proxy_on(upstream, drop_reply, b"EVALSHA")
+/// `url` (`redis://127.0.0.1:PORT/DB`, what the test engines are) through a proxy
+/// that can lose a reply: when `drop_reply` is set, the reply to the next
+/// `EVALSHA` is swallowed and both connections are closed (the server ran the
+/// script; the client never hears of it). Returns the URL to connect to instead.
+pub fn lossy_proxy(url: &str, drop_reply: Arc<AtomicBool>) -> String {
+    lossy_proxy_on(url, drop_reply, b"EVALSHA")
 }
 
 /// As [`lossy_proxy`], for the next command whose bytes contain `trigger` (e.g.
 /// `b"\r\nNX\r\n"`: a `SET … NX`).
 #[allow(dead_code)] // not every test crate that includes this file uses it
-pub fn lossy_proxy_on(upstream: u16, drop_reply: Arc<AtomicBool>, trigger: &'static [u8]) -> u16 {
-    proxy(upstream, drop_reply, trigger, Arc::new(AtomicUsize::new(0)))
+pub fn lossy_proxy_on(url: &str, drop_reply: Arc<AtomicBool>, trigger: &'static [u8]) -> String {
+    proxy(url, drop_reply, trigger, Arc::new(AtomicUsize::new(0)))
 }
 
-/// A proxy that loses nothing and counts the commands whose bytes contain
-/// `trigger` into `count` (commands sent whole in one write, as the redis crate
-/// does, each counted once).
+/// `url` through a proxy that loses nothing and counts the commands whose bytes
+/// contain `trigger` into `count` (commands sent whole in one write, as the redis
+/// crate does, each counted once).
 #[allow(dead_code)]
-pub fn counting_proxy(upstream: u16, trigger: &'static [u8], count: Arc<AtomicUsize>) -> u16 {
-    proxy(upstream, Arc::new(AtomicBool::new(false)), trigger, count)
+pub fn counting_proxy(url: &str, trigger: &'static [u8], count: Arc<AtomicUsize>) -> String {
+    proxy(url, Arc::new(AtomicBool::new(false)), trigger, count)
 }
 
 fn proxy(
-    upstream: u16,
+    url: &str,
     drop_reply: Arc<AtomicBool>,
     trigger: &'static [u8],
     count: Arc<AtomicUsize>,
-) -> u16 {
+) -> String {
+    let (upstream, db) = url
+        .strip_prefix("redis://127.0.0.1:")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(port, db)| Some((port.parse::<u16>().ok()?, db)))
+        .unwrap_or_else(|| panic!("{url} is not redis://127.0.0.1:PORT/DB"));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
@@ -86,5 +92,5 @@ fn proxy(
             });
         }
     });
-    port
+    format!("redis://127.0.0.1:{port}/{db}")
 }

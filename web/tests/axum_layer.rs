@@ -379,13 +379,9 @@ fn redis_connection_killed_between_load_and_save_is_retried() {
 fn a_lost_reply_to_an_async_save_is_retried_and_counts_once() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let Some(url) = redis_url() else { return };
-    let (port, db) = url
-        .trim_start_matches("redis://127.0.0.1:")
-        .split_once('/')
-        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
     let drop_reply = Arc::new(AtomicBool::new(false));
-    let proxy = lossy_proxy::lossy_proxy(port.parse().unwrap(), Arc::clone(&drop_reply));
-    let store = fscache::store::open(&format!("redis://127.0.0.1:{proxy}/{db}")).unwrap();
+    let proxied = lossy_proxy::lossy_proxy(&url, Arc::clone(&drop_reply));
+    let store = fscache::store::open(&proxied).unwrap();
     let app = serve(Sessions::new(store, config()).unwrap(), StoreCalls::Async);
     let cookie = log_in(&app);
     // A bump first, so the layer's connection has loaded the script (a NOSCRIPT
@@ -413,18 +409,10 @@ fn a_lost_reply_to_an_async_save_is_retried_and_counts_once() {
 fn a_lost_reply_to_a_new_sessions_insert_leaves_one_record() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let Some(url) = redis_url() else { return };
-    let (port, db) = url
-        .trim_start_matches("redis://127.0.0.1:")
-        .split_once('/')
-        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
     let drop_reply = Arc::new(AtomicBool::new(false));
-    let proxy = lossy_proxy::lossy_proxy_on(
-        port.parse().unwrap(),
-        Arc::clone(&drop_reply),
-        b"\r\nNX\r\n",
-    );
+    let proxied = lossy_proxy::lossy_proxy_on(&url, Arc::clone(&drop_reply), b"\r\nNX\r\n");
     let prefix = format!("insert-{}:", fscache::session::new_id().unwrap());
-    let store = fscache::store::open(&format!("redis://127.0.0.1:{proxy}/{db}")).unwrap();
+    let store = fscache::store::open(&proxied).unwrap();
     let config = SessionConfig::default()
         .cookie_name("id")
         .key_prefix(prefix.clone());
@@ -509,14 +497,9 @@ fn redis_saves_queued_behind_a_save_in_flight_go_in_one_compare_and_set() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(url) = redis_url() else { return };
-    let (port, db) = url
-        .trim_start_matches("redis://127.0.0.1:")
-        .split_once('/')
-        .expect("FSCACHE_TEST_REDIS is redis://127.0.0.1:PORT/DB");
     let scripts = Arc::new(AtomicUsize::new(0));
-    let proxy =
-        lossy_proxy::counting_proxy(port.parse().unwrap(), b"EVALSHA", Arc::clone(&scripts));
-    let store = fscache::store::open(&format!("redis://127.0.0.1:{proxy}/{db}")).unwrap();
+    let proxied = lossy_proxy::counting_proxy(&url, b"EVALSHA", Arc::clone(&scripts));
+    let store = fscache::store::open(&proxied).unwrap();
     let prefix = format!("redis-batch-{}:", fscache::session::new_id().unwrap());
     let config = SessionConfig::default()
         .cookie_name("id")
