@@ -19,7 +19,12 @@ fn main() {
         .build()
         .unwrap()
         .block_on(async move {
-            let pool = Pool::new(Config::from_url(&url).unwrap(), None, None, None, 2).unwrap();
+            // Reconnecting (every 100 ms, for ever), as a deployed app would: without
+            // a policy fred's clients stay down after Redis drops their connections
+            // (a `CLIENT KILL` by fscache's tests on the same Redis), and the page
+            // then hangs.
+            let policy = ReconnectPolicy::new_constant(0, 100);
+            let pool = Pool::new(Config::from_url(&url).unwrap(), None, None, Some(policy), 2).unwrap();
             let _conn = pool.connect();
             pool.wait_for_connect().await.unwrap();
             let layer = SessionManagerLayer::new(RedisStore::new(pool))
