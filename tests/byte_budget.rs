@@ -151,22 +151,7 @@ fn every_handle_keeps_the_shared_total_and_len_corrects_it() -> TestResult {
     }
     let over = on_disk(&dir);
     assert!(over > 256 * 1024);
-    // The most evictions it can take: the smallest entries first.
-    let mut sizes: Vec<u64> = entry_files(&dir)
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .collect();
-    sizes.sort_unstable();
-    let most = sizes
-        .iter()
-        .scan(over, |left, size| {
-            let needed = *left > 256 * 1024;
-            *left -= size;
-            Some(needed)
-        })
-        .take_while(|needed| *needed)
-        .count();
-    let files_before = sizes.len();
+    let files_before = entry_files(&dir).len();
     let mut writes = 0;
     while on_disk(&dir) > 256 * 1024 {
         budgeted.set_bytes(&format!("more{writes}"), b"x")?;
@@ -181,17 +166,13 @@ fn every_handle_keeps_the_shared_total_and_len_corrects_it() -> TestResult {
     let evicted = files_before + writes - entry_files(&dir).len();
     eprintln!(
         "{over} bytes: back under the budget after {writes} budgeted writes, \
-         {evicted} entries evicted (at most {most} evictions needed)"
+         {evicted} entries evicted"
     );
-    // Each write evicts at least one entry while the total is over (so at most
-    // `most` writes, evicting the smallest first), and several while it is far
-    // over: up to EVICT_PER_STEP (4), as many entries of average size as the
-    // total is past the budget. Which entries go depends on what the walker
-    // samples (expired ones first), so their sizes are not asserted.
-    assert!(
-        writes <= most + 1,
-        "{writes} writes for at most {most} evictions"
-    );
+    // Several entries per write while the total is far over the budget: up to
+    // EVICT_PER_STEP (4), as many entries of average size as the total is past
+    // it. Which entries go depends on what the walker samples (expired ones
+    // first), so neither their sizes nor the number of writes is asserted
+    // beyond the loop's bound.
     assert!(
         evicted >= 3 * writes,
         "{evicted} entries evicted by {writes} writes: not several per write"
